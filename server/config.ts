@@ -1,0 +1,126 @@
+import { z } from 'zod';
+
+const Flag = z
+  .enum(['1', '0', 'true', 'false', 'yes', 'no', 'on', 'off'])
+  .transform((v) => ['1', 'true', 'yes', 'on'].includes(v));
+
+const Origins = z
+  .string()
+  .transform((v) =>
+    v
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean),
+  )
+  .pipe(z.array(z.url({ protocol: /^https?$/ })).min(1, 'list at least one origin'));
+
+const Seconds = (def: number, min = 1) => z.coerce.number().int().min(min).default(def);
+
+/** Every setting Sinergi reads, with its default; the README's settings table follows this schema. */
+export const EnvSchema = z
+  .object({
+    NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
+    HOST: z.string().min(1).default('127.0.0.1'),
+    PORT: z.coerce.number().int().min(0).max(65535).default(8080),
+    DATA_DIR: z.string().min(1).default('./data'),
+    LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    PUBLIC_ORIGINS: Origins.default([
+      'http://localhost:8080',
+      'http://127.0.0.1:8080',
+      'http://localhost:5173',
+    ]),
+    TRUST_PROXY: z.coerce.number().int().min(0).max(10).default(0),
+    REDIS_URL: z.url({ protocol: /^rediss?$/ }).optional(),
+    REDIS_KEY_PREFIX: z
+      .string()
+      .regex(/^[a-z0-9_-]{1,24}:$/, 'a short lowercase prefix ending in ":"')
+      .default('sng:'),
+    REDIS_APPENDFSYNC: z.enum(['always', 'everysec']).default('always'),
+    JWT_SECRET: z.string().min(32, 'at least 32 characters').optional(),
+    JWT_ISSUER: z.string().min(1).default('sinergi'),
+    JWT_AUDIENCE: z.string().min(1).default('sinergi-console'),
+    ACCESS_TOKEN_TTL_SECONDS: Seconds(900, 5),
+    REFRESH_TOKEN_TTL_SECONDS: Seconds(24 * 3600, 60),
+    LOGIN_MAX_FAILURES_PER_USER: z.coerce.number().int().min(1).default(5),
+    LOGIN_MAX_ATTEMPTS_PER_IP: z.coerce.number().int().min(1).default(300),
+    LOGIN_WINDOW_SECONDS: Seconds(900),
+    TOPOLOGY_FILE: z.string().min(1).default('config/topology.json'),
+    SEED_DEMO: Flag.optional(),
+    SOCKET_PING_INTERVAL_MS: z.coerce.number().int().min(1000).default(10_000),
+    SOCKET_PING_TIMEOUT_MS: z.coerce.number().int().min(1000).default(20_000),
+    SOCKET_RECOVERY_WINDOW_MS: z.coerce.number().int().min(0).default(120_000),
+    SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).default(10_000),
+  })
+  .superRefine((env, ctx) => {
+    if (env.NODE_ENV === 'production' && env.SEED_DEMO === true)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['SEED_DEMO'],
+        message: 'demo accounts are refused when NODE_ENV=production',
+      });
+    // Several processes on a shared Redis must sign with one key; the generated file only serves one data dir.
+    if (env.REDIS_URL !== undefined && env.JWT_SECRET === undefined)
+      ctx.addIssue({ code: 'custom', path: ['JWT_SECRET'], message: 'required when REDIS_URL is set' });
+  });
+
+export type Env = z.input<typeof EnvSchema>;
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+  }
+}
+
+export function loadConfig(env: Record<string, string | undefined> = process.env) {
+  // An empty variable means "not set", as in most shells' `VAR= cmd`.
+  const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = EnvSchema.safeParse(present);
+  if (!parsed.success) {
+    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.') || '(env)'}: ${i.message}`));
+  }
+  const e = parsed.data;
+  return deepFreeze({
+    env: e.NODE_ENV,
+    dataDir: e.DATA_DIR,
+    logLevel: e.LOG_LEVEL,
+    topologyFile: e.TOPOLOGY_FILE,
+    seedDemo: e.SEED_DEMO ?? e.NODE_ENV === 'development',
+    shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
+    http: {
+      host: e.HOST,
+      port: e.PORT,
+      trustProxy: e.TRUST_PROXY,
+      publicOrigins: e.PUBLIC_ORIGINS,
+      jsonLimit: '64kb',
+    },
+    redis: { url: e.REDIS_URL, keyPrefix: e.REDIS_KEY_PREFIX, appendfsync: e.REDIS_APPENDFSYNC },
+    auth: {
+      jwtSecret: e.JWT_SECRET,
+      issuer: e.JWT_ISSUER,
+      audience: e.JWT_AUDIENCE,
+      accessTtlSeconds: e.ACCESS_TOKEN_TTL_SECONDS,
+      refreshTtlSeconds: e.REFRESH_TOKEN_TTL_SECONDS,
+      loginMaxFailuresPerUser: e.LOGIN_MAX_FAILURES_PER_USER,
+      loginMaxAttemptsPerIp: e.LOGIN_MAX_ATTEMPTS_PER_IP,
+      loginWindowSeconds: e.LOGIN_WINDOW_SECONDS,
+    },
+    socket: {
+      pingIntervalMs: e.SOCKET_PING_INTERVAL_MS,
+      pingTimeoutMs: e.SOCKET_PING_TIMEOUT_MS,
+      recoveryWindowMs: e.SOCKET_RECOVERY_WINDOW_MS,
+      // The largest legal payload (a 4,000-character description or note in UTF-8) with ample headroom.
+      maxHttpBufferSize: 64 * 1024,
+    },
+  });
+}
+
+export type Config = ReturnType<typeof loadConfig>;
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object') {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}

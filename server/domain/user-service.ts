@@ -1,0 +1,105 @@
+import { randomUUID } from 'node:crypto';
+import type { AdminUserView, CreateUserRequest, UpdateUserRequest } from '../../shared/auth.ts';
+import { DomainError } from '../../shared/errors.ts';
+import { roleFitsUnit } from '../../shared/roles.ts';
+import type { TopologyIndex } from '../../shared/topology.ts';
+import type { SessionRepository } from '../storage/sessions.repository.ts';
+import type { UserRecord, UserRepository } from '../storage/users.repository.ts';
+import { toPublicUser } from './auth-service.ts';
+import { hashPassword } from './passwords.ts';
+
+/** Told when a user's existing sessions must end now (disabled, password reset), on every process. */
+export interface SessionRevocations {
+  userRevoked(userId: string): void;
+}
+
+export function createUserService(deps: {
+  users: UserRepository;
+  sessions: SessionRepository;
+  topology: TopologyIndex;
+  revocations: SessionRevocations;
+}) {
+  const { users, sessions, topology, revocations } = deps;
+
+  const view = (user: UserRecord): AdminUserView => ({
+    ...toPublicUser(user, topology),
+    disabled: user.disabled,
+    createdAt: user.createdAt,
+  });
+
+  async function existing(userId: string): Promise<UserRecord> {
+    const user = await users.findById(userId);
+    if (!user) throw new DomainError('not_found', 'No such user');
+    return user;
+  }
+
+  async function endSessions(userId: string) {
+    await sessions.revokeAll(userId);
+    revocations.userRevoked(userId);
+  }
+
+  return {
+    async create(request: CreateUserRequest): Promise<AdminUserView> {
+      const unit = topology.unit(request.unitId);
+      if (!unit) {
+        throw new DomainError('validation_failed', 'Unknown unit', {
+          issues: [{ path: 'unitId', message: `no unit "${request.unitId}" in the topology` }],
+        });
+      }
+      if (!roleFitsUnit(request.role, unit)) {
+        throw new DomainError('validation_failed', 'Role does not fit the unit', {
+          issues: [{ path: 'role', message: `a ${request.role} cannot belong to ${unit.type} "${unit.id}"` }],
+        });
+      }
+      const user: UserRecord = {
+        id: randomUUID(),
+        username: request.username,
+        displayName: request.displayName,
+        role: request.role,
+        unitId: request.unitId,
+        passwordHash: await hashPassword(request.password),
+        disabled: false,
+        createdAt: new Date().toISOString(),
+      };
+      if (!(await users.create(user)))
+        throw new DomainError('conflict', `Username "${request.username}" is taken`);
+      return view(user);
+    },
+
+    async list(): Promise<AdminUserView[]> {
+      return (await users.list()).map(view);
+    },
+
+    async get(userId: string): Promise<AdminUserView> {
+      return view(await existing(userId));
+    },
+
+    async findIdByUsername(username: string): Promise<string> {
+      const user = await users.findByUsername(username);
+      if (!user) throw new DomainError('not_found', `No user "${username}"`);
+      return user.id;
+    },
+
+    async update(userId: string, changes: UpdateUserRequest): Promise<AdminUserView> {
+      await existing(userId);
+      await users.update(userId, {
+        ...(changes.displayName !== undefined && { displayName: changes.displayName }),
+        ...(changes.disabled !== undefined && { disabled: changes.disabled }),
+      });
+      if (changes.disabled) await endSessions(userId);
+      return view(await existing(userId));
+    },
+
+    async resetPassword(userId: string, password: string): Promise<void> {
+      await existing(userId);
+      await users.update(userId, { passwordHash: await hashPassword(password) });
+      await endSessions(userId);
+    },
+
+    async count(): Promise<number> {
+      return users.count();
+    },
+  };
+}
+
+export type UserService = ReturnType<typeof createUserService>;

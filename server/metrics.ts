@@ -1,0 +1,38 @@
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+
+/** One registry per app instance, so two in-process servers (as in tests) never share counters. */
+export function createMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'sinergi_' });
+  return {
+    registry,
+    socketsConnected: new Gauge({
+      name: 'sinergi_sockets_connected',
+      help: 'Sockets connected to this process, by the type of the user’s unit',
+      labelNames: ['unit_type'] as const,
+      registers: [registry],
+    }),
+    httpRequests: new Histogram({
+      name: 'sinergi_http_request_duration_seconds',
+      help: 'HTTP request latency by route and status',
+      labelNames: ['method', 'route', 'status'] as const,
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [registry],
+    }),
+    socketCommands: new Histogram({
+      name: 'sinergi_socket_command_duration_seconds',
+      help: 'Socket command latency by event and outcome (ok or an error code)',
+      labelNames: ['event', 'outcome'] as const,
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers: [registry],
+    }),
+    socketCommandsWithoutAck: new Counter({
+      name: 'sinergi_socket_commands_without_ack_total',
+      help: 'Socket events received without an acknowledgement callback (ignored)',
+      labelNames: ['event'] as const,
+      registers: [registry],
+    }),
+  };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

@@ -1,0 +1,224 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { access, constants, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import path from 'node:path';
+import { Redis } from 'ioredis';
+import { StartupError } from '../startup-error.ts';
+
+export interface EmbeddedRedisOptions {
+  dataDir: string;
+  appendfsync: 'always' | 'everysec';
+  /** Defaults to the `redis-server` found on PATH. */
+  binary?: string;
+  startTimeoutMs?: number;
+}
+
+export interface EmbeddedRedis {
+  readonly url: string;
+  readonly port: number;
+  /** False when another Sinergi process started it and this one only attached. */
+  readonly owned: boolean;
+  /** The OS process id of redis-server, for fault tests. */
+  readonly pid: number | undefined;
+  stop(): Promise<void>;
+}
+
+interface AddressRecord {
+  host: string;
+  port: number;
+  pid: number;
+  dir: string;
+}
+
+// The wrapper holds the write end of a pipe from the parent: when the parent dies, even by SIGKILL,
+// `read` sees end-of-file and the child redis-server is stopped instead of being orphaned.
+const WRAPPER = `
+exec 3<&0
+"$0" "$@" </dev/null &
+pid=$!
+( read -r _ <&3; kill -TERM "$pid" 2>/dev/null ) &
+wait "$pid"
+`;
+
+export const REDIS_MISSING_MESSAGE =
+  'redis-server was not found on PATH. Install it (Debian/Ubuntu: `sudo apt-get install redis-server`; ' +
+  'macOS: `brew install redis`) or set REDIS_URL=redis://127.0.0.1:6379 to use a running Redis 6.2 or newer.';
+
+export async function findOnPath(name: string): Promise<string | undefined> {
+  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
+    if (!dir) continue;
+    const candidate = path.join(dir, name);
+    try {
+      await access(candidate, constants.X_OK);
+      return candidate;
+    } catch {}
+  }
+  return undefined;
+}
+
+export function redisDir(dataDir: string): string {
+  return path.resolve(dataDir, 'redis');
+}
+
+function addressFile(dir: string): string {
+  return path.join(dir, 'address.json');
+}
+
+/**
+ * Starts a private redis-server with its data under `<dataDir>/redis`, or attaches to the one another
+ * Sinergi process (server or command-line tool) already runs on the same data.
+ */
+export async function startEmbeddedRedis(options: EmbeddedRedisOptions): Promise<EmbeddedRedis> {
+  const dir = redisDir(options.dataDir);
+  await mkdir(dir, { recursive: true });
+
+  const running = await findRunning(dir);
+  if (running) return attached(running);
+
+  const binary = options.binary ?? (await findOnPath('redis-server'));
+  if (!binary) throw new StartupError(REDIS_MISSING_MESSAGE);
+
+  // A port picked as free can be taken before redis binds it; try again with another.
+  let lastError: unknown;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const port = await freePort();
+    try {
+      return await launch(binary, dir, port, options);
+    } catch (error) {
+      lastError = error;
+    }
+  }
+  throw lastError;
+}
+
+async function launch(
+  binary: string,
+  dir: string,
+  port: number,
+  options: EmbeddedRedisOptions,
+): Promise<EmbeddedRedis> {
+  const logFile = path.join(dir, 'redis.log');
+  const args = [
+    ...['--bind', '127.0.0.1', '--port', String(port), '--protected-mode', 'yes'],
+    ...['--dir', dir, '--logfile', logFile, '--daemonize', 'no', '--save', ''],
+    ...['--appendonly', 'yes', '--appendfsync', options.appendfsync, '--maxmemory-policy', 'noeviction'],
+  ];
+  const child = spawn('/bin/sh', ['-c', WRAPPER, binary, ...args], { stdio: ['pipe', 'ignore', 'ignore'] });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+
+  const url = `redis://127.0.0.1:${port}`;
+  const deadline = Date.now() + (options.startTimeoutMs ?? 15_000);
+  let pid: number | undefined;
+  while (pid === undefined) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new StartupError(`redis-server exited during start-up; see ${logFile}:\n${await tail(logFile)}`);
+    }
+    if (Date.now() > deadline) {
+      await stopChild(child, exited);
+      throw new StartupError(`redis-server did not answer PING within the start-up timeout; see ${logFile}`);
+    }
+    pid = await pingPid(url);
+    if (pid === undefined) await new Promise((r) => setTimeout(r, 50));
+  }
+
+  const record: AddressRecord = { host: '127.0.0.1', port, pid, dir };
+  await writeFile(addressFile(dir), `${JSON.stringify(record)}\n`, { mode: 0o600 });
+
+  let stopping: Promise<void> | undefined;
+  return {
+    url,
+    port,
+    owned: true,
+    pid,
+    stop: () => {
+      stopping ??= (async () => {
+        await stopChild(child, exited);
+        await rm(addressFile(dir), { force: true });
+      })();
+      return stopping;
+    },
+  };
+}
+
+async function stopChild(child: ChildProcess, exited: Promise<void>): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  // Closing the pipe makes the wrapper send SIGTERM: redis flushes its AOF and exits cleanly.
+  child.stdin?.end();
+  const timeout = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 10_000).unref());
+  if ((await Promise.race([exited, timeout])) === 'timeout') {
+    child.kill('SIGKILL');
+    await exited;
+  }
+}
+
+async function findRunning(dir: string): Promise<AddressRecord | undefined> {
+  let record: AddressRecord;
+  try {
+    record = JSON.parse(await readFile(addressFile(dir), 'utf8')) as AddressRecord;
+  } catch {
+    return undefined;
+  }
+  const url = `redis://${record.host}:${record.port}`;
+  // The port may since belong to an unrelated Redis: only attach if it serves this very directory.
+  const client = new Redis(url, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
+  client.on('error', () => {});
+  try {
+    await client.connect();
+    const [, servedDir] = (await client.config('GET', 'dir')) as [string, string];
+    if (path.resolve(servedDir) === dir) return record;
+  } catch {
+    // Not running any more: a stale record from a process that was killed.
+  } finally {
+    client.disconnect();
+  }
+  await rm(addressFile(dir), { force: true });
+  return undefined;
+}
+
+function attached(record: AddressRecord): EmbeddedRedis {
+  return {
+    url: `redis://${record.host}:${record.port}`,
+    port: record.port,
+    owned: false,
+    pid: record.pid,
+    stop: async () => {},
+  };
+}
+
+/** The server's process id once it answers PING, undefined while it does not. */
+async function pingPid(url: string): Promise<number | undefined> {
+  const client = new Redis(url, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
+  client.on('error', () => {});
+  try {
+    await client.connect();
+    await client.ping();
+    const info = await client.info('server');
+    return Number(/process_id:(\d+)/.exec(info)?.[1]);
+  } catch {
+    return undefined;
+  } finally {
+    client.disconnect();
+  }
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() =>
+        typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port')),
+      );
+    });
+  });
+}
+
+async function tail(file: string, lines = 10): Promise<string> {
+  try {
+    return (await readFile(file, 'utf8')).trimEnd().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}

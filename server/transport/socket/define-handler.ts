@@ -1,0 +1,95 @@
+import type { Ack } from '../../../shared/envelope.ts';
+import { DomainError, type ErrorBody, fieldIssues } from '../../../shared/errors.ts';
+import {
+  type CommandName,
+  type CommandPayload,
+  type CommandResult,
+  commands,
+} from '../../../shared/events.ts';
+import type { Principal } from '../../domain/auth-service.ts';
+import type { Logger } from '../../logger.ts';
+import type { Metrics } from '../../metrics.ts';
+import { toDomainError } from '../error-mapping.ts';
+import type { ConsoleSocket } from './socket-types.ts';
+
+export interface HandlerContext {
+  logger: Logger;
+  metrics: Metrics;
+  /** Re-establishes the caller at each command, so a disabled account or ended session stops at once. */
+  recheck(principal: Principal): Promise<Principal>;
+  /** Commands in flight on this process, so shutdown can let them finish. */
+  inFlight: { count: number; draining: boolean };
+}
+
+export type CommandHandler<K extends CommandName> = (
+  payload: CommandPayload<K>,
+  caller: Principal,
+  socket: ConsoleSocket,
+) => Promise<CommandResult<K>>;
+
+function errorBody(error: unknown, logger: Logger, event: string): ErrorBody {
+  const known = toDomainError(error);
+  if (known) return known.toBody();
+  logger.error({ err: error, event }, 'unhandled error in socket command');
+  return { code: 'internal', message: 'Internal error' };
+}
+
+/**
+ * The one way a socket command is wired: validate with the shared schema, re-check the caller, run the
+ * service, answer exactly one envelope through the ack. Nothing thrown escapes into Socket.IO, which does
+ * not catch rejected listeners.
+ */
+export function defineHandler<K extends CommandName>(
+  ctx: HandlerContext,
+  event: K,
+  handler: CommandHandler<K>,
+) {
+  return (socket: ConsoleSocket) => {
+    // Socket.IO's typed `on` cannot follow a generic event name; the listener below checks every argument itself.
+    (socket.on as (event: string, listener: (...args: unknown[]) => void) => void)(event, (...args) => {
+      const ack = args.at(-1);
+      if (typeof ack !== 'function') {
+        ctx.metrics.socketCommandsWithoutAck.inc({ event });
+        ctx.logger.warn(
+          { event, userId: socket.data.user?.id },
+          'socket command without acknowledgement ignored',
+        );
+        return;
+      }
+      const payload = args.length > 1 ? args[0] : undefined;
+      void run(payload, ack as (res: Ack<CommandResult<K>>) => void);
+    });
+
+    async function run(raw: unknown, ack: (res: Ack<CommandResult<K>>) => void) {
+      const end = ctx.metrics.socketCommands.startTimer({ event });
+      ctx.inFlight.count++;
+      let outcome = 'ok';
+      try {
+        if (ctx.inFlight.draining)
+          throw new DomainError('unavailable', 'Server is shutting down; retry after reconnecting');
+        const parsed = commands[event].payload.safeParse(raw);
+        if (!parsed.success) {
+          throw new DomainError('validation_failed', `Invalid ${event} payload`, {
+            issues: fieldIssues(parsed.error),
+          });
+        }
+        const caller = await ctx.recheck(principalOf(socket));
+        const data = await handler(parsed.data as CommandPayload<K>, caller, socket);
+        ack({ ok: true, data });
+      } catch (error) {
+        const body = errorBody(error, ctx.logger, event);
+        outcome = body.code;
+        ack({ ok: false, error: body });
+        if (body.code === 'unauthorized') socket.disconnect(true);
+      } finally {
+        ctx.inFlight.count--;
+        end({ outcome });
+      }
+    }
+  };
+}
+
+function principalOf(socket: ConsoleSocket): Principal {
+  const { user, sessionId, expiresAt } = socket.data;
+  return { user, sessionId, expiresAt };
+}

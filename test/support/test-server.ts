@@ -1,0 +1,63 @@
+import { randomUUID } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
+import { inject } from 'vitest';
+import { Topology, type TopologyInput } from '../../shared/topology.ts';
+import { type App, createApp } from '../../server/app.ts';
+import { loadConfig } from '../../server/config.ts';
+import { seedDemoAccounts } from '../../server/domain/seed.ts';
+import { createLogger } from '../../server/logger.ts';
+import { loadTopologyFile } from '../../server/topology-file.ts';
+
+export const TEST_JWT_SECRET = 'test-secret-that-is-at-least-32-characters-long';
+
+export interface TestServer {
+  readonly url: string;
+  readonly app: App;
+  readonly prefix: string;
+  close(): Promise<void>;
+}
+
+export interface TestServerOptions {
+  /** Share a key prefix (and so users, sessions and socket rooms) with another test server. */
+  prefix?: string;
+  env?: Record<string, string>;
+  topology?: TopologyInput;
+  seedDemo?: boolean;
+  redisUrl?: string;
+}
+
+/** A fresh, unique key prefix: one per test file (or per test) keeps parallel tests apart on one Redis. */
+export function uniquePrefix(): string {
+  return `t${randomUUID().slice(0, 8)}:`;
+}
+
+/** Builds the real app, on the suite's real Redis, listening on 127.0.0.1 on a free port. */
+export async function startTestServer(options: TestServerOptions = {}): Promise<TestServer> {
+  const prefix = options.prefix ?? uniquePrefix();
+  const redisUrl = options.redisUrl ?? inject('redisUrl');
+  const config = loadConfig({
+    NODE_ENV: 'test',
+    PORT: '0',
+    REDIS_URL: redisUrl,
+    REDIS_KEY_PREFIX: prefix,
+    JWT_SECRET: TEST_JWT_SECRET,
+    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
+    SHUTDOWN_GRACE_MS: '2000',
+    ...options.env,
+  });
+  const topology = options.topology
+    ? Topology.parse(options.topology)
+    : await loadTopologyFile(config.topologyFile);
+  const app = createApp({
+    config,
+    logger: createLogger(config.logLevel),
+    redisUrl,
+    topology,
+    jwtSecret: new TextEncoder().encode(TEST_JWT_SECRET),
+  });
+  await app.start();
+  if (options.seedDemo ?? true) await seedDemoAccounts(app.services.users);
+  await new Promise<void>((resolve) => app.httpServer.listen(0, '127.0.0.1', resolve));
+  const { port } = app.httpServer.address() as AddressInfo;
+  return { url: `http://127.0.0.1:${port}`, app, prefix, close: () => app.close() };
+}
