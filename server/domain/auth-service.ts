@@ -127,8 +127,10 @@ export function createAuthService(deps: {
     },
 
     async logout(refreshToken: string): Promise<void> {
-      const { userId, sessionId } = parseRefreshToken(refreshToken);
-      await sessions.revoke(sessionId, userId);
+      const { userId, sessionId, secret } = parseRefreshToken(refreshToken);
+      // An already ended session needs no second logout; a wrong secret must not end someone else's.
+      if ((await sessions.end(sessionId, userId, sha256(secret))) === 'invalid')
+        throw new DomainError('unauthorized', 'Invalid refresh token');
     },
 
     /** Re-checks, at each command, that a connected socket's session and user still stand. */

@@ -2,24 +2,37 @@ import type { Redis } from 'ioredis';
 import type { RedisKeys } from './keys.ts';
 
 export type RotateOutcome = 'rotated' | 'reused' | 'invalid';
+export type EndOutcome = 'ended' | 'absent' | 'invalid';
 
-// Compares the presented refresh secret with the current one; a match rotates it, the previous one means
-// the token was stolen and replayed (or the client misbehaved), so the whole session ends.
+// Compares the presented refresh secret with the current one; a match rotates it and keeps the old one as a
+// `used:<hash>` field. Any used one, not only the last, means the token was stolen and replayed (or the
+// client misbehaved), so the whole session ends: a thief who rotates several times cannot outrun detection.
 const ROTATE = `
-local s = redis.call('HMGET', KEYS[1], 'secret', 'prev')
-if not s[1] then return {'invalid'} end
-if s[1] == ARGV[1] then
-  redis.call('HSET', KEYS[1], 'secret', ARGV[2], 'prev', ARGV[1])
+local current = redis.call('HGET', KEYS[1], 'secret')
+if not current then return {'invalid'} end
+if current == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'secret', ARGV[2], 'used:' .. ARGV[1], '1')
   redis.call('EXPIRE', KEYS[1], ARGV[3])
   redis.call('EXPIRE', KEYS[2], ARGV[3])
   return {'rotated'}
 end
-if s[2] == ARGV[1] then
+if redis.call('HEXISTS', KEYS[1], 'used:' .. ARGV[1]) == 1 then
   redis.call('DEL', KEYS[1])
   redis.call('SREM', KEYS[2], ARGV[4])
   return {'reused'}
 end
 return {'invalid'}
+`;
+
+// Ends the session only for a holder of one of its refresh secrets: its ids alone are readable in any
+// access token. A used secret ends it too, as a replay would.
+const END = `
+local current = redis.call('HGET', KEYS[1], 'secret')
+if not current then return {'absent'} end
+if current ~= ARGV[1] and redis.call('HEXISTS', KEYS[1], 'used:' .. ARGV[1]) == 0 then return {'invalid'} end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[2])
+return {'ended'}
 `;
 
 // Session keys share the user's hash tag, so this stays within one slot.
@@ -38,7 +51,6 @@ export function createSessionRepository(redis: Redis, keys: RedisKeys) {
         .hset(keys.session(userId, sessionId), {
           userId,
           secret: secretHash,
-          prev: '',
           createdAt: new Date().toISOString(),
         })
         .expire(keys.session(userId, sessionId), ttlSeconds)
@@ -65,6 +77,19 @@ export function createSessionRepository(redis: Redis, keys: RedisKeys) {
         ttlSeconds,
         sessionId,
       )) as [RotateOutcome];
+      return status;
+    },
+
+    /** Logout: ends the session when `presented` is the hash of one of its refresh secrets. */
+    async end(sessionId: string, userId: string, presented: string): Promise<EndOutcome> {
+      const [status] = (await redis.eval(
+        END,
+        2,
+        keys.session(userId, sessionId),
+        keys.userSessions(userId),
+        presented,
+        sessionId,
+      )) as [EndOutcome];
       return status;
     },
 
