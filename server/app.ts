@@ -2,19 +2,30 @@ import { createServer, type Server as HttpServer } from 'node:http';
 import type { Redis } from 'ioredis';
 import { indexTopology, type Topology, type TopologyIndex } from '../shared/topology.ts';
 import type { Config } from './config.ts';
+import { type ApiKeyService, createApiKeyService } from './domain/api-key-service.ts';
 import { type AuthService, createAuthService } from './domain/auth-service.ts';
+import {
+  createIncidentService,
+  type IncidentPublisher,
+  type IncidentService,
+} from './domain/incident-service.ts';
 import { createUserService, type SessionRevocations, type UserService } from './domain/user-service.ts';
 import type { Logger } from './logger.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { createRedis, waitReady } from './redis/redis-connection.ts';
+import { createApiKeyRepository } from './storage/api-keys.repository.ts';
+import { createIncidentRepository } from './storage/incidents.repository.ts';
 import { redisKeys } from './storage/keys.ts';
 import { createLoginLimiter } from './storage/login-limiter.ts';
+import { createRateGate } from './storage/rate-gate.ts';
 import { createSessionRepository } from './storage/sessions.repository.ts';
 import { recordTopology } from './storage/topology.repository.ts';
 import { createUserRepository } from './storage/users.repository.ts';
 import { createHttpApp } from './transport/http/http-app.ts';
 import type { HandlerContext } from './transport/socket/define-handler.ts';
 import { createHub } from './transport/socket/hub.ts';
+import { incidentHandlers } from './transport/socket/incident.handlers.ts';
+import { createIncidentPublisher } from './transport/socket/incident-publisher.ts';
 import { sessionHandlers } from './transport/socket/session.handlers.ts';
 import type { Hub } from './transport/socket/socket-types.ts';
 
@@ -32,7 +43,12 @@ export interface App {
   readonly metrics: Metrics;
   readonly topology: TopologyIndex;
   readonly redis: Redis;
-  readonly services: { auth: AuthService; users: UserService };
+  readonly services: {
+    auth: AuthService;
+    users: UserService;
+    incidents: IncidentService;
+    apiKeys: ApiKeyService;
+  };
   /** Connects to Redis and records the topology; call before listening. */
   start(): Promise<void>;
   /** Idempotent, ordered shutdown; every step runs even if an earlier one fails. */
@@ -75,14 +91,27 @@ export function createApp(deps: AppDeps): App {
       refreshTtlSeconds: config.auth.refreshTtlSeconds,
     },
   });
-  // The hub is built after the services that report revocations to it.
+  // The hub is built after the services that report to it.
   let revocations: SessionRevocations | undefined;
+  let publisher: IncidentPublisher | undefined;
   const userService = createUserService({
     users,
     sessions,
     topology,
     revocations: { userRevoked: (userId) => revocations?.userRevoked(userId) },
   });
+
+  const incidents = createIncidentService({
+    repo: createIncidentRepository(redis, keys),
+    topology,
+    publisher: { changed: (change) => publisher?.changed(change) },
+    gates: {
+      raise: createRateGate(redis, keys, 'raise', config.incidents.raisePerMinute),
+      note: createRateGate(redis, keys, 'note', config.incidents.notePerMinute),
+    },
+    settings: { dedupWindowMs: config.incidents.dedupWindowMs },
+  });
+  const apiKeys = createApiKeyService({ repo: createApiKeyRepository(redis, keys), topology });
 
   const inFlight = { count: 0, draining: false };
   const handlerContext: HandlerContext = { logger, metrics, recheck: (p) => auth.recheck(p), inFlight };
@@ -109,6 +138,8 @@ export function createApp(deps: AppDeps): App {
     readiness,
     auth,
     users: userService,
+    incidents,
+    apiKeys,
     topology,
     settings: { trustProxy: config.http.trustProxy, jsonLimit: config.http.jsonLimit },
   });
@@ -122,17 +153,27 @@ export function createApp(deps: AppDeps): App {
     auth,
     topology,
     settings: { ...config.socket, publicOrigins: config.http.publicOrigins },
-    handlers: [...sessionHandlers(handlerContext)],
+    handlers: [...sessionHandlers(handlerContext), ...incidentHandlers(handlerContext, incidents)],
   });
   revocations = hub.revocations;
+  publisher = createIncidentPublisher(hub.io, topology);
 
   let closing: Promise<void> | undefined;
   async function runClose() {
+    // Each step is bounded, so a shutdown while Redis is unreachable still completes.
     const step = async (name: string, fn: () => Promise<unknown> | unknown) => {
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<'timeout'>((r) => {
+        timer = setTimeout(() => r('timeout'), config.shutdownGraceMs);
+      });
       try {
-        await fn();
+        if ((await Promise.race([Promise.resolve().then(fn), timeout])) === 'timeout') {
+          logger.warn({ step: name }, 'shutdown step timed out');
+        }
       } catch (err) {
         logger.warn({ err, step: name }, 'shutdown step failed');
+      } finally {
+        clearTimeout(timer);
       }
     };
     inFlight.draining = true;
@@ -144,11 +185,12 @@ export function createApp(deps: AppDeps): App {
     // Closing the engine drops each transport without a "server disconnect" packet, so consoles
     // reconnect by themselves, to another process behind the proxy.
     await step('close sockets', () => hub.io.close());
-    await step('finish HTTP requests', async () => {
-      await Promise.race([httpClosed, new Promise((r) => setTimeout(r, config.shutdownGraceMs).unref())]);
-      httpServer.closeAllConnections();
-    });
+    await step('finish HTTP requests', () => httpClosed);
+    httpServer.closeAllConnections();
     await step('quit redis', () => Promise.allSettled([redis.quit(), adapterRedis.quit()]));
+    // Whatever could not quit cleanly (Redis gone) is dropped, so no socket keeps the process alive.
+    redis.disconnect();
+    adapterRedis.disconnect();
   }
 
   return {
@@ -157,7 +199,7 @@ export function createApp(deps: AppDeps): App {
     metrics,
     topology,
     redis,
-    services: { auth, users: userService },
+    services: { auth, users: userService, incidents, apiKeys },
     async start() {
       await Promise.all([waitReady(redis), waitReady(adapterRedis)]);
       const recorded = await recordTopology(redis, keys, deps.topology);

@@ -16,6 +16,9 @@ const Origins = z
 
 const Seconds = (def: number, min = 1) => z.coerce.number().int().min(min).default(def);
 
+// The keys the cross-field checks below read.
+const crossChecked = new Set(['NODE_ENV', 'SEED_DEMO', 'REDIS_URL', 'JWT_SECRET']);
+
 /** Every setting Sinergi reads, with its default; the README's settings table follows this schema. */
 export const EnvSchema = z
   .object({
@@ -50,18 +53,28 @@ export const EnvSchema = z
     SOCKET_PING_TIMEOUT_MS: z.coerce.number().int().min(1000).default(20_000),
     SOCKET_RECOVERY_WINDOW_MS: z.coerce.number().int().min(0).default(120_000),
     SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).default(10_000),
+    DEDUP_WINDOW_SECONDS: Seconds(15 * 60),
+    RAISE_RATE_PER_MINUTE: z.coerce.number().int().min(1).default(120),
+    NOTE_RATE_PER_MINUTE: z.coerce.number().int().min(1).default(120),
   })
-  .superRefine((env, ctx) => {
-    if (env.NODE_ENV === 'production' && env.SEED_DEMO === true)
-      ctx.addIssue({
-        code: 'custom',
-        path: ['SEED_DEMO'],
-        message: 'demo accounts are refused when NODE_ENV=production',
-      });
-    // Several processes on a shared Redis must sign with one key; the generated file only serves one data dir.
-    if (env.REDIS_URL !== undefined && env.JWT_SECRET === undefined)
-      ctx.addIssue({ code: 'custom', path: ['JWT_SECRET'], message: 'required when REDIS_URL is set' });
-  });
+  .superRefine(
+    (env, ctx) => {
+      if (env.NODE_ENV === 'production' && env.SEED_DEMO === true)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['SEED_DEMO'],
+          message: 'demo accounts are refused when NODE_ENV=production',
+        });
+      // Several processes on a shared Redis must sign with one key; the generated file only serves one data dir.
+      if (env.REDIS_URL !== undefined && env.JWT_SECRET === undefined)
+        ctx.addIssue({ code: 'custom', path: ['JWT_SECRET'], message: 'required when REDIS_URL is set' });
+    },
+    {
+      // zod skips a refinement once any field failed; these checks must still run so every problem is listed
+      // at once, and they are sound as long as the keys they read parsed.
+      when: ({ issues }) => !issues.some((i) => crossChecked.has(String(i.path?.[0]))),
+    },
+  );
 
 export type Env = z.input<typeof EnvSchema>;
 
@@ -104,6 +117,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       loginMaxFailuresPerUser: e.LOGIN_MAX_FAILURES_PER_USER,
       loginMaxAttemptsPerIp: e.LOGIN_MAX_ATTEMPTS_PER_IP,
       loginWindowSeconds: e.LOGIN_WINDOW_SECONDS,
+    },
+    incidents: {
+      dedupWindowMs: e.DEDUP_WINDOW_SECONDS * 1000,
+      raisePerMinute: e.RAISE_RATE_PER_MINUTE,
+      notePerMinute: e.NOTE_RATE_PER_MINUTE,
     },
     socket: {
       pingIntervalMs: e.SOCKET_PING_INTERVAL_MS,

@@ -1,6 +1,21 @@
 import { z } from 'zod';
 import { PublicUser } from './auth.ts';
 import type { Ack } from './envelope.ts';
+import {
+  AckAlert,
+  AddNote,
+  AlertNew,
+  IncidentEventMessage,
+  IncidentRef,
+  IncidentResult,
+  IncidentUpdated,
+  JoinResult,
+  RaiseAlert,
+  RaiseResult,
+  SyncRequest,
+  SyncResult,
+  TransitionIncident,
+} from './incident.ts';
 
 /**
  * Client → server commands. Each is validated with `payload` at the socket boundary and answered through
@@ -11,6 +26,13 @@ export const commands = {
     payload: z.object({}).strict(),
     result: z.object({ user: PublicUser, rooms: z.array(z.string()), expiresAt: z.iso.datetime() }),
   },
+  'alert:raise': { payload: RaiseAlert, result: RaiseResult },
+  'alert:ack': { payload: AckAlert, result: IncidentResult },
+  'incident:join': { payload: IncidentRef, result: JoinResult },
+  'incident:leave': { payload: IncidentRef, result: z.object({ left: z.boolean() }) },
+  'incident:transition': { payload: TransitionIncident, result: IncidentResult },
+  'incident:note': { payload: AddNote, result: IncidentResult },
+  sync: { payload: SyncRequest, result: SyncResult },
 } as const satisfies Record<string, { payload: z.ZodType; result: z.ZodType }>;
 
 export type Commands = typeof commands;
@@ -22,6 +44,12 @@ export type CommandResult<K extends CommandName> = z.output<Commands[K]['result'
 export const serverEvents = {
   /** Sent just before the server disconnects a socket whose access token expired or was revoked. */
   'session:ended': z.object({ reason: z.enum(['expired', 'revoked']) }),
+  /** A new alert, to every party's rooms: a new incident, or one more alert on an active incident. */
+  'alert:new': AlertNew,
+  /** An incident's state changed, to every party's rooms. */
+  'incident:updated': IncidentUpdated,
+  /** One timeline event, to consoles that joined the incident's room. */
+  'incident:event': IncidentEventMessage,
 } as const satisfies Record<string, z.ZodType>;
 
 export type ServerEvents = typeof serverEvents;

@@ -6,18 +6,19 @@ export type RedisRole = 'commands' | 'adapter' | 'queue' | 'worker' | 'subscribe
 /**
  * One connection per role. Command connections fail fast while Redis is unreachable so a console gets
  * `unavailable` within its ack timeout instead of a request queued forever; BullMQ's connections must
- * instead wait (`maxRetriesPerRequest: null`), as BullMQ requires.
+ * instead wait (`maxRetriesPerRequest: null`), as BullMQ requires, and so does the socket adapter.
  */
 export function createRedis(
   url: string,
   role: RedisRole,
   extra: Omit<RedisOptions, 'replyMapping'> = {},
 ): Redis {
-  const blocking = role === 'queue' || role === 'worker';
+  // The adapter's background reads and heartbeats have no caller to fail to: they wait for Redis too.
+  const blocking = role === 'queue' || role === 'worker' || role === 'adapter';
   const options: Omit<RedisOptions, 'replyMapping'> = {
     connectionName: `sinergi:${role}`,
     maxRetriesPerRequest: blocking ? null : 1,
-    enableOfflineQueue: blocking || role === 'adapter',
+    enableOfflineQueue: blocking,
     retryStrategy: (times: number) => Math.min(times * 100, 2000),
     ...extra,
   };

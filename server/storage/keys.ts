@@ -11,6 +11,24 @@ export function redisKeys(prefix: string) {
     usernames: `${prefix}usernames`,
     /** Same hash tag as the user: revoking every session of a user is one single-slot script. */
     session: (userId: string, sessionId: string) => `${prefix}{user:${userId}}:session:${sessionId}`,
+    incident: (id: string) => `${prefix}{inc:${id}}`,
+    incidentEvents: (id: string) => `${prefix}{inc:${id}}:events`,
+    incidentAlerts: (id: string) => `${prefix}{inc:${id}}:alerts`,
+    /** Which alert a user's clientRef produced: the idempotency record of a raise. */
+    alertRef: (userId: string, clientRef: string) => `${prefix}alert-ref:${userId}:${clientRef}`,
+    /** The active incident that new alerts for the same place and kind join. */
+    dedup: (facilityId: string, category: string, block: string, drill: boolean) =>
+      `${prefix}dedup:${facilityId}:${category}:${block}:${drill ? 'drill' : 'live'}`,
+    changeSeq: `${prefix}incidents:change-seq`,
+    changed: `${prefix}incidents:changed`,
+    allIncidents: `${prefix}incidents:all`,
+    openIncidents: `${prefix}incidents:open`,
+    /** Per-unit indexes; the commit script builds these names from `unitIndexPrefix` + unit id + suffix. */
+    unitIndexPrefix: `${prefix}unit:`,
+    unitIncidents: (unitId: string) => `${prefix}unit:${unitId}:incidents`,
+    unitOpen: (unitId: string) => `${prefix}unit:${unitId}:open`,
+    apiKey: (keyHash: string) => `${prefix}api-key:${keyHash}`,
+    apiKeys: `${prefix}api-keys`,
     rateLimitPrefix: (name: string) => `${prefix}rl:${name}`,
     socketStream: `${prefix}socket.io`,
     socketChannelPrefix: `${prefix}socket.io`,

@@ -3,13 +3,18 @@ import express, { type Express } from 'express';
 import helmet from 'helmet';
 import { pinoHttp } from 'pino-http';
 import type { TopologyIndex } from '../../../shared/topology.ts';
+import type { ApiKeyService } from '../../domain/api-key-service.ts';
 import type { AuthService } from '../../domain/auth-service.ts';
+import type { IncidentService } from '../../domain/incident-service.ts';
 import type { UserService } from '../../domain/user-service.ts';
 import type { Logger } from '../../logger.ts';
 import type { Metrics } from '../../metrics.ts';
+import { alertRoutes } from './alerts.routes.ts';
+import { apiKeyRoutes } from './api-keys.routes.ts';
 import { authRoutes } from './auth.routes.ts';
 import { authenticate, requireRole } from './authenticate.ts';
 import { errorHandler, notFound } from './http-errors.ts';
+import { incidentRoutes } from './incidents.routes.ts';
 import { opsRoutes, type Readiness } from './ops.routes.ts';
 import { userRoutes } from './users.routes.ts';
 
@@ -19,6 +24,8 @@ export interface HttpDeps {
   readiness: Readiness;
   auth: AuthService;
   users: UserService;
+  incidents: IncidentService;
+  apiKeys: ApiKeyService;
   topology: TopologyIndex;
   settings: { trustProxy: number; jsonLimit: string };
 }
@@ -57,13 +64,16 @@ export function createHttpApp(deps: HttpDeps): Express {
 
   app.use(opsRoutes(deps.metrics, deps.readiness));
   app.use('/api/auth', authRoutes(deps.auth));
+  app.use('/api/alerts', alertRoutes(deps));
 
   const authed = express.Router();
   authed.use(authenticate(deps.auth));
   authed.get('/topology', (_req, res) => {
     res.json(deps.topology.topology);
   });
+  authed.use('/incidents', incidentRoutes(deps.incidents));
   authed.use('/users', requireRole('admin'), userRoutes(deps.users));
+  authed.use('/api-keys', requireRole('admin'), apiKeyRoutes(deps.apiKeys));
   app.use('/api', authed);
 
   app.use(notFound);

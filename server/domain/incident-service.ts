@@ -1,0 +1,230 @@
+import { randomUUID } from 'node:crypto';
+import type { z } from 'zod';
+import type { PublicUser } from '../../shared/auth.ts';
+import { DomainError } from '../../shared/errors.ts';
+import type {
+  AckBehalf,
+  Alert,
+  Incident,
+  IncidentEvent,
+  ListIncidentsQuery,
+  PendingEvent,
+  RaiseAlert,
+  Status,
+  SyncResult,
+} from '../../shared/incident.ts';
+import {
+  buildAlert,
+  checkMayRaise,
+  checkVisible,
+  decideAck,
+  decideNote,
+  decideRaise,
+  decideTransition,
+} from '../../shared/incident-decisions.ts';
+import { isActive, isTerminal } from '../../shared/incident-lifecycle.ts';
+import { applyEvent } from '../../shared/incident-reducer.ts';
+import { isParty, routeIncident } from '../../shared/routing.ts';
+import type { TopologyIndex } from '../../shared/topology.ts';
+import type { IncidentRepository, StoredIncident } from '../storage/incidents.repository.ts';
+import type { RateGate } from '../storage/rate-gate.ts';
+import { GENESIS_HASH, sealEvent } from './timeline-seal.ts';
+
+/** Told after every committed change, to deliver it; the transport decides how. */
+export interface IncidentPublisher {
+  changed(change: {
+    incident: Incident;
+    event: IncidentEvent;
+    /** Set for `opened` and `alert_attached`. */
+    alert?: Alert;
+    /** The socket a silent raise came from: it must not show the alarm. */
+    quietFor?: string;
+  }): void;
+}
+
+export interface RaiseOrigin {
+  /** The raising console's socket, for silent raises. */
+  socketId?: string;
+}
+
+const MAX_ATTEMPTS = 20;
+const JOIN_EVENTS = 100;
+const SYNC_BATCH = 500;
+
+/** The heart of Sinergi: raising, acknowledging and working incidents, each change one sealed timeline event. */
+export function createIncidentService(deps: {
+  repo: IncidentRepository;
+  topology: TopologyIndex;
+  publisher: IncidentPublisher;
+  gates: { raise: RateGate; note: RateGate };
+  settings: { dedupWindowMs: number };
+  now?: () => Date;
+}) {
+  const { repo, topology, publisher, gates, settings } = deps;
+  const now = () => (deps.now?.() ?? new Date()).toISOString();
+
+  async function visible(caller: PublicUser, id: string): Promise<StoredIncident> {
+    const stored = await repo.load(id);
+    checkVisible(caller, stored?.incident);
+    return stored as StoredIncident;
+  }
+
+  function seal(pending: PendingEvent, incidentId: string, before: StoredIncident | undefined) {
+    const entry = { ...pending, incidentId, seq: (before?.incident.seq ?? 0) + 1 };
+    const incident = applyEvent(before?.incident, entry);
+    return { incident, event: sealEvent(entry, before?.lastHash ?? GENESIS_HASH) };
+  }
+
+  /** Decide on the latest state and commit; when another writer got there first, decide again. */
+  async function mutate(
+    caller: PublicUser,
+    id: string,
+    decide: (incident: Incident) => PendingEvent | null,
+  ): Promise<Incident> {
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      const before = await visible(caller, id);
+      const pending = decide(before.incident);
+      if (!pending) return before.incident;
+      const { incident, event } = seal(pending, id, before);
+      const change = await repo.append({
+        expectedSeq: before.incident.seq,
+        incident,
+        event,
+        listedOpen: !isTerminal(incident.status),
+      });
+      if (change !== undefined) {
+        publisher.changed({ incident, event });
+        return incident;
+      }
+    }
+    throw new DomainError('unavailable', 'The incident is changing too fast; try again');
+  }
+
+  async function duplicateOf(ref: { incidentId: string; alertId: string }) {
+    const [stored, alert] = await Promise.all([
+      repo.load(ref.incidentId),
+      repo.alert(ref.incidentId, ref.alertId),
+    ]);
+    if (!stored || !alert) throw new DomainError('internal', 'Idempotency record points to a missing alert');
+    return { incident: stored.incident, alert, duplicate: true };
+  }
+
+  return {
+    async raise(caller: PublicUser, raise: RaiseAlert, origin: RaiseOrigin = {}) {
+      checkMayRaise(caller, raise, topology);
+      const known = await repo.alertRef(caller.id, raise.clientRef);
+      if (known) return duplicateOf(known);
+      await gates.raise.consume(caller.id);
+
+      const alertId = randomUUID();
+      for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+        const expectedDedup = await repo.dedupRecord(raise);
+        const candidate = expectedDedup ? await repo.load(expectedDedup) : undefined;
+        const existing = candidate && isActive(candidate.incident.status) ? candidate : undefined;
+        const incidentId = existing?.incident.id ?? randomUUID();
+        const at = now();
+        const alert = buildAlert(raise, { alertId, incidentId }, caller, at);
+        const route = routeIncident(topology, raise.facilityId, alert.severity);
+        const { incident, event } = seal(decideRaise(alert, route, existing?.incident), incidentId, existing);
+        const outcome = await repo.raise({
+          expectedSeq: existing?.incident.seq ?? 0,
+          incident,
+          event,
+          listedOpen: true,
+          alert,
+          refKey: { userId: caller.id, clientRef: raise.clientRef },
+          dedup: raise,
+          expectedDedup,
+          dedupWindowMs: settings.dedupWindowMs,
+        });
+        if (outcome.status === 'duplicate') return duplicateOf(outcome);
+        if (outcome.status === 'committed') {
+          publisher.changed({
+            incident,
+            event,
+            alert,
+            ...(raise.silent && origin.socketId !== undefined && { quietFor: origin.socketId }),
+          });
+          return { incident, alert, duplicate: false };
+        }
+      }
+      throw new DomainError('unavailable', 'Too many simultaneous reports; try again');
+    },
+
+    acknowledge(caller: PublicUser, incidentId: string, behalf: z.infer<typeof AckBehalf> | undefined) {
+      return mutate(caller, incidentId, (incident) => decideAck(incident, caller, behalf, topology, now()));
+    },
+
+    transition(caller: PublicUser, incidentId: string, to: Status, note: string | undefined) {
+      return mutate(caller, incidentId, (incident) => decideTransition(incident, caller, to, note, now()));
+    },
+
+    async note(caller: PublicUser, incidentId: string, text: string) {
+      await gates.note.consume(caller.id);
+      return mutate(caller, incidentId, (incident) => decideNote(incident, caller, text, now()));
+    },
+
+    async get(caller: PublicUser, incidentId: string): Promise<Incident> {
+      return (await visible(caller, incidentId)).incident;
+    },
+
+    async join(caller: PublicUser, incidentId: string) {
+      const { incident } = await visible(caller, incidentId);
+      return { incident, events: await repo.latestEvents(incidentId, JOIN_EVENTS) };
+    },
+
+    async events(caller: PublicUser, incidentId: string, afterSeq: number, limit: number) {
+      await visible(caller, incidentId);
+      return repo.events(incidentId, afterSeq, limit);
+    },
+
+    /** What a console needs after a reconnect: everything open in its scope, and what changed since its cursor. */
+    async sync(caller: PublicUser, since: number | undefined): Promise<SyncResult> {
+      const scope = caller.role === 'admin' ? undefined : caller.unitId;
+      const head = await repo.currentChangeSeq();
+      const open = (await repo.loadMany(await repo.openIds(scope))).filter((i) => isParty(caller, i));
+      open.sort((a, b) => b.openedAt.localeCompare(a.openedAt));
+      if (since === undefined || since >= head)
+        return { cursor: String(head), open, changed: [], more: false };
+      const changes = await repo.changedSince(since, SYNC_BATCH);
+      const more = changes.length === SYNC_BATCH;
+      const cursor = more ? (changes.at(-1)?.change ?? head) : head;
+      const changed = (await repo.loadMany(changes.map((c) => c.id))).filter((i) => isParty(caller, i));
+      return { cursor: String(cursor), open, changed, more };
+    },
+
+    /** Newest first, only what the caller may see, with a cursor for the next page. */
+    async list(caller: PublicUser, query: ListIncidentsQuery) {
+      const scope = caller.role === 'admin' ? undefined : caller.unitId;
+      const minMs = query.since ? Date.parse(query.since) : 0;
+      const [cursorMs, cursorId] = query.cursor?.split(':') ?? [];
+      const found: Incident[] = [];
+      let maxMs = cursorMs === undefined ? undefined : Number(cursorMs);
+      let skipThrough = cursorId;
+      for (;;) {
+        const batch = await repo.idsOpenedFrom(scope, maxMs, minMs, 200);
+        // Equal opening times come newest-id first; resume strictly after the cursor's id.
+        const fresh = batch.filter(
+          (row) => !(skipThrough !== undefined && row.openedMs === maxMs && row.id >= skipThrough),
+        );
+        const incidents = await repo.loadMany(fresh.map((r) => r.id));
+        for (const incident of incidents) {
+          if (!isParty(caller, incident)) continue;
+          if (query.status && incident.status !== query.status) continue;
+          if (query.facilityId && incident.facilityId !== query.facilityId) continue;
+          if (query.category && incident.category !== query.category) continue;
+          found.push(incident);
+          if (found.length === query.limit) {
+            return { incidents: found, nextCursor: `${Date.parse(incident.openedAt)}:${incident.id}` };
+          }
+        }
+        const last = batch.at(-1);
+        if (batch.length < 200 || !last) return { incidents: found, nextCursor: null };
+        maxMs = last.openedMs;
+        skipThrough = last.id;
+      }
+    },
+  };
+}
+
+export type IncidentService = ReturnType<typeof createIncidentService>;

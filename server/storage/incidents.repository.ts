@@ -1,0 +1,239 @@
+import type { Redis } from 'ioredis';
+import type { Alert, Incident, IncidentEvent } from '../../shared/incident.ts';
+import type { RedisKeys } from './keys.ts';
+
+/** An incident as stored, with what the next append must chain to. */
+export interface StoredIncident {
+  incident: Incident;
+  lastHash: string;
+}
+
+export interface Commit {
+  /** The seq the incident had when the change was decided; the commit fails if it moved since. */
+  expectedSeq: number;
+  incident: Incident;
+  event: IncidentEvent;
+  /** Still in consoles' open lists (not closed, false alarm or cancelled). */
+  listedOpen: boolean;
+}
+
+/** What makes two alerts the same unfolding situation. */
+export interface DedupScope {
+  facilityId: string;
+  category: string;
+  location: { block: string };
+  drill: boolean;
+}
+
+export interface RaiseCommit extends Commit {
+  alert: Alert;
+  refKey: { userId: string; clientRef: string };
+  dedup: DedupScope;
+  /** The dedup record the decision saw ('' for none); a different one now means a concurrent raise. */
+  expectedDedup: string;
+  dedupWindowMs: number;
+}
+
+export type RaiseOutcome =
+  | { status: 'committed'; changeSeq: number }
+  | { status: 'duplicate'; incidentId: string; alertId: string }
+  | { status: 'conflict' };
+
+const REF_TTL_SECONDS = 7 * 24 * 3600;
+
+// One incident change: check the seq it was decided on, store the new state, append its event, and keep the
+// indexes in step — all or nothing, so there is never a state without its event or an event without its state.
+// KEYS: incident, events, change-seq, changed, all, open.  ARGV: see `commitArgs`.
+const COMMIT_BODY = `
+local function commit(k, a)
+  if (redis.call('HGET', k[1], 'seq') or '0') ~= a[1] then return nil end
+  redis.call('HSET', k[1], 'doc', a[3], 'seq', a[2], 'lastHash', a[5])
+  redis.call('XADD', k[2], a[2] .. '-1', 'e', a[4])
+  local change = redis.call('INCR', k[3])
+  redis.call('ZADD', k[4], change, a[6])
+  redis.call('ZADD', k[5], a[7], a[6])
+  local open = a[8] == '1'
+  if open then redis.call('SADD', k[6], a[6]) else redis.call('SREM', k[6], a[6]) end
+  for _, unit in ipairs(cjson.decode(a[10])) do
+    redis.call('ZADD', a[9] .. unit .. ':incidents', a[7], a[6])
+    if open then redis.call('SADD', a[9] .. unit .. ':open', a[6]) else redis.call('SREM', a[9] .. unit .. ':open', a[6]) end
+  end
+  return change
+end
+`;
+
+const APPEND = `${COMMIT_BODY}
+local change = commit(KEYS, ARGV)
+if not change then return 0 end
+return change
+`;
+
+// KEYS: the six commit keys, then alert ref, dedup, alerts.  ARGV: the ten commit args, then expected
+// dedup record, alert id, alert JSON, ref value, ref TTL, dedup window (ms).
+const RAISE = `${COMMIT_BODY}
+local ref = redis.call('GET', KEYS[7])
+if ref then return {'duplicate', ref} end
+if (redis.call('GET', KEYS[8]) or '') ~= ARGV[11] then return {'conflict'} end
+local change = commit(KEYS, ARGV)
+if not change then return {'conflict'} end
+redis.call('HSET', KEYS[9], ARGV[12], ARGV[13])
+redis.call('SET', KEYS[7], ARGV[14], 'EX', ARGV[15])
+redis.call('SET', KEYS[8], ARGV[6], 'PX', ARGV[16])
+return {'committed', tostring(change)}
+`;
+
+export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
+  const commitKeys = (id: string) => [
+    keys.incident(id),
+    keys.incidentEvents(id),
+    keys.changeSeq,
+    keys.changed,
+    keys.allIncidents,
+    keys.openIncidents,
+  ];
+  const commitArgs = (c: Commit) => [
+    String(c.expectedSeq),
+    String(c.event.seq),
+    JSON.stringify(c.incident),
+    JSON.stringify(c.event),
+    c.event.hash,
+    c.incident.id,
+    String(Date.parse(c.incident.openedAt)),
+    c.listedOpen ? '1' : '0',
+    keys.unitIndexPrefix,
+    JSON.stringify(c.incident.parties),
+  ];
+
+  const dedupKeyOf = (s: DedupScope) => keys.dedup(s.facilityId, s.category, s.location.block, s.drill);
+
+  async function loadMany(ids: string[]): Promise<Incident[]> {
+    if (ids.length === 0) return [];
+    const pipeline = redis.pipeline();
+    for (const id of ids) pipeline.hget(keys.incident(id), 'doc');
+    const rows = (await pipeline.exec()) ?? [];
+    return rows.flatMap(([err, doc]) =>
+      err || typeof doc !== 'string' ? [] : [JSON.parse(doc) as Incident],
+    );
+  }
+
+  return {
+    async load(id: string): Promise<StoredIncident | undefined> {
+      const [doc, lastHash] = await redis.hmget(keys.incident(id), 'doc', 'lastHash');
+      return doc && lastHash ? { incident: JSON.parse(doc) as Incident, lastHash } : undefined;
+    },
+
+    loadMany,
+
+    async alert(incidentId: string, alertId: string): Promise<Alert | undefined> {
+      const json = await redis.hget(keys.incidentAlerts(incidentId), alertId);
+      return json ? (JSON.parse(json) as Alert) : undefined;
+    },
+
+    async dedupRecord(scope: DedupScope): Promise<string> {
+      return (await redis.get(dedupKeyOf(scope))) ?? '';
+    },
+
+    async alertRef(
+      userId: string,
+      clientRef: string,
+    ): Promise<{ incidentId: string; alertId: string } | undefined> {
+      return parseRef(await redis.get(keys.alertRef(userId, clientRef)));
+    },
+
+    /** Appends one event; false when another writer changed the incident first (decide again and retry). */
+    async append(commit: Commit): Promise<number | undefined> {
+      const change = (await redis.eval(
+        APPEND,
+        6,
+        ...commitKeys(commit.incident.id),
+        ...commitArgs(commit),
+      )) as number;
+      return change === 0 ? undefined : change;
+    },
+
+    async raise(c: RaiseCommit): Promise<RaiseOutcome> {
+      const [status, value] = (await redis.eval(
+        RAISE,
+        9,
+        ...commitKeys(c.incident.id),
+        keys.alertRef(c.refKey.userId, c.refKey.clientRef),
+        dedupKeyOf(c.dedup),
+        keys.incidentAlerts(c.incident.id),
+        ...commitArgs(c),
+        c.expectedDedup,
+        c.alert.id,
+        JSON.stringify(c.alert),
+        `${c.incident.id}/${c.alert.id}`,
+        String(REF_TTL_SECONDS),
+        String(c.dedupWindowMs),
+      )) as [string, string | undefined];
+      if (status === 'committed') return { status, changeSeq: Number(value) };
+      const ref = parseRef(value ?? null);
+      if (status === 'duplicate' && ref) return { status, ...ref };
+      return { status: 'conflict' };
+    },
+
+    /** Events with seq > afterSeq, oldest first. */
+    async events(id: string, afterSeq: number, limit: number): Promise<IncidentEvent[]> {
+      const rows = await redis.xrange(keys.incidentEvents(id), `${afterSeq + 1}-0`, '+', 'COUNT', limit);
+      return rows.map(([, fields]) => JSON.parse(fields[1] ?? 'null') as IncidentEvent);
+    },
+
+    /** The latest `limit` events, oldest first. */
+    async latestEvents(id: string, limit: number): Promise<IncidentEvent[]> {
+      const rows = await redis.xrevrange(keys.incidentEvents(id), '+', '-', 'COUNT', limit);
+      return rows.reverse().map(([, fields]) => JSON.parse(fields[1] ?? 'null') as IncidentEvent);
+    },
+
+    /** Incidents still on consoles' lists for a unit (or for everyone, for an administrator). */
+    async openIds(unitId: string | undefined): Promise<string[]> {
+      return redis.smembers(unitId === undefined ? keys.openIncidents : keys.unitOpen(unitId));
+    },
+
+    async currentChangeSeq(): Promise<number> {
+      return Number((await redis.get(keys.changeSeq)) ?? 0);
+    },
+
+    /** Incidents whose last change is after `since`, oldest change first, with the change seq of each. */
+    async changedSince(since: number, limit: number): Promise<{ id: string; change: number }[]> {
+      const flat = await redis.zrangebyscore(
+        keys.changed,
+        `(${since}`,
+        '+inf',
+        'WITHSCORES',
+        'LIMIT',
+        0,
+        limit,
+      );
+      const out: { id: string; change: number }[] = [];
+      for (let i = 0; i + 1 < flat.length; i += 2)
+        out.push({ id: flat[i] ?? '', change: Number(flat[i + 1]) });
+      return out;
+    },
+
+    /** Newest first by opening time, from `maxMs` inclusive (or from the newest) down to `minMs`. */
+    async idsOpenedFrom(unitId: string | undefined, maxMs: number | undefined, minMs: number, count: number) {
+      const key = unitId === undefined ? keys.allIncidents : keys.unitIncidents(unitId);
+      const flat = await redis.zrevrangebyscore(
+        key,
+        maxMs === undefined ? '+inf' : String(maxMs),
+        String(minMs),
+        'WITHSCORES',
+        'LIMIT',
+        0,
+        count,
+      );
+      const out: { id: string; openedMs: number }[] = [];
+      for (let i = 0; i + 1 < flat.length; i += 2)
+        out.push({ id: flat[i] ?? '', openedMs: Number(flat[i + 1]) });
+      return out;
+    },
+  };
+}
+
+function parseRef(value: string | null): { incidentId: string; alertId: string } | undefined {
+  const [incidentId, alertId] = value?.split('/') ?? [];
+  return incidentId && alertId ? { incidentId, alertId } : undefined;
+}
+
+export type IncidentRepository = ReturnType<typeof createIncidentRepository>;

@@ -1,0 +1,30 @@
+import type { Redis } from 'ioredis';
+import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
+import { DomainError } from '../../shared/errors.ts';
+import type { RedisKeys } from './keys.ts';
+
+/** A per-key budget of actions per window, shared by every process through Redis. */
+export function createRateGate(redis: Redis, keys: RedisKeys, name: string, perMinute: number) {
+  const limiter = new RateLimiterRedis({
+    storeClient: redis,
+    keyPrefix: keys.rateLimitPrefix(name),
+    points: perMinute,
+    duration: 60,
+  });
+  return {
+    async consume(key: string): Promise<void> {
+      try {
+        await limiter.consume(key);
+      } catch (error) {
+        if (error instanceof RateLimiterRes) {
+          throw new DomainError('rate_limited', `Too many ${name} actions; slow down`, {
+            retryAfterMs: error.msBeforeNext,
+          });
+        }
+        throw error;
+      }
+    },
+  };
+}
+
+export type RateGate = ReturnType<typeof createRateGate>;

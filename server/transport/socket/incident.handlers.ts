@@ -1,0 +1,33 @@
+import { rooms } from '../../../shared/rooms.ts';
+import type { IncidentService } from '../../domain/incident-service.ts';
+import { defineHandler, type HandlerContext } from './define-handler.ts';
+
+export function incidentHandlers(ctx: HandlerContext, incidents: IncidentService) {
+  return [
+    defineHandler(ctx, 'alert:raise', (payload, caller, socket) =>
+      incidents.raise(caller.user, payload, { socketId: socket.id }),
+    ),
+    defineHandler(ctx, 'alert:ack', async ({ incidentId, onBehalfOf }, caller) => ({
+      incident: await incidents.acknowledge(caller.user, incidentId, onBehalfOf),
+    })),
+    defineHandler(ctx, 'incident:join', async ({ incidentId }, caller, socket) => {
+      const joined = await incidents.join(caller.user, incidentId);
+      await socket.join(rooms.incident(incidentId));
+      return joined;
+    }),
+    defineHandler(ctx, 'incident:leave', async ({ incidentId }, _caller, socket) => {
+      const wasIn = socket.rooms.has(rooms.incident(incidentId));
+      await socket.leave(rooms.incident(incidentId));
+      return { left: wasIn };
+    }),
+    defineHandler(ctx, 'incident:transition', async ({ incidentId, to, note }, caller) => ({
+      incident: await incidents.transition(caller.user, incidentId, to, note),
+    })),
+    defineHandler(ctx, 'incident:note', async ({ incidentId, text }, caller) => ({
+      incident: await incidents.note(caller.user, incidentId, text),
+    })),
+    defineHandler(ctx, 'sync', ({ since }, caller) =>
+      incidents.sync(caller.user, since === undefined ? undefined : Number(since)),
+    ),
+  ];
+}

@@ -1,0 +1,149 @@
+import type { z } from 'zod';
+import type { PublicUser } from './auth.ts';
+import { DomainError } from './errors.ts';
+import type { AckBehalf, Actor, Alert, Incident, PendingEvent, RaiseAlert, Status } from './incident.ts';
+import { ACK_ROLES, checkTransition, isActive, isTerminal, NOTE_ROLES } from './incident-lifecycle.ts';
+import { isParty, mergeParties, type Route } from './routing.ts';
+import { CRITICAL } from './severity.ts';
+import { agencyOf, type TopologyIndex } from './topology.ts';
+
+/**
+ * The domain's decisions: given the current state and a command, the one event to record (or null when the
+ * command changes nothing), or a DomainError. Pure, so server and consoles agree on every rule.
+ */
+
+export const actorOf = (user: PublicUser): Actor => ({
+  userId: user.id,
+  username: user.username,
+  unitId: user.unitId,
+});
+
+/** A silent (duress) raise is handled as critical whatever severity was picked under duress. */
+export const effectiveSeverity = (raise: Pick<RaiseAlert, 'severity' | 'silent'>) =>
+  raise.silent ? CRITICAL : raise.severity;
+
+export function checkMayRaise(caller: PublicUser, raise: RaiseAlert, topology: TopologyIndex): void {
+  const facility = topology.facility(raise.facilityId);
+  if (!facility) throw new DomainError('not_found', `No facility "${raise.facilityId}"`);
+  if (
+    caller.role !== 'admin' &&
+    !(caller.unitId === facility.id && ['operator', 'security_chief'].includes(caller.role))
+  ) {
+    throw new DomainError('forbidden', 'You may raise alerts only for your own Lapas');
+  }
+  if (!facility.blocks.some((b) => b.id === raise.location.block)) {
+    throw new DomainError('validation_failed', 'Unknown block', {
+      issues: [
+        {
+          path: 'location.block',
+          message: `"${raise.location.block}" is not a block of ${facility.shortName}`,
+        },
+      ],
+    });
+  }
+}
+
+export function buildAlert(
+  raise: RaiseAlert,
+  ids: { alertId: string; incidentId: string },
+  caller: PublicUser,
+  at: string,
+): Alert {
+  return {
+    id: ids.alertId,
+    incidentId: ids.incidentId,
+    clientRef: raise.clientRef,
+    facilityId: raise.facilityId,
+    category: raise.category,
+    reportedSeverity: raise.severity,
+    severity: effectiveSeverity(raise),
+    location: raise.location,
+    description: raise.description,
+    drill: raise.drill,
+    silent: raise.silent,
+    raisedBy: actorOf(caller),
+    raisedAt: at,
+  };
+}
+
+/** Opens a new incident for an alert, or attaches it to the active one for the same place and kind. */
+export function decideRaise(alert: Alert, route: Route, existing: Incident | undefined): PendingEvent {
+  const actor = alert.raisedBy;
+  if (existing && isActive(existing.status)) {
+    return {
+      type: 'alert_attached',
+      at: alert.raisedAt,
+      actor,
+      data: { alert, parties: mergeParties(existing.parties, route.parties) },
+    };
+  }
+  return { type: 'opened', at: alert.raisedAt, actor, data: { alert, parties: route.parties } };
+}
+
+/** An agency's acknowledgement; a second one by the same agency changes nothing. */
+export function decideAck(
+  incident: Incident,
+  caller: PublicUser,
+  behalf: z.infer<typeof AckBehalf> | undefined,
+  topology: TopologyIndex,
+  at: string,
+): PendingEvent | null {
+  if (!ACK_ROLES.includes(caller.role))
+    throw new DomainError('forbidden', `A ${caller.role} may not acknowledge`);
+  const unitId = behalf?.unitId ?? caller.unitId;
+  const unit = topology.unit(unitId);
+  if (!unit || !incident.parties.includes(unitId)) {
+    throw new DomainError('forbidden', `${unitId} is not a party to this incident`);
+  }
+  if (isTerminal(incident.status)) {
+    throw new DomainError('invalid_transition', `The incident is ${incident.status}; nothing to acknowledge`);
+  }
+  const agency = agencyOf(unit);
+  if (incident.acks[agency]) return null;
+  return {
+    type: 'acknowledged',
+    at,
+    actor: actorOf(caller),
+    data: {
+      agency,
+      ack: {
+        by: actorOf(caller),
+        at,
+        timeToAckMs: Math.max(0, Date.parse(at) - Date.parse(incident.openedAt)),
+        channel: behalf?.channel ?? 'console',
+        ...(behalf && { onBehalfOf: behalf.unitId, note: behalf.note }),
+      },
+    },
+  };
+}
+
+export function decideTransition(
+  incident: Incident,
+  caller: PublicUser,
+  to: Status,
+  note: string | undefined,
+  at: string,
+): PendingEvent {
+  const check = checkTransition(incident.status, to, caller.role);
+  if (!check.ok) throw new DomainError(check.code, check.message);
+  return {
+    type: 'status_changed',
+    at,
+    actor: actorOf(caller),
+    data: { from: incident.status, to, ...(note !== undefined && { note }) },
+  };
+}
+
+export function decideNote(incident: Incident, caller: PublicUser, text: string, at: string): PendingEvent {
+  if (!NOTE_ROLES.includes(caller.role))
+    throw new DomainError('forbidden', `A ${caller.role} may not add notes`);
+  if (isTerminal(incident.status))
+    throw new DomainError('invalid_transition', `The incident is ${incident.status}`);
+  return { type: 'note_added', at, actor: actorOf(caller), data: { text } };
+}
+
+/** Non-parties are told the incident does not exist, so ids cannot be probed. */
+export function checkVisible(caller: PublicUser, incident: Incident | undefined): Incident {
+  if (!incident || !isParty(caller, incident)) throw new DomainError('not_found', 'No such incident');
+  return incident;
+}

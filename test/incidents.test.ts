@@ -1,0 +1,363 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { eventHash, GENESIS_HASH } from '../server/domain/timeline-seal.ts';
+import type { Incident, IncidentEvent, RaiseAlertInput } from '../shared/incident.ts';
+import { uniqueAlert } from './support/alerts.ts';
+import { closeConsoles, consoleFor, get, login, post } from './support/consoles.ts';
+import { startTestServer, type TestServer } from './support/test-server.ts';
+import { waitFor } from './support/wait-for.ts';
+
+let a: TestServer;
+let b: TestServer;
+beforeAll(async () => {
+  a = await startTestServer();
+  // A second process on the same Redis and key prefix.
+  b = await startTestServer({ prefix: a.prefix, seedDemo: false });
+});
+afterEach(closeConsoles);
+afterAll(async () => {
+  await b.close();
+  await a.close();
+});
+
+const alert = uniqueAlert;
+
+async function raised(username: string, input: RaiseAlertInput, server = a) {
+  const { socket } = await consoleFor(server.url, username);
+  const res = await socket.emitWithAck('alert:raise', input);
+  if (!res.ok) throw new Error(JSON.stringify(res.error));
+  return res.data;
+}
+
+async function timeline(id: string, token: string): Promise<IncidentEvent[]> {
+  const res = await get(a.url, `/api/incidents/${id}/events?limit=1000`, token);
+  expect(res.status).toBe(200);
+  return res.body.events;
+}
+
+function expectValidChain(events: IncidentEvent[]) {
+  let prev = GENESIS_HASH;
+  events.forEach((event, i) => {
+    expect(event.seq).toBe(i + 1);
+    expect(event.prevHash).toBe(prev);
+    const { hash, ...rest } = event;
+    expect(eventHash(rest)).toBe(hash);
+    prev = hash;
+  });
+}
+
+describe('idempotency and deduplication', () => {
+  it('stores one alert when the same clientRef is sent 20 times at once through two server processes', async () => {
+    const session = await login(a.url, 'operator.permisan');
+    const input = alert();
+    const results = await Promise.all(
+      Array.from({ length: 20 }, (_, i) =>
+        post(i % 2 ? a.url : b.url, '/api/alerts', input, session.accessToken).then((r) => r.body),
+      ),
+    );
+    const alertIds = new Set(results.map((r) => r.alert.id));
+    expect(alertIds.size).toBe(1);
+    expect(results.filter((r) => r.duplicate === false)).toHaveLength(1);
+    const events = await timeline(results[0].incident.id, session.accessToken);
+    expect(events.map((e) => e.type)).toEqual(['opened']);
+  });
+
+  it('attaches a second alert for the same Lapas, category and block to the open incident', async () => {
+    const first = alert({ severity: 2 });
+    const one = await raised('operator.permisan', first);
+    const two = await raised('chief.permisan', { ...first, clientRef: randomUUID(), severity: 3 });
+    expect(two.incident.id).toBe(one.incident.id);
+    expect(two.incident.alertCount).toBe(2);
+    expect(two.incident.severity).toBe(3);
+    const session = await login(a.url, 'chief.permisan');
+    expect((await timeline(one.incident.id, session.accessToken)).map((e) => e.type)).toEqual([
+      'opened',
+      'alert_attached',
+    ]);
+  });
+
+  it('opens a new incident for a drill even where a real one is open, and marks it as a drill', async () => {
+    const real = alert();
+    const one = await raised('operator.permisan', real);
+    const drill = await raised('operator.permisan', { ...real, clientRef: randomUUID(), drill: true });
+    expect(drill.incident.id).not.toBe(one.incident.id);
+    expect(drill.incident.drill).toBe(true);
+  });
+
+  it('widens the parties when an attached alert raises the severity to critical', async () => {
+    const kanwil = await consoleFor(a.url, 'supervisor.kanwil');
+    const seen: string[] = [];
+    kanwil.socket.on('alert:new', ({ incidentId }) => seen.push(incidentId));
+    const first = alert({ severity: 2 });
+    const one = await raised('operator.permisan', first);
+    const two = await raised('operator.permisan', { ...first, clientRef: randomUUID(), severity: 4 });
+    expect(two.incident.parties).toEqual(
+      expect.arrayContaining(['kanwil-ditjenpas-jateng', 'polresta-cilacap']),
+    );
+    await waitFor(() => seen.includes(one.incident.id), { what: 'Kanwil hearing of the escalated incident' });
+  });
+});
+
+describe('acknowledgement per agency', () => {
+  it('records exactly two acks when both agencies ack at once, twice each, through two processes', async () => {
+    const { incident } = await raised('operator.permisan', alert());
+    const facility = await consoleFor(a.url, 'operator.permisan');
+    const facility2 = await consoleFor(b.url, 'chief.permisan');
+    const police = await consoleFor(b.url, 'dispatch.nusakambangan');
+    const police2 = await consoleFor(a.url, 'dispatch.nusakambangan');
+    const results = await Promise.all(
+      [facility, facility2, police, police2].map((c) =>
+        c.socket.emitWithAck('alert:ack', { incidentId: incident.id }),
+      ),
+    );
+    expect(results.every((r) => r.ok)).toBe(true);
+    const events = await timeline(incident.id, facility.session.accessToken);
+    const acks = events.filter((e) => e.type === 'acknowledged');
+    expect(acks.map((e) => (e.type === 'acknowledged' ? e.data.agency : '')).sort()).toEqual([
+      'corrections',
+      'police',
+    ]);
+    expectValidChain(events);
+    const final = (await get(a.url, `/api/incidents/${incident.id}`, facility.session.accessToken)).body
+      .incident as Incident;
+    expect(final.status).toBe('acknowledged');
+    expect(final.acks.corrections?.timeToAckMs).toBeGreaterThanOrEqual(0);
+    expect(final.acks.police?.by.unitId).toBe('polsek-nusakambangan');
+  });
+
+  it('records a police ack received by radio, with who recorded it', async () => {
+    const { incident } = await raised('operator.permisan', alert());
+    const { socket } = await consoleFor(a.url, 'operator.permisan');
+    const res = await socket.emitWithAck('alert:ack', {
+      incidentId: incident.id,
+      onBehalfOf: { unitId: 'polsek-nusakambangan', channel: 'radio', note: 'Bripka Santoso via HT' },
+    });
+    if (!res.ok) throw new Error(JSON.stringify(res.error));
+    expect(res.data.incident.acks.police).toMatchObject({
+      channel: 'radio',
+      onBehalfOf: 'polsek-nusakambangan',
+      by: { username: 'operator.permisan' },
+    });
+    expect(res.data.incident.acks.corrections).toBeUndefined();
+  });
+
+  it('refuses an ack on behalf of a unit that is not a party', async () => {
+    const { incident } = await raised('operator.permisan', alert());
+    const { socket } = await consoleFor(a.url, 'operator.permisan');
+    const res = await socket.emitWithAck('alert:ack', {
+      incidentId: incident.id,
+      onBehalfOf: { unitId: 'polsek-cilacap-tengah', channel: 'phone', note: 'x' },
+    });
+    expect(res).toMatchObject({ ok: false, error: { code: 'forbidden' } });
+  });
+});
+
+describe('working an incident', () => {
+  it('walks the whole lifecycle with both agencies and keeps an unbroken, valid hash chain', async () => {
+    const { incident } = await raised('operator.permisan', alert({ severity: 4 }));
+    const chief = await consoleFor(a.url, 'chief.permisan');
+    const police = await consoleFor(b.url, 'dispatch.nusakambangan');
+    const commander = await consoleFor(a.url, 'commander.cilacap');
+    const events: IncidentEvent[] = [];
+    await chief.socket.emitWithAck('incident:join', { incidentId: incident.id });
+    chief.socket.on('incident:event', ({ event }) => events.push(event));
+    const steps = [
+      () => police.socket.emitWithAck('alert:ack', { incidentId: incident.id }),
+      () =>
+        police.socket.emitWithAck('incident:transition', {
+          incidentId: incident.id,
+          to: 'responding',
+          note: 'Dalmas berangkat',
+        }),
+      () => chief.socket.emitWithAck('incident:note', { incidentId: incident.id, text: 'Blok A dikunci' }),
+      () => chief.socket.emitWithAck('incident:transition', { incidentId: incident.id, to: 'contained' }),
+      () => police.socket.emitWithAck('incident:transition', { incidentId: incident.id, to: 'resolved' }),
+      () => commander.socket.emitWithAck('incident:transition', { incidentId: incident.id, to: 'closed' }),
+    ];
+    for (const step of steps) expect(await step()).toMatchObject({ ok: true });
+    await waitFor(() => events.length === 6, { what: 'six incident:event messages in the room' });
+    expect(events.map((e) => e.seq)).toEqual([2, 3, 4, 5, 6, 7]);
+    const all = await timeline(incident.id, chief.session.accessToken);
+    expect(all.map((e) => e.type)).toEqual([
+      'opened',
+      'acknowledged',
+      'status_changed',
+      'note_added',
+      'status_changed',
+      'status_changed',
+      'status_changed',
+    ]);
+    expectValidChain(all);
+    const closed = await chief.socket.emitWithAck('incident:transition', {
+      incidentId: incident.id,
+      to: 'responding',
+    });
+    expect(closed).toMatchObject({ ok: false, error: { code: 'invalid_transition' } });
+  });
+
+  it('refuses an illegal transition and a forbidden one, and stores nothing for either', async () => {
+    const { incident } = await raised('operator.permisan', alert());
+    const police = await consoleFor(a.url, 'dispatch.nusakambangan');
+    expect(
+      await police.socket.emitWithAck('incident:transition', { incidentId: incident.id, to: 'closed' }),
+    ).toMatchObject({
+      ok: false,
+      error: { code: 'invalid_transition' },
+    });
+    expect(
+      await police.socket.emitWithAck('incident:transition', { incidentId: incident.id, to: 'false_alarm' }),
+    ).toMatchObject({ ok: false, error: { code: 'forbidden' } });
+    expect((await timeline(incident.id, police.session.accessToken)).length).toBe(1);
+  });
+
+  it('sends every party an incident:updated carrying the incident id and seq', async () => {
+    const { incident } = await raised('operator.permisan', alert());
+    const police = await consoleFor(b.url, 'dispatch.nusakambangan');
+    const updates: { incidentId: string; seq: number }[] = [];
+    police.socket.on('incident:updated', (u) => updates.push({ incidentId: u.incidentId, seq: u.seq }));
+    const chief = await consoleFor(a.url, 'chief.permisan');
+    await chief.socket.emitWithAck('alert:ack', { incidentId: incident.id });
+    await waitFor(() => updates.some((u) => u.incidentId === incident.id && u.seq === 2));
+  });
+});
+
+describe('silent (duress) raise', () => {
+  it('routes a silent low-severity raise as critical, and keeps the alarm off the raising console', async () => {
+    const raiser = await consoleFor(a.url, 'operator.permisan');
+    const chief = await consoleFor(a.url, 'chief.permisan');
+    const kanwil = await consoleFor(b.url, 'supervisor.kanwil');
+    const heard = { raiser: [] as string[], chief: [] as string[], kanwil: [] as string[] };
+    raiser.socket.on('alert:new', (m) => heard.raiser.push(m.incidentId));
+    chief.socket.on('alert:new', (m) => heard.chief.push(m.incidentId));
+    kanwil.socket.on('alert:new', (m) => heard.kanwil.push(m.incidentId));
+    const res = await raiser.socket.emitWithAck(
+      'alert:raise',
+      alert({ category: 'hostage', severity: 1, silent: true }),
+    );
+    if (!res.ok) throw new Error(JSON.stringify(res.error));
+    expect(res.data.incident.severity).toBe(4);
+    expect(res.data.alert.reportedSeverity).toBe(1);
+    await waitFor(
+      () => heard.chief.includes(res.data.incident.id) && heard.kanwil.includes(res.data.incident.id),
+    );
+    await new Promise((r) => setTimeout(r, 200));
+    expect(heard.raiser).toEqual([]);
+  });
+});
+
+describe('sync after a reconnect', () => {
+  it('returns the open incidents in scope and what changed since the cursor, and nothing of other units', async () => {
+    const police = await consoleFor(a.url, 'dispatch.nusakambangan');
+    const first = await police.socket.emitWithAck('sync', {});
+    if (!first.ok) throw new Error(JSON.stringify(first.error));
+    const { incident } = await raised('operator.permisan', alert());
+    const chief = await consoleFor(a.url, 'chief.permisan');
+    await chief.socket.emitWithAck('incident:transition', { incidentId: incident.id, to: 'cancelled' });
+    const other = await raised('operator.batu', alert({ facilityId: 'lapas-batu' }));
+
+    const second = await police.socket.emitWithAck('sync', { since: first.data.cursor });
+    if (!second.ok) throw new Error(JSON.stringify(second.error));
+    const changed = second.data.changed.find((i) => i.id === incident.id);
+    expect(changed?.status).toBe('cancelled');
+    expect(second.data.open.some((i) => i.id === incident.id)).toBe(false);
+    // Batu's incident is Polsek Nusakambangan's too (it covers every island Lapas)...
+    expect(second.data.open.some((i) => i.id === other.incident.id)).toBe(true);
+    // ...but never Polsek Cilacap Tengah's.
+    const cilacap = await consoleFor(a.url, 'dispatch.cilacap');
+    const theirs = await cilacap.socket.emitWithAck('sync', { since: first.data.cursor });
+    if (!theirs.ok) throw new Error(JSON.stringify(theirs.error));
+    expect(
+      [...theirs.data.open, ...theirs.data.changed].filter((i) => i.facilityId !== 'lapas-cilacap'),
+    ).toEqual([]);
+    expect(Number(second.data.cursor)).toBeGreaterThan(Number(first.data.cursor));
+  });
+});
+
+describe('REST', () => {
+  it('lists only what the caller may see, newest first, with working cursor pagination and filters', async () => {
+    const mine = [] as string[];
+    for (let i = 0; i < 5; i++)
+      mine.push((await raised('operator.batu', alert({ facilityId: 'lapas-batu' }))).incident.id);
+    const batu = await login(a.url, 'operator.batu');
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    do {
+      const res = await get(
+        a.url,
+        `/api/incidents?limit=2${cursor ? `&cursor=${cursor}` : ''}`,
+        batu.accessToken,
+      );
+      expect(res.status).toBe(200);
+      expect(res.body.incidents.length).toBeLessThanOrEqual(2);
+      seen.push(...res.body.incidents.map((i: Incident) => i.id));
+      cursor = res.body.nextCursor;
+    } while (cursor);
+    expect(new Set(seen).size).toBe(seen.length);
+    expect(seen).toEqual(expect.arrayContaining(mine));
+    const all = (await get(a.url, '/api/incidents?limit=100', batu.accessToken)).body.incidents as Incident[];
+    expect(all.every((i) => i.facilityId === 'lapas-batu')).toBe(true);
+    const filtered = await get(a.url, '/api/incidents?facilityId=lapas-permisan', batu.accessToken);
+    expect(filtered.body.incidents).toEqual([]);
+    const bad = await get(a.url, '/api/incidents?status=burning', batu.accessToken);
+    expect(bad.status).toBe(400);
+    expect(bad.body.error.issues[0].path).toBe('status');
+  });
+
+  it('raises through a per-device API key for its own Lapas only, and refuses a revoked key', async () => {
+    const admin = await login(a.url, 'admin');
+    const created = await post(
+      a.url,
+      '/api/api-keys',
+      { name: 'Panic button Blok A', facilityId: 'lapas-permisan' },
+      admin.accessToken,
+    );
+    expect(created.status).toBe(201);
+    const key = created.body.key as string;
+    const raise = (body: RaiseAlertInput) =>
+      fetch(`${a.url}/api/alerts`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-api-key': key },
+        body: JSON.stringify(body),
+      });
+    const ok = await raise(alert({ severity: 4, category: 'hostage', silent: true }));
+    expect(ok.status).toBe(201);
+    expect((await ok.json()).alert.raisedBy.username).toBe('device:Panic button Blok A');
+    const elsewhere = await raise(alert({ facilityId: 'lapas-batu' }));
+    expect(elsewhere.status).toBe(403);
+    const revoked = await fetch(`${a.url}/api/api-keys/${created.body.apiKey.id}`, {
+      method: 'DELETE',
+      headers: { authorization: `Bearer ${admin.accessToken}` },
+    });
+    expect(revoked.status).toBe(204);
+    expect((await raise(alert())).status).toBe(401);
+    const asOperator = await post(
+      a.url,
+      '/api/api-keys',
+      { name: 'x', facilityId: 'lapas-permisan' },
+      (await login(a.url, 'operator.permisan')).accessToken,
+    );
+    expect(asOperator.status).toBe(403);
+  });
+});
+
+describe('who may raise', () => {
+  it('refuses a raise for another Lapas, by a dispatcher, and for a block the Lapas does not have', async () => {
+    const batu = await consoleFor(a.url, 'operator.batu');
+    expect(await batu.socket.emitWithAck('alert:raise', alert())).toMatchObject({
+      ok: false,
+      error: { code: 'forbidden' },
+    });
+    const police = await consoleFor(a.url, 'dispatch.nusakambangan');
+    expect(await police.socket.emitWithAck('alert:raise', alert())).toMatchObject({
+      ok: false,
+      error: { code: 'forbidden' },
+    });
+    const permisan = await consoleFor(a.url, 'operator.permisan');
+    expect(
+      await permisan.socket.emitWithAck('alert:raise', alert({ location: { block: 'zz' } })),
+    ).toMatchObject({
+      ok: false,
+      error: { code: 'validation_failed', issues: [{ path: 'location.block' }] },
+    });
+  });
+});
