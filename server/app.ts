@@ -1,15 +1,17 @@
 import { createServer, type Server as HttpServer } from 'node:http';
+import type { Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
+import type { EscalationConfig } from '../shared/escalation.ts';
 import { indexTopology, type Topology, type TopologyIndex } from '../shared/topology.ts';
 import type { Config } from './config.ts';
 import { type ApiKeyService, createApiKeyService } from './domain/api-key-service.ts';
 import { type AuthService, createAuthService } from './domain/auth-service.ts';
-import {
-  createIncidentService,
-  type IncidentPublisher,
-  type IncidentService,
-} from './domain/incident-service.ts';
+import { createEscalationService, type EscalationService } from './domain/escalation-service.ts';
+import { createIncidentService, type IncidentService } from './domain/incident-service.ts';
+import { createIncidentWriter } from './domain/incident-writer.ts';
 import { createUserService, type SessionRevocations, type UserService } from './domain/user-service.ts';
+import { startEscalationWorker } from './jobs/escalation.worker.ts';
+import { createEscalationQueue } from './jobs/escalation-queue.ts';
 import type { Logger } from './logger.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { createRedis, waitReady } from './redis/redis-connection.ts';
@@ -34,7 +36,10 @@ export interface AppDeps {
   logger: Logger;
   redisUrl: string;
   topology: Topology;
+  escalation: EscalationConfig;
   jwtSecret: Uint8Array;
+  /** Run escalation workers in this process (default: as configured by ESCALATION_WORKER). */
+  worker?: boolean;
 }
 
 export interface App {
@@ -48,6 +53,7 @@ export interface App {
     users: UserService;
     incidents: IncidentService;
     apiKeys: ApiKeyService;
+    escalation: EscalationService;
   };
   /** Connects to Redis and records the topology; call before listening. */
   start(): Promise<void>;
@@ -93,7 +99,7 @@ export function createApp(deps: AppDeps): App {
   });
   // The hub is built after the services that report to it.
   let revocations: SessionRevocations | undefined;
-  let publisher: IncidentPublisher | undefined;
+  let publisher: ReturnType<typeof createIncidentPublisher> | undefined;
   const userService = createUserService({
     users,
     sessions,
@@ -101,16 +107,40 @@ export function createApp(deps: AppDeps): App {
     revocations: { userRevoked: (userId) => revocations?.userRevoked(userId) },
   });
 
-  const incidents = createIncidentService({
-    repo: createIncidentRepository(redis, keys),
-    topology,
+  const queueRedis = createRedis(deps.redisUrl, 'queue');
+  queueRedis.on('error', (err) => logger.warn({ err, role: 'queue' }, 'redis connection error'));
+  const bullPrefix = `${config.redis.keyPrefix}bull`;
+  const escalationQueue = createEscalationQueue({ connection: queueRedis, prefix: bullPrefix, metrics });
+  const incidentRepo = createIncidentRepository(redis, keys);
+  const writer = createIncidentWriter({
+    repo: incidentRepo,
     publisher: { changed: (change) => publisher?.changed(change) },
+    timers: escalationQueue.timers,
+    onTimerError: (err, change) =>
+      logger.error(
+        { err, incidentId: change.incident.id },
+        'could not set escalation timers; the auditor will',
+      ),
+  });
+  const incidents = createIncidentService({
+    repo: incidentRepo,
+    writer,
+    topology,
+    escalation: deps.escalation,
     gates: {
       raise: createRateGate(redis, keys, 'raise', config.incidents.raisePerMinute),
       note: createRateGate(redis, keys, 'note', config.incidents.notePerMinute),
     },
     settings: { dedupWindowMs: config.incidents.dedupWindowMs },
   });
+  const escalation = createEscalationService({
+    repo: incidentRepo,
+    writer,
+    topology,
+    clock: escalationQueue.clock,
+    publisher: { reminded: (reminder) => publisher?.reminded(reminder) },
+  });
+  let worker: Worker | undefined;
   const apiKeys = createApiKeyService({ repo: createApiKeyRepository(redis, keys), topology });
 
   const inFlight = { count: 0, draining: false };
@@ -153,7 +183,10 @@ export function createApp(deps: AppDeps): App {
     auth,
     topology,
     settings: { ...config.socket, publicOrigins: config.http.publicOrigins },
-    handlers: [...sessionHandlers(handlerContext), ...incidentHandlers(handlerContext, incidents)],
+    handlers: [
+      ...sessionHandlers(handlerContext),
+      ...incidentHandlers(handlerContext, incidents, escalation),
+    ],
   });
   revocations = hub.revocations;
   publisher = createIncidentPublisher(hub.io, topology);
@@ -182,15 +215,18 @@ export function createApp(deps: AppDeps): App {
     await step('finish in-flight commands', () =>
       waitFor(() => inFlight.count === 0, config.shutdownGraceMs),
     );
+    // Workers finish their running jobs before the sockets close: those jobs publish through Socket.IO.
+    await step('close workers', () => worker?.close());
     // Closing the engine drops each transport without a "server disconnect" packet, so consoles
     // reconnect by themselves, to another process behind the proxy.
     await step('close sockets', () => hub.io.close());
     await step('finish HTTP requests', () => httpClosed);
     httpServer.closeAllConnections();
-    await step('quit redis', () => Promise.allSettled([redis.quit(), adapterRedis.quit()]));
+    await step('close queues', () => escalationQueue.close());
+    const clients = [redis, adapterRedis, queueRedis];
+    await step('quit redis', () => Promise.allSettled(clients.map((c) => c.quit())));
     // Whatever could not quit cleanly (Redis gone) is dropped, so no socket keeps the process alive.
-    redis.disconnect();
-    adapterRedis.disconnect();
+    for (const client of clients) client.disconnect();
   }
 
   return {
@@ -199,11 +235,23 @@ export function createApp(deps: AppDeps): App {
     metrics,
     topology,
     redis,
-    services: { auth, users: userService, incidents, apiKeys },
+    services: { auth, users: userService, incidents, apiKeys, escalation },
     async start() {
       await Promise.all([waitReady(redis), waitReady(adapterRedis)]);
       const recorded = await recordTopology(redis, keys, deps.topology);
       if (recorded.previous) logger.warn(recorded, 'topology changed since the last start');
+      await escalationQueue.scheduleAudit(config.escalation.auditIntervalMs);
+      if (deps.worker ?? config.escalation.worker === 'inline') {
+        worker = startEscalationWorker({
+          connection: createRedis(deps.redisUrl, 'worker'),
+          prefix: bullPrefix,
+          service: escalation,
+          logger,
+          metrics,
+          settings: config.escalation,
+        });
+        await worker.waitUntilReady();
+      }
     },
     close() {
       closing ??= runClose();

@@ -1,16 +1,17 @@
 import type { AddressInfo } from 'node:net';
 import { createApp } from './app.ts';
 import { type Config, ConfigError, loadConfig } from './config.ts';
+import { loadEscalationFile, loadTopologyFile } from './config-files.ts';
 import { DEMO_PASSWORD, demoAccounts, ensureFirstAdmin, seedDemoAccounts } from './domain/seed.ts';
 import { createLogger } from './logger.ts';
 import { openRedisStore } from './redis/redis-store.ts';
 import { resolveJwtSecret } from './secrets.ts';
 import { StartupError } from './startup-error.ts';
-import { loadTopologyFile } from './topology-file.ts';
 
 async function main(config: Config) {
   const logger = createLogger(config.logLevel);
   const topology = await loadTopologyFile(config.topologyFile);
+  const escalation = await loadEscalationFile(config.escalation.file);
   const store = await openRedisStore(config);
   logger.info({ embedded: store.embedded, url: store.url, version: store.version }, 'redis ready');
 
@@ -42,7 +43,7 @@ async function main(config: Config) {
 
   try {
     const jwtSecret = await resolveJwtSecret(config.auth.jwtSecret, config.dataDir);
-    app = createApp({ config, logger, redisUrl: store.url, topology, jwtSecret });
+    app = createApp({ config, logger, redisUrl: store.url, topology, escalation, jwtSecret });
     await app.start();
 
     const users = app.services.users;

@@ -32,6 +32,48 @@ export function createMetrics() {
       labelNames: ['event'] as const,
       registers: [registry],
     }),
+    escalationLateness: new Histogram({
+      name: 'sinergi_escalation_lateness_seconds',
+      help: 'How late an escalation level fired after it fell due',
+      buckets: [0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 30, 120],
+      registers: [registry],
+    }),
+    escalationFired: new Counter({
+      name: 'sinergi_escalation_fired_total',
+      help: 'Escalation levels fired',
+      registers: [registry],
+    }),
+    escalationSkipped: new Counter({
+      name: 'sinergi_escalation_skipped_total',
+      help: 'Escalation timers that found their chain moved on (acknowledged, held, stopped, or already fired)',
+      registers: [registry],
+    }),
+    escalationCancelled: new Counter({
+      name: 'sinergi_escalation_cancelled_total',
+      help: 'Pending escalation timers removed because their chain stopped',
+      registers: [registry],
+    }),
+    escalationRepaired: new Counter({
+      name: 'sinergi_escalation_repaired_total',
+      help: 'Missing escalation timers recreated by the auditor',
+      registers: [registry],
+    }),
+    escalationAuditLastRun: new Gauge({
+      name: 'sinergi_escalation_audit_last_run_seconds',
+      help: 'When the escalation auditor last completed (Unix time): its heartbeat',
+      registers: [registry],
+    }),
+    jobsFailed: new Counter({
+      name: 'sinergi_jobs_failed_total',
+      help: 'Background jobs that failed an attempt',
+      labelNames: ['name'] as const,
+      registers: [registry],
+    }),
+    jobsStalled: new Counter({
+      name: 'sinergi_jobs_stalled_total',
+      help: 'Background jobs whose worker stopped renewing their lock',
+      registers: [registry],
+    }),
   };
 }
 

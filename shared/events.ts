@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { PublicUser } from './auth.ts';
 import type { Ack } from './envelope.ts';
+import { EscalationFired, EscalationReminder, HoldEscalation } from './escalation.ts';
 import {
   AckAlert,
   AddNote,
@@ -33,6 +34,7 @@ export const commands = {
   'incident:transition': { payload: TransitionIncident, result: IncidentResult },
   'incident:note': { payload: AddNote, result: IncidentResult },
   sync: { payload: SyncRequest, result: SyncResult },
+  'escalation:hold': { payload: HoldEscalation, result: IncidentResult },
 } as const satisfies Record<string, { payload: z.ZodType; result: z.ZodType }>;
 
 export type Commands = typeof commands;
@@ -50,6 +52,10 @@ export const serverEvents = {
   'incident:updated': IncidentUpdated,
   /** One timeline event, to consoles that joined the incident's room. */
   'incident:event': IncidentEventMessage,
+  /** A chain of command climbed a level: to the rooms it pages and to the incident's room. */
+  'escalation:fired': EscalationFired,
+  /** A level still waiting for an acknowledgement is paged again. */
+  'escalation:reminder': EscalationReminder,
 } as const satisfies Record<string, z.ZodType>;
 
 export type ServerEvents = typeof serverEvents;

@@ -1,6 +1,7 @@
 import type { z } from 'zod';
 import type { PublicUser } from './auth.ts';
 import { DomainError } from './errors.ts';
+import { type Chain, type EscalationSnapshot, resolveTargets } from './escalation.ts';
 import type { AckBehalf, Actor, Alert, Incident, PendingEvent, RaiseAlert, Status } from './incident.ts';
 import { ACK_ROLES, checkTransition, isActive, isTerminal, NOTE_ROLES } from './incident-lifecycle.ts';
 import { isParty, mergeParties, type Route } from './routing.ts';
@@ -67,7 +68,12 @@ export function buildAlert(
 }
 
 /** Opens a new incident for an alert, or attaches it to the active one for the same place and kind. */
-export function decideRaise(alert: Alert, route: Route, existing: Incident | undefined): PendingEvent {
+export function decideRaise(
+  alert: Alert,
+  route: Route,
+  existing: Incident | undefined,
+  escalation: EscalationSnapshot,
+): PendingEvent {
   const actor = alert.raisedBy;
   if (existing && isActive(existing.status)) {
     return {
@@ -77,7 +83,7 @@ export function decideRaise(alert: Alert, route: Route, existing: Incident | und
       data: { alert, parties: mergeParties(existing.parties, route.parties) },
     };
   }
-  return { type: 'opened', at: alert.raisedAt, actor, data: { alert, parties: route.parties } };
+  return { type: 'opened', at: alert.raisedAt, actor, data: { alert, parties: route.parties, escalation } };
 }
 
 /** An agency's acknowledgement; a second one by the same agency changes nothing. */
@@ -146,4 +152,88 @@ export function decideNote(incident: Incident, caller: PublicUser, text: string,
 export function checkVisible(caller: PublicUser, incident: Incident | undefined): Incident {
   if (!incident || !isParty(caller, incident)) throw new DomainError('not_found', 'No such incident');
   return incident;
+}
+
+/** Timeline events the server makes by itself (escalation) are recorded under this actor. */
+export const systemActor = (unitId: string): Actor => ({ userId: 'system', username: 'sinergi', unitId });
+
+/**
+ * A due escalation timer: climbs one level if, and only if, the chain is still running at the level below
+ * under the generation the timer was set for. Anything else (acked, held, stopped, a rerun of a timer that
+ * already fired) changes nothing.
+ */
+export function decideEscalation(
+  incident: Incident,
+  job: { chain: Chain; level: number; generation: number; dueAt: string },
+  topology: TopologyIndex,
+  at: string,
+): PendingEvent | null {
+  const chain = incident.escalation.chains[job.chain];
+  if (chain.status !== 'running' || chain.generation !== job.generation || chain.level !== job.level - 1)
+    return null;
+  const level = chain.levels[job.level];
+  if (!level) return null;
+  const targets = resolveTargets(topology, incident.facilityId, level.notify);
+  return {
+    type: 'escalated',
+    at,
+    actor: systemActor(incident.facilityId),
+    data: {
+      chain: job.chain,
+      level: job.level,
+      label: level.label,
+      addedUnits: targets.units.filter((u) => !incident.parties.includes(u)),
+      targets,
+      dueAt: job.dueAt,
+      firedAt: at,
+      lateMs: Date.parse(at) - Date.parse(job.dueAt),
+    },
+  };
+}
+
+/** Supervisors hold the corrections chain, police commanders the police chain. */
+const HOLDERS: Record<Chain, readonly string[]> = {
+  corrections: ['supervisor', 'security_chief'],
+  police: ['commander'],
+};
+
+export function decideHold(
+  incident: Incident,
+  caller: PublicUser,
+  hold: { chain: Chain; durationSeconds: number; reason: string },
+  at: string,
+): PendingEvent {
+  if (!HOLDERS[hold.chain].includes(caller.role)) {
+    throw new DomainError('forbidden', `A ${caller.role} may not hold the ${hold.chain} chain`);
+  }
+  const chain = incident.escalation.chains[hold.chain];
+  if (chain.status !== 'running' && chain.status !== 'held') {
+    throw new DomainError(
+      'invalid_transition',
+      `The ${hold.chain} chain is ${chain.status}; there is nothing to hold`,
+    );
+  }
+  const until = new Date(Date.parse(at) + hold.durationSeconds * 1000).toISOString();
+  return {
+    type: 'escalation_held',
+    at,
+    actor: actorOf(caller),
+    data: { chain: hold.chain, until, reason: hold.reason },
+  };
+}
+
+/** A hold ends by itself at its end time, unless something newer (ack, new hold, stop) came first. */
+export function decideResume(
+  incident: Incident,
+  job: { chain: Chain; generation: number },
+  at: string,
+): PendingEvent | null {
+  const chain = incident.escalation.chains[job.chain];
+  if (chain.status !== 'held' || chain.generation !== job.generation) return null;
+  return {
+    type: 'escalation_resumed',
+    at,
+    actor: systemActor(incident.facilityId),
+    data: { chain: job.chain },
+  };
 }

@@ -1,5 +1,7 @@
-import type { Incident, PendingEvent } from './incident.ts';
+import { type Chain, type ChainState, chains, initialChains, waitingAt } from './escalation.ts';
+import type { Incident, PendingEvent, Status } from './incident.ts';
 import { isTerminal } from './incident-lifecycle.ts';
+import { mergeParties } from './routing.ts';
 
 /** An event placed on an incident's timeline, with or without its hash seal. */
 export type TimelineEntry = PendingEvent & { incidentId: string; seq: number };
@@ -11,7 +13,7 @@ export type TimelineEntry = PendingEvent & { incidentId: string; seq: number };
 export function applyEvent(state: Incident | undefined, event: TimelineEntry): Incident {
   if (event.type === 'opened') {
     if (state) throw new Error(`incident ${event.incidentId} opened twice`);
-    const { alert, parties } = event.data;
+    const { alert, parties, escalation } = event.data;
     return {
       id: event.incidentId,
       facilityId: alert.facilityId,
@@ -28,6 +30,7 @@ export function applyEvent(state: Incident | undefined, event: TimelineEntry): I
       alertCount: 1,
       acks: {},
       parties,
+      escalation: initialChains(escalation, event.at),
       seq: event.seq,
     };
   }
@@ -35,6 +38,13 @@ export function applyEvent(state: Incident | undefined, event: TimelineEntry): I
   if (event.seq !== state.seq + 1)
     throw new Error(`incident ${event.incidentId}: seq ${event.seq} after ${state.seq}`);
   const base = { ...state, seq: event.seq, updatedAt: event.at };
+  const withChain = (chain: Chain, change: (c: ChainState) => ChainState): Incident => ({
+    ...base,
+    escalation: {
+      ...state.escalation,
+      chains: { ...state.escalation.chains, [chain]: change(state.escalation.chains[chain]) },
+    },
+  });
   switch (event.type) {
     case 'alert_attached':
       return {
@@ -43,20 +53,67 @@ export function applyEvent(state: Incident | undefined, event: TimelineEntry): I
         severity: Math.max(state.severity, event.data.alert.severity) as Incident['severity'],
         parties: event.data.parties,
       };
-    case 'acknowledged':
+    case 'acknowledged': {
+      const acked = withChain(event.data.agency, (c) => stop(c, 'acknowledged'));
       return {
-        ...base,
+        ...acked,
         acks: { ...state.acks, [event.data.agency]: event.data.ack },
         status: state.status === 'open' ? 'acknowledged' : state.status,
       };
+    }
     case 'status_changed': {
-      const next: Incident = { ...base, status: event.data.to };
+      const next: Incident = {
+        ...base,
+        status: event.data.to,
+        escalation: chainsAfter(state, event.data.to, event.at),
+      };
       if (isTerminal(event.data.to)) next.closedAt = event.at;
       return next;
     }
     case 'note_added':
+    case 'escalation_repaired':
       return base;
+    case 'escalated': {
+      const { chain, level, addedUnits, firedAt } = event.data;
+      const climbed = withChain(chain, (c) => ({ ...c, level, ...waitingAt(c.levels, level, firedAt) }));
+      return { ...climbed, parties: mergeParties(state.parties, addedUnits) };
+    }
+    case 'escalation_held':
+      return withChain(event.data.chain, (c) => ({
+        ...c,
+        status: 'held',
+        dueAt: null,
+        heldUntil: event.data.until,
+        generation: c.generation + 1,
+      }));
+    case 'escalation_resumed':
+      return withChain(event.data.chain, (c) => {
+        const { heldUntil: _done, ...rest } = c;
+        return { ...rest, generation: c.generation + 1, ...waitingAt(c.levels, c.level, event.at) };
+      });
   }
+}
+
+const stop = (chain: ChainState, status: 'acknowledged' | 'stopped'): ChainState => {
+  const { heldUntil: _gone, ...rest } = chain;
+  return { ...rest, status, dueAt: null, generation: chain.generation + 1 };
+};
+
+/**
+ * Resolving, closing or cancelling stops both chains; reopening a resolved case restarts, at the level it
+ * had reached, every chain whose agency never acknowledged.
+ */
+function chainsAfter(state: Incident, to: Status, at: string): Incident['escalation'] {
+  const next = { ...state.escalation.chains };
+  for (const chain of chains) {
+    const c = next[chain];
+    if (to === 'resolved' || isTerminal(to)) {
+      if (c.status !== 'acknowledged') next[chain] = stop(c, 'stopped');
+    } else if (state.status === 'resolved' && c.status === 'stopped') {
+      next[chain] = { ...c, generation: c.generation + 1, ...waitingAt(c.levels, c.level, at) };
+    }
+  }
+  return { ...state.escalation, chains: next };
 }
 
 /** Rebuilds an incident from its timeline, optionally only up to a point in time. */

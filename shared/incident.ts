@@ -1,36 +1,8 @@
 import { z } from 'zod';
+import { Category } from './categories.ts';
+import { Chain, EscalationSnapshot, EscalationState } from './escalation.ts';
 import { Severity } from './severity.ts';
 import { Agency, Slug } from './topology.ts';
-
-export const categories = [
-  'riot',
-  'fight',
-  'escape',
-  'contraband',
-  'fire',
-  'hostage',
-  'medical',
-  'self_harm',
-  'external_threat',
-  'protest',
-  'other',
-] as const;
-export const Category = z.enum(categories);
-export type Category = z.infer<typeof Category>;
-
-export const categoryLabels: Record<Category, { id: string; en: string }> = {
-  riot: { id: 'Kerusuhan', en: 'Riot' },
-  fight: { id: 'Perkelahian', en: 'Fight' },
-  escape: { id: 'Pelarian', en: 'Escape' },
-  contraband: { id: 'Narkoba / barang terlarang', en: 'Drugs / contraband' },
-  fire: { id: 'Kebakaran', en: 'Fire' },
-  hostage: { id: 'Penyanderaan', en: 'Hostage-taking' },
-  medical: { id: 'Darurat medis', en: 'Medical emergency' },
-  self_harm: { id: 'Melukai diri', en: 'Self-harm' },
-  external_threat: { id: 'Ancaman dari luar', en: 'External threat' },
-  protest: { id: 'Unjuk rasa / mogok makan', en: 'Protest' },
-  other: { id: 'Lainnya', en: 'Other' },
-};
 
 export const statuses = [
   'open',
@@ -145,6 +117,8 @@ export const Incident = z.object({
   acks: z.object({ corrections: AckRecord.optional(), police: AckRecord.optional() }),
   /** Units entitled to see and work this incident: routed at raise, widened by escalation. */
   parties: z.array(Slug),
+  /** Each agency's chain of command: where it stands and when it next climbs. */
+  escalation: EscalationState,
   /** The last timeline event's seq: a console seeing a gap knows it missed something. */
   seq: z.number().int().nonnegative(),
 });
@@ -156,6 +130,10 @@ export const eventTypes = [
   'acknowledged',
   'status_changed',
   'note_added',
+  'escalated',
+  'escalation_held',
+  'escalation_resumed',
+  'escalation_repaired',
 ] as const;
 export const EventType = z.enum(eventTypes);
 export type EventType = z.infer<typeof EventType>;
@@ -170,11 +148,31 @@ export const AckBehalf = z
 
 /** What each event type carries; the timeline reducer rebuilds an incident from these alone. */
 export const EventData = {
-  opened: z.object({ alert: Alert, parties: z.array(Slug) }),
+  opened: z.object({ alert: Alert, parties: z.array(Slug), escalation: EscalationSnapshot }),
   alert_attached: z.object({ alert: Alert, parties: z.array(Slug) }),
   acknowledged: z.object({ agency: Agency, ack: AckRecord }),
   status_changed: z.object({ from: Status, to: Status, note: z.string().optional() }),
   note_added: z.object({ text: z.string() }),
+  escalated: z.object({
+    chain: Chain,
+    level: z.number().int().positive(),
+    label: z.string(),
+    /** Units that became parties by this level (they had not heard of the incident before). */
+    addedUnits: z.array(Slug),
+    targets: z.object({ units: z.array(Slug), rooms: z.array(z.string()) }),
+    dueAt: z.iso.datetime(),
+    firedAt: z.iso.datetime(),
+    lateMs: z.number().int(),
+  }),
+  escalation_held: z.object({ chain: Chain, until: z.iso.datetime(), reason: z.string() }),
+  escalation_resumed: z.object({ chain: Chain }),
+  /** The auditor found a running chain without its timer and scheduled it again. */
+  escalation_repaired: z.object({
+    chain: Chain,
+    timer: z.enum(['escalate', 'resume']),
+    level: z.number().int().nonnegative(),
+    dueAt: z.iso.datetime(),
+  }),
 } as const satisfies Record<EventType, z.ZodType>;
 
 export type EventDataOf<T extends EventType> = z.infer<(typeof EventData)[T]>;
@@ -197,6 +195,10 @@ export const IncidentEvent = z.discriminatedUnion('type', [
   eventOf('acknowledged'),
   eventOf('status_changed'),
   eventOf('note_added'),
+  eventOf('escalated'),
+  eventOf('escalation_held'),
+  eventOf('escalation_resumed'),
+  eventOf('escalation_repaired'),
 ]);
 export type IncidentEvent = z.infer<typeof IncidentEvent>;
 

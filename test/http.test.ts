@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { loadTopologyFile } from '../server/config-files.ts';
 import { DEMO_PASSWORD, demoAccounts } from '../server/domain/seed.ts';
-import { loadTopologyFile } from '../server/topology-file.ts';
 import { AdminUserView, type LoginResponse } from '../shared/auth.ts';
 import { HttpErrorResponse } from '../shared/envelope.ts';
 import { type ConsoleClient, closeConsoles, connectConsole, consoleFor, login } from './support/consoles.ts';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { loadTopologyFile } from '../server/topology-file.ts';
+import { loadTopologyFile } from '../server/config-files.ts';
 import { type Status, statuses } from '../shared/incident.ts';
 import { checkTransition, nextStatuses, transitions } from '../shared/incident-lifecycle.ts';
 import { roles } from '../shared/roles.ts';

@@ -35,6 +35,8 @@ const commandNotes: Record<CommandName, string> = {
   'incident:leave': 'Stop receiving `incident:event` messages for an incident.',
   'incident:transition': 'Move an incident along its lifecycle (see the transition table in the README).',
   'incident:note': 'Add a plain-text note to the timeline.',
+  'escalation:hold':
+    'Hold (snooze) one chain of command for a while, with a reason (supervisors and security chiefs for the corrections chain, police commanders for the police chain). It resumes by itself at the end; the hold is on the timeline.',
   sync: 'After a reconnect: every open incident in your scope, and those changed since the `cursor` you last received.',
 };
 
@@ -44,6 +46,9 @@ const serverEventNotes: Record<keyof ServerEvents, string> = {
   'alert:new': 'A new incident, or one more alert on an active incident, for a unit you belong to.',
   'incident:updated': 'An incident you are a party to changed (ack, status, note, escalation…).',
   'incident:event': 'One timeline event of an incident whose room you joined.',
+  'escalation:fired':
+    'A chain of command climbed a level: sent to the rooms that level pages and to the incident room. Units it makes parties also get `alert:new`.',
+  'escalation:reminder': 'A level still waiting for an acknowledgement is paged again.',
 };
 
 interface Route {

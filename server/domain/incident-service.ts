@@ -2,11 +2,10 @@ import { randomUUID } from 'node:crypto';
 import type { z } from 'zod';
 import type { PublicUser } from '../../shared/auth.ts';
 import { DomainError } from '../../shared/errors.ts';
+import { type EscalationConfig, selectPolicy, snapshotOf } from '../../shared/escalation.ts';
 import type {
   AckBehalf,
-  Alert,
   Incident,
-  IncidentEvent,
   ListIncidentsQuery,
   PendingEvent,
   RaiseAlert,
@@ -22,25 +21,12 @@ import {
   decideRaise,
   decideTransition,
 } from '../../shared/incident-decisions.ts';
-import { isActive, isTerminal } from '../../shared/incident-lifecycle.ts';
-import { applyEvent } from '../../shared/incident-reducer.ts';
+import { isActive } from '../../shared/incident-lifecycle.ts';
 import { isParty, routeIncident } from '../../shared/routing.ts';
 import type { TopologyIndex } from '../../shared/topology.ts';
 import type { IncidentRepository, StoredIncident } from '../storage/incidents.repository.ts';
 import type { RateGate } from '../storage/rate-gate.ts';
-import { GENESIS_HASH, sealEvent } from './timeline-seal.ts';
-
-/** Told after every committed change, to deliver it; the transport decides how. */
-export interface IncidentPublisher {
-  changed(change: {
-    incident: Incident;
-    event: IncidentEvent;
-    /** Set for `opened` and `alert_attached`. */
-    alert?: Alert;
-    /** The socket a silent raise came from: it must not show the alarm. */
-    quietFor?: string;
-  }): void;
-}
+import { type IncidentWriter, seal } from './incident-writer.ts';
 
 export interface RaiseOrigin {
   /** The raising console's socket, for silent raises. */
@@ -54,13 +40,14 @@ const SYNC_BATCH = 500;
 /** The heart of Sinergi: raising, acknowledging and working incidents, each change one sealed timeline event. */
 export function createIncidentService(deps: {
   repo: IncidentRepository;
+  writer: IncidentWriter;
   topology: TopologyIndex;
-  publisher: IncidentPublisher;
+  escalation: EscalationConfig;
   gates: { raise: RateGate; note: RateGate };
   settings: { dedupWindowMs: number };
   now?: () => Date;
 }) {
-  const { repo, topology, publisher, gates, settings } = deps;
+  const { repo, writer, topology, gates, settings } = deps;
   const now = () => (deps.now?.() ?? new Date()).toISOString();
 
   async function visible(caller: PublicUser, id: string): Promise<StoredIncident> {
@@ -69,35 +56,10 @@ export function createIncidentService(deps: {
     return stored as StoredIncident;
   }
 
-  function seal(pending: PendingEvent, incidentId: string, before: StoredIncident | undefined) {
-    const entry = { ...pending, incidentId, seq: (before?.incident.seq ?? 0) + 1 };
-    const incident = applyEvent(before?.incident, entry);
-    return { incident, event: sealEvent(entry, before?.lastHash ?? GENESIS_HASH) };
-  }
-
-  /** Decide on the latest state and commit; when another writer got there first, decide again. */
-  async function mutate(
-    caller: PublicUser,
-    id: string,
-    decide: (incident: Incident) => PendingEvent | null,
-  ): Promise<Incident> {
-    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      const before = await visible(caller, id);
-      const pending = decide(before.incident);
-      if (!pending) return before.incident;
-      const { incident, event } = seal(pending, id, before);
-      const change = await repo.append({
-        expectedSeq: before.incident.seq,
-        incident,
-        event,
-        listedOpen: !isTerminal(incident.status),
-      });
-      if (change !== undefined) {
-        publisher.changed({ incident, event });
-        return incident;
-      }
-    }
-    throw new DomainError('unavailable', 'The incident is changing too fast; try again');
+  /** Changes an incident the caller is a party to. */
+  async function mutate(caller: PublicUser, id: string, decide: (incident: Incident) => PendingEvent | null) {
+    const { incident } = await writer.change(id, (stored) => decide(checkVisible(caller, stored.incident)));
+    return incident;
   }
 
   async function duplicateOf(ref: { incidentId: string; alertId: string }) {
@@ -125,7 +87,9 @@ export function createIncidentService(deps: {
         const at = now();
         const alert = buildAlert(raise, { alertId, incidentId }, caller, at);
         const route = routeIncident(topology, raise.facilityId, alert.severity);
-        const { incident, event } = seal(decideRaise(alert, route, existing?.incident), incidentId, existing);
+        const policy = snapshotOf(selectPolicy(deps.escalation, alert.severity, alert.category));
+        const pending = decideRaise(alert, route, existing?.incident, policy);
+        const { incident, event } = seal(pending, incidentId, existing);
         const outcome = await repo.raise({
           expectedSeq: existing?.incident.seq ?? 0,
           incident,
@@ -139,7 +103,7 @@ export function createIncidentService(deps: {
         });
         if (outcome.status === 'duplicate') return duplicateOf(outcome);
         if (outcome.status === 'committed') {
-          publisher.changed({
+          await writer.committed({
             incident,
             event,
             alert,

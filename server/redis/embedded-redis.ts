@@ -11,6 +11,8 @@ export interface EmbeddedRedisOptions {
   /** Defaults to the `redis-server` found on PATH. */
   binary?: string;
   startTimeoutMs?: number;
+  /** A fixed port, e.g. to restart on the address clients already use; a free one by default. */
+  port?: number;
 }
 
 export interface EmbeddedRedis {
@@ -40,20 +42,28 @@ pid=$!
 wait "$pid"
 `;
 
-export const REDIS_MISSING_MESSAGE =
-  'redis-server was not found on PATH. Install it (Debian/Ubuntu: `sudo apt-get install redis-server`; ' +
-  'macOS: `brew install redis`) or set REDIS_URL=redis://127.0.0.1:6379 to use a running Redis 6.2 or newer.';
+const INSTALL_HINT =
+  'Install it (Debian/Ubuntu: `sudo apt-get install redis-server`; macOS: `brew install redis`) ' +
+  'or set REDIS_URL=redis://127.0.0.1:6379 to use a running Redis 6.2 or newer.';
+
+export const REDIS_MISSING_MESSAGE = `redis-server was not found on PATH. ${INSTALL_HINT}`;
 
 export async function findOnPath(name: string): Promise<string | undefined> {
   for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
     if (!dir) continue;
     const candidate = path.join(dir, name);
-    try {
-      await access(candidate, constants.X_OK);
-      return candidate;
-    } catch {}
+    if (await isExecutable(candidate)) return candidate;
   }
   return undefined;
+}
+
+async function isExecutable(file: string): Promise<boolean> {
+  try {
+    await access(file, constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 export function redisDir(dataDir: string): string {
@@ -77,11 +87,14 @@ export async function startEmbeddedRedis(options: EmbeddedRedisOptions): Promise
 
   const binary = options.binary ?? (await findOnPath('redis-server'));
   if (!binary) throw new StartupError(REDIS_MISSING_MESSAGE);
+  // Otherwise the shell wrapper fails, and the report would point at an empty redis log.
+  if (!(await isExecutable(binary)))
+    throw new StartupError(`redis-server was not found at ${binary}. ${INSTALL_HINT}`);
 
   // A port picked as free can be taken before redis binds it; try again with another.
   let lastError: unknown;
-  for (let attempt = 0; attempt < 3; attempt++) {
-    const port = await freePort();
+  for (let attempt = 0; attempt < (options.port ? 1 : 3); attempt++) {
+    const port = options.port ?? (await freePort());
     try {
       return await launch(binary, dir, port, options);
     } catch (error) {

@@ -173,6 +173,13 @@ export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
       return { status: 'conflict' };
     },
 
+    /** The alert that opened the incident, from its first timeline event. */
+    async openingAlert(id: string): Promise<Alert | undefined> {
+      const [first] = await redis.xrange(keys.incidentEvents(id), '1-0', '1-1', 'COUNT', 1);
+      const event = first ? (JSON.parse(first[1][1] ?? 'null') as IncidentEvent) : undefined;
+      return event?.type === 'opened' ? event.data.alert : undefined;
+    },
+
     /** Events with seq > afterSeq, oldest first. */
     async events(id: string, afterSeq: number, limit: number): Promise<IncidentEvent[]> {
       const rows = await redis.xrange(keys.incidentEvents(id), `${afterSeq + 1}-0`, '+', 'COUNT', limit);

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { categories, type RaiseAlertInput } from '../../shared/incident.ts';
+import { categories } from '../../shared/categories.ts';
+import type { RaiseAlertInput } from '../../shared/incident.ts';
 
 const blocks = ['a', 'b', 'c', 'isolasi'];
 let counter = 0;

@@ -1,7 +1,7 @@
 import { io, type Socket } from 'socket.io-client';
+import { DEMO_PASSWORD } from '../../server/domain/seed.ts';
 import type { LoginResponse } from '../../shared/auth.ts';
 import type { ClientToServerEvents, ServerToClientEvents } from '../../shared/events.ts';
-import { DEMO_PASSWORD } from '../../server/domain/seed.ts';
 
 export type ConsoleClient = Socket<ServerToClientEvents, ClientToServerEvents>;
 
@@ -16,21 +16,32 @@ export async function post(baseUrl: string, path: string, body: unknown, token?:
 }
 
 export async function get(baseUrl: string, path: string, token?: string) {
-  const res = await fetch(`${baseUrl}${path}`, { headers: token ? { authorization: `Bearer ${token}` } : {} });
+  const res = await fetch(`${baseUrl}${path}`, {
+    headers: token ? { authorization: `Bearer ${token}` } : {},
+  });
   const text = await res.text();
   return { status: res.status, headers: res.headers, body: text ? JSON.parse(text) : undefined };
 }
 
-export async function login(baseUrl: string, username: string, password = DEMO_PASSWORD): Promise<LoginResponse> {
+export async function login(
+  baseUrl: string,
+  username: string,
+  password = DEMO_PASSWORD,
+): Promise<LoginResponse> {
   const res = await post(baseUrl, '/api/auth/login', { username, password });
-  if (res.status !== 200) throw new Error(`login ${username} failed: ${res.status} ${JSON.stringify(res.body)}`);
+  if (res.status !== 200)
+    throw new Error(`login ${username} failed: ${res.status} ${JSON.stringify(res.body)}`);
   return res.body as LoginResponse;
 }
 
 /** Tracks every console a test opens so `closeConsoles()` in afterEach leaves no socket behind. */
 const open = new Set<ConsoleClient>();
 
-export function openConsole(baseUrl: string, token: string | undefined, extra: Record<string, unknown> = {}): ConsoleClient {
+export function openConsole(
+  baseUrl: string,
+  token: string | undefined,
+  extra: Record<string, unknown> = {},
+): ConsoleClient {
   const socket: ConsoleClient = io(baseUrl, {
     auth: token === undefined ? {} : { token },
     transports: ['websocket'],
@@ -43,7 +54,11 @@ export function openConsole(baseUrl: string, token: string | undefined, extra: R
 }
 
 /** Connects and resolves once connected; rejects with the server's connect_error. */
-export function connectConsole(baseUrl: string, token: string | undefined, extra: Record<string, unknown> = {}) {
+export function connectConsole(
+  baseUrl: string,
+  token: string | undefined,
+  extra: Record<string, unknown> = {},
+) {
   const socket = openConsole(baseUrl, token, extra);
   return new Promise<ConsoleClient>((resolve, reject) => {
     socket.once('connect', () => resolve(socket));

@@ -1,12 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { inject } from 'vitest';
-import { Topology, type TopologyInput } from '../../shared/topology.ts';
+import type { z } from 'zod';
 import { type App, createApp } from '../../server/app.ts';
 import { loadConfig } from '../../server/config.ts';
+import { loadEscalationFile, loadTopologyFile } from '../../server/config-files.ts';
 import { seedDemoAccounts } from '../../server/domain/seed.ts';
 import { createLogger } from '../../server/logger.ts';
-import { loadTopologyFile } from '../../server/topology-file.ts';
+import { EscalationConfig } from '../../shared/escalation.ts';
+import { Topology, type TopologyInput } from '../../shared/topology.ts';
 
 export const TEST_JWT_SECRET = 'test-secret-that-is-at-least-32-characters-long';
 
@@ -22,6 +24,7 @@ export interface TestServerOptions {
   prefix?: string;
   env?: Record<string, string>;
   topology?: TopologyInput;
+  escalation?: z.input<typeof EscalationConfig>;
   seedDemo?: boolean;
   redisUrl?: string;
 }
@@ -48,11 +51,15 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
   const topology = options.topology
     ? Topology.parse(options.topology)
     : await loadTopologyFile(config.topologyFile);
+  const escalation = options.escalation
+    ? EscalationConfig.parse(options.escalation)
+    : await loadEscalationFile(config.escalation.file);
   const app = createApp({
     config,
     logger: createLogger(config.logLevel),
     redisUrl,
     topology,
+    escalation,
     jwtSecret: new TextEncoder().encode(TEST_JWT_SECRET),
   });
   await app.start();

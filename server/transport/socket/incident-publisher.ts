@@ -1,28 +1,57 @@
 import { rooms } from '../../../shared/rooms.ts';
 import { partyRooms } from '../../../shared/routing.ts';
 import type { TopologyIndex } from '../../../shared/topology.ts';
-import type { IncidentPublisher } from '../../domain/incident-service.ts';
+import type { ReminderPublisher } from '../../domain/escalation-service.ts';
+import type { IncidentPublisher } from '../../domain/incident-writer.ts';
 import type { Hub } from './socket-types.ts';
 
 /**
  * Delivers each committed change through the adapter, so consoles on every process get it. Rooms are
  * computed from the incident's parties as they are now, at publish time.
  */
-export function createIncidentPublisher(io: Hub, topology: TopologyIndex): IncidentPublisher {
+export function createIncidentPublisher(
+  io: Hub,
+  topology: TopologyIndex,
+): IncidentPublisher & ReminderPublisher {
   return {
     changed({ incident, event, alert, quietFor }) {
       const meta = { incidentId: incident.id, seq: incident.seq };
-      const parties = io.to(partyRooms(topology, incident.parties));
-      if (alert) {
-        (quietFor === undefined ? parties : parties.except(quietFor)).emit('alert:new', {
+      const incidentRoom = rooms.incident(incident.id);
+      const parties = partyRooms(topology, incident.parties);
+      if (event.type === 'escalated') {
+        const { chain, level, label, targets, dueAt, firedAt, addedUnits } = event.data;
+        io.to([...targets.rooms, incidentRoom]).emit('escalation:fired', {
           ...meta,
-          incident,
-          alert,
+          chain,
+          level,
+          label,
+          targets,
+          dueAt,
+          firedAt,
         });
+        // Units that had not heard of the incident get it as they would have at raise.
+        const added = partyRooms(topology, addedUnits);
+        if (alert && added.length > 0) io.to(added).emit('alert:new', { ...meta, incident, alert });
+        io.to(parties)
+          .except(added)
+          .emit('incident:updated', { ...meta, incident });
+      } else if (alert) {
+        const to = io.to(parties);
+        (quietFor === undefined ? to : to.except(quietFor)).emit('alert:new', { ...meta, incident, alert });
       } else {
-        parties.emit('incident:updated', { ...meta, incident });
+        io.to(parties).emit('incident:updated', { ...meta, incident });
       }
-      io.to(rooms.incident(incident.id)).emit('incident:event', { ...meta, event });
+      io.to(incidentRoom).emit('incident:event', { ...meta, event });
+    },
+
+    reminded({ incident, chain, level, round, rooms: paged }) {
+      io.to(paged).emit('escalation:reminder', {
+        incidentId: incident.id,
+        seq: incident.seq,
+        chain,
+        level,
+        round,
+      });
     },
   };
 }

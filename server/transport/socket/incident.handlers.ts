@@ -1,8 +1,13 @@
 import { rooms } from '../../../shared/rooms.ts';
+import type { EscalationService } from '../../domain/escalation-service.ts';
 import type { IncidentService } from '../../domain/incident-service.ts';
 import { defineHandler, type HandlerContext } from './define-handler.ts';
 
-export function incidentHandlers(ctx: HandlerContext, incidents: IncidentService) {
+export function incidentHandlers(
+  ctx: HandlerContext,
+  incidents: IncidentService,
+  escalation: EscalationService,
+) {
   return [
     defineHandler(ctx, 'alert:raise', (payload, caller, socket) =>
       incidents.raise(caller.user, payload, { socketId: socket.id }),
@@ -25,6 +30,9 @@ export function incidentHandlers(ctx: HandlerContext, incidents: IncidentService
     })),
     defineHandler(ctx, 'incident:note', async ({ incidentId, text }, caller) => ({
       incident: await incidents.note(caller.user, incidentId, text),
+    })),
+    defineHandler(ctx, 'escalation:hold', async (hold, caller) => ({
+      incident: await escalation.hold(caller.user, hold),
     })),
     defineHandler(ctx, 'sync', ({ since }, caller) =>
       incidents.sync(caller.user, since === undefined ? undefined : Number(since)),

@@ -1,0 +1,87 @@
+import { DomainError } from '../../shared/errors.ts';
+import type { Alert, Incident, IncidentEvent, PendingEvent } from '../../shared/incident.ts';
+import { isTerminal } from '../../shared/incident-lifecycle.ts';
+import { applyEvent } from '../../shared/incident-reducer.ts';
+import type { IncidentRepository, StoredIncident } from '../storage/incidents.repository.ts';
+import { GENESIS_HASH, sealEvent } from './timeline-seal.ts';
+
+export interface IncidentChange {
+  incident: Incident;
+  event: IncidentEvent;
+  /** The alert behind `alert:new`: the new one for a raise, the opening one when escalation adds parties. */
+  alert?: Alert;
+  /** The socket a silent raise came from: it must not show the alarm. */
+  quietFor?: string;
+}
+
+/** Told after every committed change, to deliver it; the transport decides how. */
+export interface IncidentPublisher {
+  changed(change: IncidentChange): void;
+}
+
+/** Keeps each chain's escalation timer in step with the incident after every change. */
+export interface EscalationTimers {
+  sync(change: IncidentChange): Promise<void>;
+}
+
+const MAX_ATTEMPTS = 20;
+
+/** Applies a pending event to the state it was decided on and seals it into the chain. */
+export function seal(pending: PendingEvent, incidentId: string, before: StoredIncident | undefined) {
+  const entry = { ...pending, incidentId, seq: (before?.incident.seq ?? 0) + 1 };
+  const incident = applyEvent(before?.incident, entry);
+  return { incident, event: sealEvent(entry, before?.lastHash ?? GENESIS_HASH) };
+}
+
+/**
+ * The one path by which an existing incident changes: decide on the latest state, commit only if nobody
+ * changed it meanwhile (else decide again), then deliver the change and set its timers.
+ */
+export function createIncidentWriter(deps: {
+  repo: IncidentRepository;
+  publisher: IncidentPublisher;
+  timers: EscalationTimers;
+  onTimerError: (error: unknown, change: IncidentChange) => void;
+}) {
+  const { repo, publisher, timers } = deps;
+
+  async function committed(change: IncidentChange): Promise<void> {
+    publisher.changed(change);
+    // The change is already durable; a timer that fails to set is found and set again by the auditor.
+    await timers.sync(change).catch((error: unknown) => deps.onTimerError(error, change));
+  }
+
+  return {
+    committed,
+
+    async change(
+      id: string,
+      decide: (stored: StoredIncident) => PendingEvent | null,
+      extras: (
+        event: IncidentEvent,
+        incident: Incident,
+      ) => Promise<Partial<IncidentChange>> = async () => ({}),
+    ): Promise<{ incident: Incident; event?: IncidentEvent }> {
+      for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+        const before = await repo.load(id);
+        if (!before) throw new DomainError('not_found', 'No such incident');
+        const pending = decide(before);
+        if (!pending) return { incident: before.incident };
+        const { incident, event } = seal(pending, id, before);
+        const change = await repo.append({
+          expectedSeq: before.incident.seq,
+          incident,
+          event,
+          listedOpen: !isTerminal(incident.status),
+        });
+        if (change !== undefined) {
+          await committed({ incident, event, ...(await extras(event, incident)) });
+          return { incident, event };
+        }
+      }
+      throw new DomainError('unavailable', 'The incident is changing too fast; try again');
+    },
+  };
+}
+
+export type IncidentWriter = ReturnType<typeof createIncidentWriter>;

@@ -1,0 +1,181 @@
+import { type Job, Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import {
+  type Chain,
+  chains,
+  type EscalateJob,
+  type RemindJob,
+  type ResumeJob,
+} from '../../shared/escalation.ts';
+import type { Incident } from '../../shared/incident.ts';
+import type { EscalationClock } from '../domain/escalation-service.ts';
+import type { EscalationTimers, IncidentChange } from '../domain/incident-writer.ts';
+import type { Metrics } from '../metrics.ts';
+
+export const ESCALATION_QUEUE = 'escalation';
+
+export type EscalationJobName = 'escalate' | 'remind' | 'resume' | 'audit';
+
+// BullMQ forbids ':' in job ids; ids are deterministic so that scheduling twice is a no-op.
+export const jobIds = {
+  escalate: (incidentId: string, chain: Chain, level: number) => `esc.${incidentId}.${chain}.${level}`,
+  resume: (incidentId: string, chain: Chain, generation: number) =>
+    `res.${incidentId}.${chain}.${generation}`,
+  remind: (j: RemindJob) => `rem.${j.incidentId}.${j.chain}.${j.level}.${j.generation}.${j.round}`,
+};
+
+// Events after which a chain's timers may have to change; notes and attached alerts never move a chain.
+const MOVES_CHAINS = new Set<IncidentChange['event']['type']>([
+  'opened',
+  'acknowledged',
+  'status_changed',
+  'escalated',
+  'escalation_held',
+  'escalation_resumed',
+  'escalation_repaired',
+]);
+
+// A new waiting period starts at these: the level's reminders start over.
+const STARTS_WAIT = new Set<IncidentChange['event']['type']>([
+  'opened',
+  'escalated',
+  'escalation_resumed',
+  'status_changed',
+]);
+
+const PENDING = new Set(['delayed', 'waiting', 'active', 'prioritized', 'waiting-children']);
+
+/** The escalation timers as BullMQ delayed jobs: one per (incident, chain, level), removed when the chain stops. */
+export function createEscalationQueue(deps: {
+  connection: Redis;
+  prefix: string;
+  metrics: Metrics;
+  now?: () => number;
+}) {
+  const queue = new Queue(ESCALATION_QUEUE, {
+    connection: deps.connection,
+    prefix: deps.prefix,
+    defaultJobOptions: {
+      attempts: 5,
+      backoff: { type: 'exponential', delay: 200 },
+      // Gone once done, so a chain that restarts at the same level can schedule the same id again.
+      removeOnComplete: true,
+      removeOnFail: { age: 7 * 24 * 3600 },
+    },
+  });
+  const now = deps.now ?? Date.now;
+  const delayUntil = (iso: string) => Math.max(0, Date.parse(iso) - now());
+
+  /** Adds the job unless an identical one is pending; replaces a stale, finished or different one. */
+  async function ensure(
+    name: EscalationJobName,
+    jobId: string,
+    data: EscalateJob | ResumeJob,
+    dueAt: string,
+  ) {
+    const existing = await queue.getJob(jobId);
+    if (existing) {
+      const state = await existing.getState();
+      if (PENDING.has(state) && JSON.stringify(existing.data) === JSON.stringify(data)) return;
+      // An active job cannot be removed; its run finds the chain moved on and does nothing.
+      await existing.remove().catch(() => undefined);
+    }
+    await queue.add(name, data, { jobId, delay: delayUntil(dueAt) });
+  }
+
+  async function cancel(jobId: string) {
+    const existing = await queue.getJob(jobId);
+    if (!existing) return;
+    const removed = await existing.remove().then(
+      () => true,
+      () => false,
+    );
+    if (removed) deps.metrics.escalationCancelled.inc();
+  }
+
+  async function syncChain(incident: Incident, chain: Chain, change: IncidentChange) {
+    const c = incident.escalation.chains[chain];
+    const next = jobIds.escalate(incident.id, chain, c.level + 1);
+    if (c.status === 'running' && c.dueAt) {
+      await ensure(
+        'escalate',
+        next,
+        { incidentId: incident.id, chain, level: c.level + 1, generation: c.generation, dueAt: c.dueAt },
+        c.dueAt,
+      );
+    } else {
+      await cancel(next);
+    }
+    if (c.status === 'held' && c.heldUntil) {
+      const data = { incidentId: incident.id, chain, generation: c.generation, dueAt: c.heldUntil };
+      await ensure('resume', jobIds.resume(incident.id, chain, c.generation), data, c.heldUntil);
+    }
+    const repeat = c.levels[c.level]?.repeatSeconds;
+    if (
+      (c.status === 'running' || c.status === 'exhausted') &&
+      repeat &&
+      STARTS_WAIT.has(change.event.type)
+    ) {
+      const job: RemindJob = {
+        incidentId: incident.id,
+        chain,
+        level: c.level,
+        generation: c.generation,
+        dueAt: new Date(now() + repeat * 1000).toISOString(),
+        round: 1,
+      };
+      await queue.add('remind', job, { jobId: jobIds.remind(job), delay: repeat * 1000 });
+    }
+  }
+
+  const timers: EscalationTimers = {
+    async sync(change) {
+      if (!MOVES_CHAINS.has(change.event.type)) return;
+      await Promise.all(chains.map((chain) => syncChain(change.incident, chain, change)));
+    },
+  };
+
+  const clock: EscalationClock = {
+    async missingTimers(incident) {
+      const missing: Chain[] = [];
+      for (const chain of chains) {
+        const c = incident.escalation.chains[chain];
+        const id =
+          c.status === 'running' && c.dueAt
+            ? jobIds.escalate(incident.id, chain, c.level + 1)
+            : c.status === 'held'
+              ? jobIds.resume(incident.id, chain, c.generation)
+              : undefined;
+        if (!id) continue;
+        const job: Job | undefined = await queue.getJob(id);
+        if (!job || !PENDING.has(await job.getState()) || job.data.generation !== c.generation)
+          missing.push(chain);
+      }
+      return missing;
+    },
+    async remindLater(job, delayMs) {
+      await queue.add(
+        'remind',
+        { ...job, dueAt: new Date(now() + delayMs).toISOString() },
+        { jobId: jobIds.remind(job), delay: delayMs },
+      );
+    },
+  };
+
+  return {
+    queue,
+    timers,
+    clock,
+    /** Runs the auditor on every worker's queue every `everyMs` (one BullMQ job scheduler, shared). */
+    scheduleAudit: (everyMs: number) =>
+      queue.upsertJobScheduler(
+        'escalation-audit',
+        { every: everyMs },
+        { name: 'audit', opts: { removeOnComplete: true, removeOnFail: 100 } },
+      ),
+    depth: () => queue.getJobCounts('delayed', 'waiting', 'active', 'failed'),
+    close: () => queue.close(),
+  };
+}
+
+export type EscalationQueue = ReturnType<typeof createEscalationQueue>;

@@ -1,0 +1,86 @@
+import { type Job, UnrecoverableError, Worker } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { z } from 'zod';
+import { EscalateJob, RemindJob, ResumeJob } from '../../shared/escalation.ts';
+import type { EscalationService } from '../domain/escalation-service.ts';
+import type { Logger } from '../logger.ts';
+import type { Metrics } from '../metrics.ts';
+import { ESCALATION_QUEUE, type EscalationJobName } from './escalation-queue.ts';
+
+export interface WorkerSettings {
+  concurrency: number;
+  lockDurationMs: number;
+  stalledIntervalMs: number;
+}
+
+/** A job whose data fails its schema can never succeed: fail it for good instead of retrying it. */
+function parseJob<S extends z.ZodType>(schema: S, job: Job): z.output<S> {
+  const parsed = schema.safeParse(job.data);
+  if (!parsed.success) throw new UnrecoverableError(`invalid ${job.name} job data: ${parsed.error.message}`);
+  return parsed.data;
+}
+
+/** Runs escalation, reminder, resume and audit jobs; any number of these may run on one Redis. */
+export function startEscalationWorker(deps: {
+  connection: Redis;
+  prefix: string;
+  service: EscalationService;
+  logger: Logger;
+  metrics: Metrics;
+  settings: WorkerSettings;
+}) {
+  const { service, metrics, logger } = deps;
+  const processors: Record<EscalationJobName, (job: Job) => Promise<unknown>> = {
+    async escalate(job) {
+      const fired = await service.fire(parseJob(EscalateJob, job));
+      if (fired) {
+        metrics.escalationFired.inc();
+        metrics.escalationLateness.observe(fired.lateMs / 1000);
+      } else {
+        metrics.escalationSkipped.inc();
+      }
+      return fired ?? null;
+    },
+    remind: (job) => service.remind(parseJob(RemindJob, job)),
+    resume: (job) => service.resume(parseJob(ResumeJob, job)),
+    async audit() {
+      const report = await service.audit();
+      metrics.escalationRepaired.inc(report.repaired);
+      metrics.escalationAuditLastRun.set(Date.now() / 1000);
+      if (report.repaired > 0) logger.warn(report, 'escalation auditor repaired missing timers');
+      return report;
+    },
+  };
+
+  const worker = new Worker(
+    ESCALATION_QUEUE,
+    async (job) => {
+      const process = processors[job.name as EscalationJobName];
+      if (!process) throw new UnrecoverableError(`unknown job ${job.name}`);
+      return process(job);
+    },
+    {
+      connection: deps.connection,
+      prefix: deps.prefix,
+      concurrency: deps.settings.concurrency,
+      lockDuration: deps.settings.lockDurationMs,
+      stalledInterval: deps.settings.stalledIntervalMs,
+      // A job whose worker died is taken over; after two such stalls it is failed and logged.
+      maxStalledCount: 2,
+    },
+  );
+  // Background failures are reported, never thrown: the process keeps serving.
+  worker.on('failed', (job, err) => {
+    metrics.jobsFailed.inc({ name: job?.name ?? 'unknown' });
+    logger.error(
+      { err, jobId: job?.id, name: job?.name, attempts: job?.attemptsMade },
+      'escalation job failed',
+    );
+  });
+  worker.on('stalled', (jobId) => {
+    metrics.jobsStalled.inc();
+    logger.warn({ jobId }, 'escalation job stalled; another worker takes it over');
+  });
+  worker.on('error', (err) => logger.error({ err }, 'escalation worker error'));
+  return worker;
+}

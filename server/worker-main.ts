@@ -1,0 +1,54 @@
+import { createApp } from './app.ts';
+import { ConfigError, loadConfig } from './config.ts';
+import { loadEscalationFile, loadTopologyFile } from './config-files.ts';
+import { createLogger } from './logger.ts';
+import { openRedisStore } from './redis/redis-store.ts';
+import { resolveJwtSecret } from './secrets.ts';
+import { StartupError } from './startup-error.ts';
+
+/**
+ * `npm run worker`: escalation workers without HTTP, for running more of them (or running them apart from
+ * the servers, with ESCALATION_WORKER=off there). Same config and store as the server; it publishes to
+ * consoles through the same Socket.IO adapter, so it needs no listening port.
+ */
+async function main() {
+  const config = loadConfig();
+  const logger = createLogger(config.logLevel, 'sinergi-worker');
+  const [topology, escalation] = await Promise.all([
+    loadTopologyFile(config.topologyFile),
+    loadEscalationFile(config.escalation.file),
+  ]);
+  const store = await openRedisStore(config);
+  const jwtSecret = await resolveJwtSecret(config.auth.jwtSecret, config.dataDir);
+  const app = createApp({
+    config,
+    logger,
+    redisUrl: store.url,
+    topology,
+    escalation,
+    jwtSecret,
+    worker: true,
+  });
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'worker stopping');
+    await app.close();
+    await store.release();
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+  await app.start();
+  logger.info({ concurrency: config.escalation.concurrency }, 'escalation worker running');
+  process.stdout.write('Sinergi escalation worker running; stop with Ctrl-C.\n');
+}
+
+main().catch((error: unknown) => {
+  const expected = error instanceof ConfigError || error instanceof StartupError;
+  process.stderr.write(
+    `sinergi worker: ${expected ? (error as Error).message : ((error as Error).stack ?? String(error))}\n`,
+  );
+  process.exit(1);
+});

@@ -1,0 +1,286 @@
+import { z } from 'zod';
+import { Category } from './categories.ts';
+import { Role } from './roles.ts';
+import { rooms } from './rooms.ts';
+import { Severity } from './severity.ts';
+import { Agency, Slug, type TopologyIndex } from './topology.ts';
+
+/** One chain of command per agency; each climbs on its own until that agency acknowledges. */
+export const Chain = Agency;
+export type Chain = Agency;
+export const chains: readonly Chain[] = ['corrections', 'police'];
+
+/**
+ * Who a level notifies, relative to the incident's Lapas, so one policy serves every Lapas:
+ * its facility, its primary or backup precincts, the Nth command above the facility or above the primary
+ * precinct, or a fixed unit. With `role`, only that role's members of the unit are paged.
+ */
+export const EscalationTarget = z
+  .object({
+    scope: z.enum([
+      'facility',
+      'primary_precinct',
+      'backup_precincts',
+      'facility_command',
+      'precinct_command',
+      'unit',
+    ]),
+    depth: z.number().int().min(1).max(6).optional(),
+    unitId: Slug.optional(),
+    role: Role.optional(),
+  })
+  .strict()
+  .superRefine((t, ctx) => {
+    const needsDepth = t.scope === 'facility_command' || t.scope === 'precinct_command';
+    if (needsDepth !== (t.depth !== undefined))
+      ctx.addIssue({
+        code: 'custom',
+        path: ['depth'],
+        message: needsDepth ? 'required for a command scope' : 'only for command scopes',
+      });
+    if ((t.scope === 'unit') !== (t.unitId !== undefined))
+      ctx.addIssue({
+        code: 'custom',
+        path: ['unitId'],
+        message: t.scope === 'unit' ? 'required for scope "unit"' : 'only for scope "unit"',
+      });
+  });
+export type EscalationTarget = z.infer<typeof EscalationTarget>;
+
+export const EscalationLevel = z
+  .object({
+    label: z.string().trim().min(1).max(120),
+    notify: z.array(EscalationTarget).min(1),
+    /** How long this level waits for an acknowledgement before the next level fires. */
+    waitSeconds: z.number().min(0.05).max(86_400).optional(),
+    /** Reminders to this level while it waits. */
+    repeatSeconds: z.number().min(0.05).max(86_400).optional(),
+  })
+  .strict();
+export type EscalationLevel = z.infer<typeof EscalationLevel>;
+
+export const ChainPolicy = z
+  .object({ levels: z.array(EscalationLevel).min(1).max(8) })
+  .strict()
+  .superRefine((chain, ctx) => {
+    chain.levels.forEach((level, i) => {
+      if (i < chain.levels.length - 1 && level.waitSeconds === undefined)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['levels', i, 'waitSeconds'],
+          message: 'required: a later level follows',
+        });
+    });
+  });
+export type ChainPolicy = z.infer<typeof ChainPolicy>;
+
+export const EscalationPolicy = z
+  .object({
+    id: Slug,
+    description: z.string().max(500).optional(),
+    match: z
+      .object({ severities: z.array(Severity).min(1), categories: z.array(Category).min(1).optional() })
+      .strict(),
+    chains: z.object({ corrections: ChainPolicy, police: ChainPolicy }).strict(),
+  })
+  .strict();
+export type EscalationPolicy = z.infer<typeof EscalationPolicy>;
+
+export const EscalationConfig = z
+  .object({ policies: z.array(EscalationPolicy).min(1) })
+  .strict()
+  .superRefine((config, ctx) => {
+    for (const severity of [1, 2, 3, 4]) {
+      if (!config.policies.some((p) => p.match.severities.includes(severity) && !p.match.categories)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['policies'],
+          message: `no policy for severity ${severity} without a category`,
+        });
+      }
+    }
+    const ids = new Set<string>();
+    config.policies.forEach((p, i) => {
+      if (ids.has(p.id))
+        ctx.addIssue({ code: 'custom', path: ['policies', i, 'id'], message: `duplicate policy "${p.id}"` });
+      ids.add(p.id);
+    });
+  });
+export type EscalationConfig = z.infer<typeof EscalationConfig>;
+
+/** A category-specific policy wins over the general one for the same severity. */
+export function selectPolicy(
+  config: EscalationConfig,
+  severity: Severity,
+  category: Category,
+): EscalationPolicy {
+  const bySeverity = config.policies.filter((p) => p.match.severities.includes(severity));
+  const policy =
+    bySeverity.find((p) => p.match.categories?.includes(category)) ??
+    bySeverity.find((p) => !p.match.categories);
+  if (!policy) throw new Error(`no escalation policy for severity ${severity}`);
+  return policy;
+}
+
+export const ChainStatus = z.enum(['running', 'acknowledged', 'held', 'stopped', 'exhausted']);
+export type ChainStatus = z.infer<typeof ChainStatus>;
+
+/** One chain on one incident: the policy copied when it opened, where it stands, and when it next climbs. */
+export const ChainState = z.object({
+  levels: z.array(EscalationLevel),
+  level: z.number().int().nonnegative(),
+  /** Bumped by every ack, hold, resume, stop and reopen: a timer scheduled under an older one does nothing. */
+  generation: z.number().int().positive(),
+  status: ChainStatus,
+  /** When the next level falls due, while running. */
+  dueAt: z.iso.datetime().nullable(),
+  heldUntil: z.iso.datetime().optional(),
+});
+export type ChainState = z.infer<typeof ChainState>;
+
+export const EscalationState = z.object({
+  policyId: Slug,
+  chains: z.object({ corrections: ChainState, police: ChainState }),
+});
+export type EscalationState = z.infer<typeof EscalationState>;
+
+/** The policy as copied onto an incident when it opens: later config edits never touch it. */
+export const EscalationSnapshot = z.object({
+  policyId: Slug,
+  chains: z.object({ corrections: ChainPolicy, police: ChainPolicy }),
+});
+export type EscalationSnapshot = z.infer<typeof EscalationSnapshot>;
+
+export function snapshotOf(policy: EscalationPolicy): EscalationSnapshot {
+  return { policyId: policy.id, chains: policy.chains };
+}
+
+const addSeconds = (at: string, seconds: number) => new Date(Date.parse(at) + seconds * 1000).toISOString();
+
+/** A chain waiting at `level` from `at`: running towards the next level, or exhausted at the top. */
+export function waitingAt(
+  levels: EscalationLevel[],
+  level: number,
+  at: string,
+): Pick<ChainState, 'status' | 'dueAt'> {
+  const wait = levels[level]?.waitSeconds;
+  return level + 1 < levels.length && wait !== undefined
+    ? { status: 'running', dueAt: addSeconds(at, wait) }
+    : { status: 'exhausted', dueAt: null };
+}
+
+export function initialChains(snapshot: EscalationSnapshot, at: string): EscalationState {
+  const start = (levels: EscalationLevel[]): ChainState => ({
+    levels,
+    level: 0,
+    generation: 1,
+    ...waitingAt(levels, 0, at),
+  });
+  return {
+    policyId: snapshot.policyId,
+    chains: {
+      corrections: start(snapshot.chains.corrections.levels),
+      police: start(snapshot.chains.police.levels),
+    },
+  };
+}
+
+/** The units a level makes parties to the incident, and the rooms it pages. */
+export function resolveTargets(
+  topology: TopologyIndex,
+  facilityId: string,
+  targets: readonly EscalationTarget[],
+): { units: string[]; rooms: string[] } {
+  const facility = topology.facility(facilityId);
+  if (!facility) return { units: [], rooms: [] };
+  const units = new Set<string>();
+  const paged = new Set<string>();
+  for (const target of targets) {
+    const found: string[] = (() => {
+      switch (target.scope) {
+        case 'facility':
+          return [facility.id];
+        case 'primary_precinct':
+          return [facility.primaryPrecinct];
+        case 'backup_precincts':
+          return facility.backupPrecincts.map((b) => b.unitId);
+        case 'facility_command':
+          return topology
+            .commandChain(facility.id)
+            .slice((target.depth ?? 1) - 1, target.depth)
+            .map((c) => c.id);
+        case 'precinct_command':
+          return topology
+            .commandChain(facility.primaryPrecinct)
+            .slice((target.depth ?? 1) - 1, target.depth)
+            .map((c) => c.id);
+        case 'unit':
+          return target.unitId && topology.unit(target.unitId) ? [target.unitId] : [];
+      }
+    })();
+    for (const id of found) {
+      const unit = topology.unit(id);
+      if (!unit) continue;
+      units.add(id);
+      paged.add(target.role ? rooms.role(id, target.role) : rooms.unit(unit));
+    }
+  }
+  return { units: [...units], rooms: [...paged] };
+}
+
+/** BullMQ job payloads of the escalation queue; parsed on arrival, so a poisoned job fails for good. */
+export const EscalateJob = z.object({
+  incidentId: z.uuid(),
+  chain: Chain,
+  level: z.number().int().positive(),
+  generation: z.number().int().positive(),
+  dueAt: z.iso.datetime(),
+});
+export type EscalateJob = z.infer<typeof EscalateJob>;
+
+export const RemindJob = EscalateJob.extend({
+  level: z.number().int().nonnegative(),
+  round: z.number().int().positive(),
+});
+export type RemindJob = z.infer<typeof RemindJob>;
+
+export const ResumeJob = z.object({
+  incidentId: z.uuid(),
+  chain: Chain,
+  generation: z.number().int().positive(),
+  dueAt: z.iso.datetime(),
+});
+export type ResumeJob = z.infer<typeof ResumeJob>;
+
+export const HoldEscalation = z
+  .object({
+    incidentId: z.uuid(),
+    chain: Chain,
+    /** Up to four hours; the chain resumes by itself at the end. */
+    durationSeconds: z
+      .number()
+      .int()
+      .min(1)
+      .max(4 * 3600),
+    reason: z.string().trim().min(1).max(500),
+  })
+  .strict();
+
+export const EscalationFired = z.object({
+  incidentId: z.string(),
+  seq: z.number().int(),
+  chain: Chain,
+  level: z.number().int(),
+  label: z.string(),
+  targets: z.object({ units: z.array(Slug), rooms: z.array(z.string()) }),
+  dueAt: z.iso.datetime(),
+  firedAt: z.iso.datetime(),
+});
+
+export const EscalationReminder = z.object({
+  incidentId: z.string(),
+  seq: z.number().int(),
+  chain: Chain,
+  level: z.number().int(),
+  round: z.number().int(),
+});
