@@ -1,0 +1,68 @@
+import type { Server } from 'socket.io';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { rooms } from '../shared/rooms.ts';
+import { closeConsoles, connectConsole, consoleFor, login } from './support/consoles.ts';
+import { startTestServer, type TestServer } from './support/test-server.ts';
+import { waitFor } from './support/wait-for.ts';
+
+// Two Sinergi processes (in one test process, but sharing nothing except Redis and the key prefix), as two
+// replicas behind a load balancer would.
+let a: TestServer;
+let b: TestServer;
+beforeAll(async () => {
+  a = await startTestServer();
+  b = await startTestServer({ prefix: a.prefix, seedDemo: false });
+});
+afterEach(closeConsoles);
+afterAll(async () => {
+  await Promise.all([a?.close(), b?.close()]);
+});
+
+describe('two servers on one Redis', () => {
+  it('delivers a broadcast to Polsek Nusakambangan made on server A to its dispatcher on server B, and not to Polsek Cilacap Tengah', async () => {
+    const nusakambangan = (await consoleFor(b.url, 'dispatch.nusakambangan')).socket;
+    const cilacap = (await consoleFor(b.url, 'dispatch.cilacap')).socket;
+    const received = { nusakambangan: [] as unknown[], cilacap: [] as unknown[] };
+    nusakambangan.onAny((event: string, payload: unknown) => received.nusakambangan.push({ event, payload }));
+    cilacap.onAny((event: string, payload: unknown) => received.cilacap.push({ event, payload }));
+    // Nothing is connected to A: whatever arrives went through the Redis adapter.
+    expect(a.app.io.of('/').sockets.size).toBe(0);
+
+    // A probe event that is no part of the protocol, so the typed hub does not know it.
+    const hubA = a.app.io as unknown as Server;
+    hubA.to(rooms.unit({ type: 'precinct', id: 'polsek-nusakambangan' })).emit('test:probe', { n: 1 });
+    await waitFor(() => received.nusakambangan.length > 0, { what: 'the probe on B' });
+    expect(received.nusakambangan).toEqual([{ event: 'test:probe', payload: { n: 1 } }]);
+
+    // A's broadcasts reach B in order through one stream: once a later one reaches Cilacap, the probe
+    // would already have, had it been sent there.
+    hubA.to(rooms.unit({ type: 'precinct', id: 'polsek-cilacap-tengah' })).emit('test:sentinel', { n: 2 });
+    await waitFor(() => received.cilacap.length > 0, { what: 'the sentinel on B' });
+    expect(received.cilacap).toEqual([{ event: 'test:sentinel', payload: { n: 2 } }]);
+  });
+
+  it('When an admin on server A disables a user, Then that user’s console on server B is disconnected', async () => {
+    const password = 'kunci-rahasia-penjaga-1';
+    await a.app.services.users.create({
+      username: 'guard.batu',
+      displayName: 'Petugas Jaga Batu',
+      role: 'operator',
+      unitId: 'lapas-batu',
+      password,
+    });
+    const session = await login(b.url, 'guard.batu', password);
+    const guard = await connectConsole(b.url, session.accessToken);
+    const bystander = (await consoleFor(b.url, 'dispatch.cilacap')).socket;
+    const ended: unknown[] = [];
+    guard.on('session:ended', (payload) => ended.push(payload));
+
+    await a.app.services.users.update(session.user.id, { disabled: true });
+
+    await waitFor(() => guard.disconnected, { what: 'the disabled user’s socket on B to drop' });
+    expect(ended).toEqual([{ reason: 'revoked' }]);
+    expect(bystander.connected).toBe(true);
+    // The token it held no longer opens a console on either server.
+    await expect(connectConsole(b.url, session.accessToken)).rejects.toThrow('unauthorized');
+    await expect(connectConsole(a.url, session.accessToken)).rejects.toThrow('unauthorized');
+  });
+});

@@ -1,0 +1,187 @@
+import { type ChildProcessByStdio, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { Redis } from 'ioredis';
+import { afterEach, describe, expect, it } from 'vitest';
+import {
+  type EmbeddedRedis,
+  freePort,
+  redisDir,
+  startEmbeddedRedis,
+} from '../server/redis/embedded-redis.ts';
+import { checkRedisServer } from '../server/redis/redis-connection.ts';
+import { StartupError } from '../server/startup-error.ts';
+import { waitFor } from './support/wait-for.ts';
+
+const started: EmbeddedRedis[] = [];
+const clients: Redis[] = [];
+const dirs: string[] = [];
+const children: ChildProcessByStdio<null, Readable, Readable>[] = [];
+
+afterEach(async () => {
+  for (const child of children.splice(0)) if (child.exitCode === null) child.kill('SIGKILL');
+  for (const client of clients.splice(0)) client.disconnect();
+  await Promise.all(started.splice(0).map((r) => r.stop()));
+  await Promise.all(dirs.splice(0).map((d) => rm(d, { recursive: true, force: true })));
+});
+
+async function tempDataDir(): Promise<string> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'sinergi-embedded-'));
+  dirs.push(dir);
+  return dir;
+}
+
+async function start(dataDir: string, appendfsync: 'always' | 'everysec' = 'always'): Promise<EmbeddedRedis> {
+  const redis = await startEmbeddedRedis({ dataDir, appendfsync });
+  started.push(redis);
+  return redis;
+}
+
+function connect(url: string): Redis {
+  const client = new Redis(url, { maxRetriesPerRequest: 1, retryStrategy: () => null });
+  client.on('error', () => {});
+  clients.push(client);
+  return client;
+}
+
+async function configValue(client: Redis, key: string): Promise<string | undefined> {
+  return ((await client.config('GET', key)) as string[])[1];
+}
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    // EPERM: it exists but belongs to someone else.
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+describe('the embedded Redis', () => {
+  it('starts a private redis-server on 127.0.0.1 that keeps an append-only file and never evicts', async () => {
+    const dataDir = await tempDataDir();
+    const redis = await start(dataDir, 'always');
+    expect(redis.owned).toBe(true);
+    expect(redis.url).toBe(`redis://127.0.0.1:${redis.port}`);
+
+    const client = connect(redis.url);
+    expect(await configValue(client, 'appendonly')).toBe('yes');
+    expect(await configValue(client, 'appendfsync')).toBe('always');
+    expect(await configValue(client, 'maxmemory-policy')).toBe('noeviction');
+    expect(await configValue(client, 'bind')).toBe('127.0.0.1');
+    expect(await configValue(client, 'dir')).toBe(redisDir(dataDir));
+
+    const record = JSON.parse(await readFile(path.join(redisDir(dataDir), 'address.json'), 'utf8'));
+    expect(record).toMatchObject({ host: '127.0.0.1', port: redis.port, pid: redis.pid });
+  });
+
+  it('uses the configured appendfsync', async () => {
+    const redis = await start(await tempDataDir(), 'everysec');
+    expect(await configValue(connect(redis.url), 'appendfsync')).toBe('everysec');
+  });
+
+  it('keeps the data across a stop and a start on the same data dir', async () => {
+    const dataDir = await tempDataDir();
+    const first = await start(dataDir);
+    await connect(first.url).set('incident:1', 'riot at Permisan blok C');
+    await first.stop();
+
+    const second = await start(dataDir);
+    expect(await connect(second.url).get('incident:1')).toBe('riot at Permisan blok C');
+  });
+
+  it('When stopped, Then the redis-server process is gone and its address record removed', async () => {
+    const dataDir = await tempDataDir();
+    const redis = await start(dataDir);
+    const pid = redis.pid ?? -1;
+    expect(isRunning(pid)).toBe(true);
+
+    await redis.stop();
+    expect(() => process.kill(pid, 0)).toThrow();
+    expect(existsSync(path.join(redisDir(dataDir), 'address.json'))).toBe(false);
+  });
+
+  it('When another process already runs it on the same data, Then attaches instead of starting another', async () => {
+    const dataDir = await tempDataDir();
+    const owner = await start(dataDir);
+    const second = await start(dataDir);
+
+    expect(second.owned).toBe(false);
+    expect(second.url).toBe(owner.url);
+    expect(second.pid).toBe(owner.pid);
+    // Only the owner stops it.
+    await second.stop();
+    expect(await connect(owner.url).ping()).toBe('PONG');
+  });
+
+  it('ignores a stale address record left by a killed process and starts a new server', async () => {
+    const dataDir = await tempDataDir();
+    const deadPort = await freePort();
+    await mkdir(redisDir(dataDir), { recursive: true });
+    await writeFile(
+      path.join(redisDir(dataDir), 'address.json'),
+      JSON.stringify({ host: '127.0.0.1', port: deadPort, pid: 999_999, dir: redisDir(dataDir) }),
+    );
+
+    const redis = await start(dataDir);
+    expect(redis.owned).toBe(true);
+    expect(redis.port).not.toBe(deadPort);
+    expect(await connect(redis.url).ping()).toBe('PONG');
+  });
+
+  it('When its parent process is killed with SIGKILL, Then redis-server does not outlive it', async () => {
+    const dataDir = await tempDataDir();
+    const parent = spawn(
+      process.execPath,
+      ['--import', 'tsx', 'test/fixtures/embedded-redis-parent.ts', dataDir],
+      { stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 },
+    );
+    children.push(parent);
+    let output = '';
+    parent.stdout.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+    const { pid } = await waitFor(
+      () => (output.includes('\n') ? (JSON.parse(output) as { pid: number; url: string }) : undefined),
+      { timeoutMs: 15_000, what: 'the child to report its redis-server' },
+    );
+    expect(isRunning(pid)).toBe(true);
+
+    parent.kill('SIGKILL');
+    await waitFor(() => !isRunning(pid), { timeoutMs: 10_000, what: `redis-server ${pid} to exit` });
+  });
+
+  it('When redis-server is not installed, Then says how to install it or set REDIS_URL', async () => {
+    const dataDir = await tempDataDir();
+    const error = await startEmbeddedRedis({
+      dataDir,
+      appendfsync: 'always',
+      binary: path.join(dataDir, 'no-redis-server-here'),
+    }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(StartupError);
+    expect((error as Error).message).toContain('apt-get install redis-server');
+    expect((error as Error).message).toContain('REDIS_URL');
+  });
+});
+
+describe('checkRedisServer', () => {
+  it('accepts the embedded Redis as started', async () => {
+    const redis = await start(await tempDataDir());
+    expect((await checkRedisServer(connect(redis.url))).version).toMatch(/^\d+\.\d+/);
+  });
+
+  it('When maxmemory-policy is not noeviction, Then refuses with a message that says how to fix it', async () => {
+    const redis = await start(await tempDataDir());
+    const client = connect(redis.url);
+    await client.config('SET', 'maxmemory-policy', 'allkeys-lru');
+
+    const error = await checkRedisServer(client).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(StartupError);
+    expect((error as Error).message).toContain('"allkeys-lru"');
+    expect((error as Error).message).toContain('CONFIG SET maxmemory-policy noeviction');
+  });
+});

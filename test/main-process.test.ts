@@ -1,0 +1,263 @@
+import { type ChildProcessByStdio, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { afterEach, describe, expect, it } from 'vitest';
+import { DEMO_PASSWORD } from '../server/domain/seed.ts';
+import { freePort } from '../server/redis/embedded-redis.ts';
+import { get, login, post } from './support/consoles.ts';
+import { waitFor } from './support/wait-for.ts';
+
+const TSX = 'node_modules/.bin/tsx';
+
+interface Running {
+  readonly child: ChildProcessByStdio<null, Readable, Readable>;
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  stdout: string;
+  stderr: string;
+}
+
+const running: Running[] = [];
+const dirs: string[] = [];
+
+afterEach(async () => {
+  // Each spawn leads its own process group (tsx, its node child, the redis wrapper): end the whole group.
+  for (const proc of running.splice(0)) {
+    if (proc.child.exitCode !== null || proc.child.signalCode !== null || proc.child.pid === undefined)
+      continue;
+    try {
+      process.kill(-proc.child.pid, 'SIGKILL');
+    } catch {}
+    await proc.exited;
+  }
+  await Promise.all(dirs.splice(0).map((d) => rm(d, { recursive: true, force: true })));
+});
+
+async function tempDir(): Promise<string> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'sinergi-main-'));
+  dirs.push(dir);
+  return dir;
+}
+
+/** Only what the test sets: nothing from the developer's shell (REDIS_URL, NODE_ENV=test…) leaks in. */
+function envFor(dataDir: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  return {
+    PATH: process.env.PATH,
+    HOME: process.env.HOME,
+    DATA_DIR: dataDir,
+    NODE_ENV: 'development',
+    LOG_LEVEL: 'warn',
+    SHUTDOWN_GRACE_MS: '2000',
+    ...extra,
+  };
+}
+
+function launch(command: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs = 60_000): Running {
+  const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('close', (code, signal) => resolve({ code, signal })),
+  );
+  const proc: Running = { child, exited, stdout: '', stderr: '' };
+  child.stdout.on('data', (chunk: Buffer) => {
+    proc.stdout += chunk.toString();
+  });
+  child.stderr.on('data', (chunk: Buffer) => {
+    proc.stderr += chunk.toString();
+  });
+  // Bounded even if a test forgets it: the whole group goes at the deadline.
+  const deadline = setTimeout(() => {
+    if (child.pid === undefined || child.exitCode !== null) return;
+    try {
+      process.kill(-child.pid, 'SIGKILL');
+    } catch {}
+  }, timeoutMs);
+  void exited.then(() => clearTimeout(deadline));
+  running.push(proc);
+  return proc;
+}
+
+/** `npm start`, as an operator runs it. */
+async function startServer(dataDir: string, port: number) {
+  const server = launch(TSX, ['server/main.ts'], envFor(dataDir, { PORT: String(port), SEED_DEMO: '1' }));
+  await waitFor(
+    async () => {
+      if (server.child.exitCode !== null)
+        throw new Error(`server exited early (${server.child.exitCode}):\n${server.stderr}`);
+      return server.stdout.includes(`Sinergi is listening on http://localhost:${port}`);
+    },
+    { timeoutMs: 30_000, what: 'the server to listen' },
+  );
+  return { server, url: `http://127.0.0.1:${port}` };
+}
+
+/** `npm run users -- <args>` against the same DATA_DIR. */
+async function users(dataDir: string, ...args: string[]) {
+  const cli = launch(TSX, ['server/cli/users.ts', ...args], envFor(dataDir), 30_000);
+  const { code } = await cli.exited;
+  return { code, stdout: cli.stdout, stderr: cli.stderr };
+}
+
+async function embeddedRedisPid(dataDir: string): Promise<number> {
+  const record = JSON.parse(await readFile(path.join(dataDir, 'redis', 'address.json'), 'utf8'));
+  return (record as { pid: number }).pid;
+}
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+async function stopWithSigterm(proc: Running) {
+  proc.child.kill('SIGTERM');
+  const outcome = await Promise.race([
+    proc.exited,
+    new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 8_000).unref()),
+  ]);
+  if (outcome === 'timeout') throw new Error(`no exit within 8 s of SIGTERM:\n${proc.stderr}`);
+  return outcome;
+}
+
+describe('npm start (server/main.ts) with the embedded Redis', () => {
+  it('When started with SEED_DEMO=1 on an empty data dir, Then listens, lists the demo accounts, is ready and lets a demo user log in', async () => {
+    const dataDir = await tempDir();
+    const port = await freePort();
+    const { server, url } = await startServer(dataDir, port);
+
+    expect(server.stdout).toContain(`Demo mode: every demo account's password is "${DEMO_PASSWORD}"`);
+    for (const username of ['operator.permisan', 'dispatch.nusakambangan', 'supervisor.kanwil', 'admin'])
+      expect(server.stdout).toContain(username);
+    expect((await get(url, '/readyz')).status).toBe(200);
+    const session = await login(url, 'operator.permisan');
+    expect(session.user).toMatchObject({ username: 'operator.permisan', unitId: 'lapas-permisan' });
+
+    // The CLI finds the server's redis-server through DATA_DIR alone and leaves it running.
+    const pid = await embeddedRedisPid(dataDir);
+    const listed = await users(dataDir, 'list');
+    expect(listed.stderr).toBe('');
+    expect(listed.code).toBe(0);
+    expect(listed.stdout).toMatch(/^USERNAME\s+ROLE\s+UNIT\s+DISABLED$/m);
+    expect(listed.stdout).toMatch(/^dispatch\.nusakambangan\s+dispatcher\s+polsek-nusakambangan\s+no$/m);
+    expect(listed.stdout).toMatch(/^operator\.permisan\s+operator\s+lapas-permisan\s+no$/m);
+    expect(await embeddedRedisPid(dataDir)).toBe(pid);
+    expect(isRunning(pid)).toBe(true);
+    expect((await get(url, '/readyz')).status).toBe(200);
+  }, 60_000);
+
+  it('When sent SIGTERM, Then exits 0 and stops its redis-server; started again it keeps CLI-made users and its JWT secret', async () => {
+    const dataDir = await tempDir();
+    const port = await freePort();
+    const first = await startServer(dataDir, port);
+    const added = await users(
+      dataDir,
+      'add',
+      'karupam.nirbaya',
+      '--role',
+      'operator',
+      '--unit',
+      'lapas-nirbaya',
+      '--name',
+      'Karupam Nirbaya',
+      '--password',
+      'kunci-rahasia-nirbaya',
+    );
+    expect(added).toMatchObject({ code: 0, stderr: '' });
+    expect(added.stdout).toContain('Created user "karupam.nirbaya" (operator at lapas-nirbaya)');
+    // A password given on the command line is not echoed.
+    expect(added.stdout).not.toContain('kunci-rahasia-nirbaya');
+    const earlier = await login(first.url, 'karupam.nirbaya', 'kunci-rahasia-nirbaya');
+    const secret = await readFile(path.join(dataDir, 'jwt-secret'), 'utf8');
+    const redisPid = await embeddedRedisPid(dataDir);
+
+    expect(await stopWithSigterm(first.server)).toEqual({ code: 0, signal: null });
+    expect(isRunning(redisPid)).toBe(false);
+    expect(existsSync(path.join(dataDir, 'redis', 'address.json'))).toBe(false);
+
+    const second = await startServer(dataDir, port);
+    expect(await readFile(path.join(dataDir, 'jwt-secret'), 'utf8')).toBe(secret);
+    expect(await embeddedRedisPid(dataDir)).not.toBe(redisPid);
+    // Same key, same store: a token issued before the restart still opens the API.
+    expect((await get(second.url, '/api/topology', earlier.accessToken)).status).toBe(200);
+    const again = await login(second.url, 'karupam.nirbaya', 'kunci-rahasia-nirbaya');
+    expect(again.user).toMatchObject({
+      role: 'operator',
+      unitId: 'lapas-nirbaya',
+      displayName: 'Karupam Nirbaya',
+    });
+  }, 60_000);
+
+  it('When redis-server is not on PATH and no REDIS_URL is set, Then exits non-zero saying how to install it', async () => {
+    const dataDir = await tempDir();
+    // An empty PATH; node itself is started by its absolute path with the tsx loader.
+    const emptyBin = await tempDir();
+    const proc = launch(
+      process.execPath,
+      ['--import', 'tsx', 'server/main.ts'],
+      { ...envFor(dataDir), PATH: emptyBin, PORT: String(await freePort()) },
+      30_000,
+    );
+    const { code } = await proc.exited;
+    expect(code).not.toBe(0);
+    expect(code).not.toBeNull();
+    expect(proc.stderr).toContain('redis-server was not found on PATH');
+    expect(proc.stderr).toContain('REDIS_URL');
+    expect(proc.stderr).not.toMatch(/\n\s+at /);
+    expect(proc.stdout).not.toContain('Sinergi is listening');
+  }, 60_000);
+});
+
+describe('npm run users (server/cli/users.ts)', () => {
+  it('When the role does not fit the unit, Then exits non-zero naming --role, and leaves no redis-server behind', async () => {
+    const dataDir = await tempDir();
+    const result = await users(dataDir, 'add', 'piket.batu', '--role', 'dispatcher', '--unit', 'lapas-batu');
+    expect(result.code).toBe(1);
+    expect(result.stdout).toBe('');
+    expect(result.stderr).toContain('Role does not fit the unit');
+    expect(result.stderr).toContain('--role: a dispatcher cannot belong to facility "lapas-batu"');
+    expect(result.stderr).not.toMatch(/\n\s+at /);
+    // No server ran, so the CLI started the embedded Redis itself, and stopped it.
+    expect(existsSync(path.join(dataDir, 'redis', 'address.json'))).toBe(false);
+  }, 60_000);
+
+  it('When a command line is mistyped, Then exits 2 with the usage and opens no store', async () => {
+    const dataDir = await tempDir();
+    const result = await users(dataDir, 'disable');
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('disable takes one <username>');
+    expect(result.stderr).toContain('Usage: npm run users');
+    expect(existsSync(path.join(dataDir, 'redis'))).toBe(false);
+  }, 30_000);
+
+  it('When a user added with a generated password is disabled, Then that user can no longer log in', async () => {
+    const dataDir = await tempDir();
+    const { url } = await startServer(dataDir, await freePort());
+
+    const added = await users(
+      dataDir,
+      'add',
+      'piket.nusakambangan',
+      '--role',
+      'dispatcher',
+      '--unit',
+      'polsek-nusakambangan',
+    );
+    expect(added.code).toBe(0);
+    const password = /shown only this once: (\S+)$/m.exec(added.stdout)?.[1] ?? '';
+    expect(password.length).toBeGreaterThanOrEqual(20);
+    await login(url, 'piket.nusakambangan', password);
+
+    const disabled = await users(dataDir, 'disable', 'piket.nusakambangan');
+    expect(disabled).toMatchObject({ code: 0, stderr: '' });
+    expect(disabled.stdout).toContain('Disabled "piket.nusakambangan"');
+    const refused = await post(url, '/api/auth/login', { username: 'piket.nusakambangan', password });
+    expect(refused.status).toBe(401);
+    expect((await users(dataDir, 'list')).stdout).toMatch(
+      /^piket\.nusakambangan\s+dispatcher\s+polsek-nusakambangan\s+yes$/m,
+    );
+  }, 60_000);
+});
