@@ -14,5 +14,10 @@ export async function recordTopology(redis: Redis, keys: RedisKeys, topology: To
   if (previous !== fingerprint) {
     await redis.hset(keys.topology, { fingerprint, json, recordedAt: new Date().toISOString() });
   }
-  return { fingerprint, previous: previous ?? undefined, seeded: previous === null };
+  return {
+    fingerprint,
+    /** Set only when a different topology was in force before this call. */
+    previous: previous !== null && previous !== fingerprint ? previous : undefined,
+    seeded: previous === null,
+  };
 }
