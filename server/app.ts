@@ -9,7 +9,7 @@ import { type AuthService, createAuthService } from './domain/auth-service.ts';
 import { createEscalationService, type EscalationService } from './domain/escalation-service.ts';
 import { createIncidentService, type IncidentService } from './domain/incident-service.ts';
 import { createIncidentWriter } from './domain/incident-writer.ts';
-import { createUserService, type SessionRevocations, type UserService } from './domain/user-service.ts';
+import { createUserService, type UserService } from './domain/user-service.ts';
 import { startEscalationWorker } from './jobs/escalation.worker.ts';
 import { createEscalationQueue } from './jobs/escalation-queue.ts';
 import type { Logger } from './logger.ts';
@@ -20,6 +20,7 @@ import { createIncidentRepository } from './storage/incidents.repository.ts';
 import { redisKeys } from './storage/keys.ts';
 import { createLoginLimiter } from './storage/login-limiter.ts';
 import { createRateGate } from './storage/rate-gate.ts';
+import { revocationPublisher, subscribeRevocations } from './storage/revocations.channel.ts';
 import { createSessionRepository } from './storage/sessions.repository.ts';
 import { recordTopology } from './storage/topology.repository.ts';
 import { createUserRepository } from './storage/users.repository.ts';
@@ -98,13 +99,12 @@ export function createApp(deps: AppDeps): App {
     },
   });
   // The hub is built after the services that report to it.
-  let revocations: SessionRevocations | undefined;
   let publisher: ReturnType<typeof createIncidentPublisher> | undefined;
   const userService = createUserService({
     users,
     sessions,
     topology,
-    revocations: { userRevoked: (userId) => revocations?.userRevoked(userId) },
+    revocations: revocationPublisher(redis, keys),
   });
 
   const queueRedis = createRedis(deps.redisUrl, 'queue');
@@ -188,7 +188,8 @@ export function createApp(deps: AppDeps): App {
       ...incidentHandlers(handlerContext, incidents, escalation),
     ],
   });
-  revocations = hub.revocations;
+  const subscriber = createRedis(deps.redisUrl, 'subscriber');
+  subscriber.on('error', (err) => logger.warn({ err, role: 'subscriber' }, 'redis connection error'));
   publisher = createIncidentPublisher(hub.io, topology);
 
   let closing: Promise<void> | undefined;
@@ -223,7 +224,7 @@ export function createApp(deps: AppDeps): App {
     await step('finish HTTP requests', () => httpClosed);
     httpServer.closeAllConnections();
     await step('close queues', () => escalationQueue.close());
-    const clients = [redis, adapterRedis, queueRedis];
+    const clients = [redis, adapterRedis, queueRedis, subscriber];
     await step('quit redis', () => Promise.allSettled(clients.map((c) => c.quit())));
     // Whatever could not quit cleanly (Redis gone) is dropped, so no socket keeps the process alive.
     for (const client of clients) client.disconnect();
@@ -237,7 +238,8 @@ export function createApp(deps: AppDeps): App {
     redis,
     services: { auth, users: userService, incidents, apiKeys, escalation },
     async start() {
-      await Promise.all([waitReady(redis), waitReady(adapterRedis)]);
+      await Promise.all([waitReady(redis), waitReady(adapterRedis), waitReady(subscriber)]);
+      await subscribeRevocations(subscriber, keys, hub.dropUser);
       const recorded = await recordTopology(redis, keys, deps.topology);
       if (recorded.previous) logger.warn(recorded, 'topology changed since the last start');
       await escalationQueue.scheduleAudit(config.escalation.auditIntervalMs);

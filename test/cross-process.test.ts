@@ -1,8 +1,9 @@
+import { spawnSync } from 'node:child_process';
 import type { Server } from 'socket.io';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { rooms } from '../shared/rooms.ts';
 import { closeConsoles, connectConsole, consoleFor, login } from './support/consoles.ts';
-import { startTestServer, type TestServer } from './support/test-server.ts';
+import { startTestServer, TEST_JWT_SECRET, type TestServer } from './support/test-server.ts';
 import { waitFor } from './support/wait-for.ts';
 
 // Two Sinergi processes (in one test process, but sharing nothing except Redis and the key prefix), as two
@@ -64,5 +65,38 @@ describe('two servers on one Redis', () => {
     // The token it held no longer opens a console on either server.
     await expect(connectConsole(b.url, session.accessToken)).rejects.toThrow('unauthorized');
     await expect(connectConsole(a.url, session.accessToken)).rejects.toThrow('unauthorized');
+  });
+
+  it('When a user is disabled with the users tool, Then their open console is disconnected too', async () => {
+    const password = 'kunci-rahasia-penjaga-2';
+    await a.app.services.users.create({
+      username: 'guard.besi',
+      displayName: 'Petugas Jaga Besi',
+      role: 'operator',
+      unitId: 'lapas-besi',
+      password,
+    });
+    const session = await login(b.url, 'guard.besi', password);
+    const guard = await connectConsole(b.url, session.accessToken);
+    const ended: unknown[] = [];
+    guard.on('session:ended', (payload) => ended.push(payload));
+
+    const tool = spawnSync(
+      process.execPath,
+      ['--import', 'tsx', 'server/cli/users.ts', 'disable', 'guard.besi'],
+      {
+        env: {
+          ...process.env,
+          REDIS_URL: inject('redisUrl'),
+          REDIS_KEY_PREFIX: a.prefix,
+          JWT_SECRET: TEST_JWT_SECRET,
+        },
+        encoding: 'utf8',
+        timeout: 30_000,
+      },
+    );
+    expect(tool.status, tool.stderr).toBe(0);
+    await waitFor(() => guard.disconnected, { what: 'the disabled user’s console to drop' });
+    expect(ended).toEqual([{ reason: 'revoked' }]);
   });
 });

@@ -5,6 +5,7 @@ import { CreateUserRequest, ResetPasswordRequest, UpdateUserRequest, Username } 
 import { DomainError, fieldIssues } from '../../shared/errors.ts';
 import { roles } from '../../shared/roles.ts';
 import { createUserService, type UserService } from '../domain/user-service.ts';
+import { revocationPublisher } from '../storage/revocations.channel.ts';
 import { createSessionRepository } from '../storage/sessions.repository.ts';
 import { createUserRepository } from '../storage/users.repository.ts';
 import { openToolRuntime, runTool, type ToolRuntime, UsageError } from './tool-runtime.ts';
@@ -21,11 +22,6 @@ Commands:
 Without --password, a strong random password is generated and printed once.
 Roles: ${roles.join(', ')}. Units: the ids in the topology file (TOPOLOGY_FILE).
 The store is found as the server finds it: REDIS_URL, or the embedded Redis under DATA_DIR.`;
-
-// The revocations port is a no-op here (see main), so say when an open console actually stops.
-const STILL_OPEN =
-  'A console they still have open stops at its next command, or at the latest when its access token ' +
-  'expires (ACCESS_TOKEN_TTL_SECONDS).';
 
 const optionSpec = {
   role: { type: 'string' },
@@ -119,7 +115,7 @@ const commands: Record<string, Command> = {
       const change = parse(UpdateUserRequest, { disabled: true }, 'change');
       return async (users) => {
         await users.update(await users.findIdByUsername(username), change);
-        return `Disabled "${username}" and ended their sessions. ${STILL_OPEN}`;
+        return `Disabled "${username}", ended their sessions and disconnected their open consoles.`;
       };
     },
   },
@@ -149,7 +145,9 @@ const commands: Record<string, Command> = {
       );
       return async (users) => {
         await users.resetPassword(await users.findIdByUsername(username), password);
-        const lines = [`Reset the password of "${username}" and ended their sessions. ${STILL_OPEN}`];
+        const lines = [
+          `Reset the password of "${username}", ended their sessions and disconnected their open consoles.`,
+        ];
         if (options.password === undefined) lines.push(`New password, shown only this once: ${password}`);
         return lines.join('\n');
       };
@@ -224,8 +222,7 @@ async function main(argv: string[]) {
       users: createUserRepository(runtime.redis, runtime.keys),
       sessions: createSessionRepository(runtime.redis, runtime.keys),
       topology: runtime.topology,
-      // A tool has no Socket.IO server to publish through; every console command and refresh re-checks the user.
-      revocations: { userRevoked: () => {} },
+      revocations: revocationPublisher(runtime.redis, runtime.keys),
     });
     process.stdout.write(`${await work(users)}\n`);
   } finally {

@@ -10,7 +10,7 @@ import { hashPassword } from './passwords.ts';
 
 /** Told when a user's existing sessions must end now (disabled, password reset), on every process. */
 export interface SessionRevocations {
-  userRevoked(userId: string): void;
+  userRevoked(userId: string): Promise<void>;
 }
 
 export function createUserService(deps: {
@@ -35,7 +35,7 @@ export function createUserService(deps: {
 
   async function endSessions(userId: string) {
     await sessions.revokeAll(userId);
-    revocations.userRevoked(userId);
+    await revocations.userRevoked(userId);
   }
 
   return {

@@ -30,6 +30,8 @@ export function redisKeys(prefix: string) {
     apiKey: (keyHash: string) => `${prefix}api-key:${keyHash}`,
     apiKeys: `${prefix}api-keys`,
     rateLimitPrefix: (name: string) => `${prefix}rl:${name}`,
+    /** Pub/sub channel: user ids whose sockets every process must drop now. */
+    revocations: `${prefix}revocations`,
     socketStream: `${prefix}socket.io`,
     socketChannelPrefix: `${prefix}socket.io`,
     socketSessionPrefix: `${prefix}sio:session:`,

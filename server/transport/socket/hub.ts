@@ -5,7 +5,6 @@ import { Server } from 'socket.io';
 import { rooms, roomsForMember } from '../../../shared/rooms.ts';
 import type { TopologyIndex } from '../../../shared/topology.ts';
 import type { AuthService } from '../../domain/auth-service.ts';
-import type { SessionRevocations } from '../../domain/user-service.ts';
 import type { Logger } from '../../logger.ts';
 import type { Metrics } from '../../metrics.ts';
 import { toDomainError } from '../error-mapping.ts';
@@ -36,7 +35,7 @@ export interface HubDeps {
 // timeline events of a major disturbance across the island.
 const PEAK_BROADCASTS_PER_SECOND = 500;
 
-export function createHub(deps: HubDeps): { io: Hub; revocations: SessionRevocations } {
+export function createHub(deps: HubDeps): { io: Hub; dropUser(userId: string): void } {
   const { settings, logger, metrics } = deps;
   const origins = new Set(settings.publicOrigins);
 
@@ -111,13 +110,11 @@ export function createHub(deps: HubDeps): { io: Hub; revocations: SessionRevocat
     for (const install of deps.handlers) install(socket);
   });
 
-  const revocations: SessionRevocations = {
-    userRevoked(userId) {
-      // Through the adapter, so the user's sockets on every process end.
-      io.to(rooms.user(userId)).emit('session:ended', { reason: 'revoked' });
-      io.in(rooms.user(userId)).disconnectSockets(true);
-    },
+  /** Ends a revoked user's sockets on this process (every process hears of each revocation). */
+  const dropUser = (userId: string) => {
+    io.local.to(rooms.user(userId)).emit('session:ended', { reason: 'revoked' });
+    io.local.in(rooms.user(userId)).disconnectSockets(true);
   };
 
-  return { io, revocations };
+  return { io, dropUser };
 }
