@@ -1,6 +1,9 @@
+import { decodeJwt, SignJWT } from 'jose';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { closeConsoles, connectConsole, consoleFor } from './support/consoles.ts';
-import { startTestServer, type TestServer } from './support/test-server.ts';
+import { uniqueAlert } from './support/alerts.ts';
+import { closeConsoles, connectConsole, consoleFor, openConsole } from './support/consoles.ts';
+import { startTestServer, TEST_JWT_SECRET, type TestServer } from './support/test-server.ts';
+import { waitFor } from './support/wait-for.ts';
 
 let server: TestServer;
 beforeAll(async () => {
@@ -9,9 +12,35 @@ beforeAll(async () => {
 afterEach(closeConsoles);
 afterAll(() => server.close());
 
+/** A token for an existing session, signed like the server's but expiring when the test says. */
+async function tokenExpiringIn(accessToken: string, seconds: number, secret = TEST_JWT_SECRET) {
+  const { sub, sid } = decodeJwt(accessToken);
+  return new SignJWT({ sid })
+    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+    .setSubject(sub ?? '')
+    .setIssuer('sinergi')
+    .setAudience('sinergi-console')
+    .setIssuedAt()
+    .setExpirationTime(Math.floor(Date.now() / 1000) + seconds)
+    .sign(new TextEncoder().encode(secret));
+}
+
 describe('socket handshake', () => {
   it('refuses a console without a token with connect_error "unauthorized"', async () => {
     await expect(connectConsole(server.url, undefined)).rejects.toThrow('unauthorized');
+  });
+
+  it('refuses a garbage token, a token signed with another key and an expired token', async () => {
+    const { session } = await consoleFor(server.url, 'operator.permisan');
+    await expect(connectConsole(server.url, 'not-a-jwt')).rejects.toThrow('unauthorized');
+    const forged = await tokenExpiringIn(
+      session.accessToken,
+      600,
+      'another-secret-that-is-long-enough-to-sign',
+    );
+    await expect(connectConsole(server.url, forged)).rejects.toThrow('unauthorized');
+    const expired = await tokenExpiringIn(session.accessToken, -10);
+    await expect(connectConsole(server.url, expired)).rejects.toThrow('unauthorized');
   });
 
   it('joins a Permisan operator to exactly its Lapas room, its role room and its own user room', async () => {
@@ -25,5 +54,68 @@ describe('socket handshake', () => {
         expiresAt: session.accessTokenExpiresAt,
       },
     });
+  });
+
+  it('joins a Polresta commander to its command room only', async () => {
+    const { socket, session } = await consoleFor(server.url, 'commander.cilacap');
+    const res = await socket.emitWithAck('session:whoami', {});
+    expect(res.ok && res.data.rooms).toEqual(
+      ['command:polresta-cilacap', 'role:polresta-cilacap:commander', `user:${session.user.id}`].sort(),
+    );
+  });
+
+  it('accepts browsers only from the allowed origins', async () => {
+    const { session } = await consoleFor(server.url, 'operator.permisan');
+    await expect(
+      connectConsole(server.url, session.accessToken, { extraHeaders: { origin: 'http://evil.example' } }),
+    ).rejects.toThrow();
+    const allowed = await connectConsole(server.url, session.accessToken, {
+      extraHeaders: { origin: 'http://localhost:8080' },
+    });
+    expect(allowed.connected).toBe(true);
+  });
+});
+
+describe('a connected console', () => {
+  it('is told its session ended and is disconnected when its access token expires', async () => {
+    const { session } = await consoleFor(server.url, 'dispatch.nusakambangan');
+    const socket = await connectConsole(server.url, await tokenExpiringIn(session.accessToken, 2));
+    const ended: unknown[] = [];
+    socket.on('session:ended', (payload) => ended.push(payload));
+    await waitFor(() => socket.disconnected, { timeoutMs: 6000, what: 'the expired console to be dropped' });
+    expect(ended).toEqual([{ reason: 'expired' }]);
+  });
+
+  it('recovers its state after a short drop, but not once its account was disabled meanwhile', async () => {
+    const password = 'kunci-rahasia-penjaga-3';
+    const user = await server.app.services.users.create({
+      username: 'guard.nirbaya',
+      displayName: 'Petugas Jaga Nirbaya',
+      role: 'operator',
+      unitId: 'lapas-nirbaya',
+      password,
+    });
+    const login = await fetch(`${server.url}/api/auth/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ username: 'guard.nirbaya', password }),
+    }).then((r) => r.json());
+    const socket = openConsole(server.url, login.accessToken, { reconnection: true, reconnectionDelay: 100 });
+    await waitFor(() => socket.connected, { what: 'first connection' });
+    // Recovery resumes from the last broadcast the console received: give it one.
+    const heard = new Promise((resolve) => socket.once('alert:new', resolve));
+    await socket.emitWithAck('alert:raise', uniqueAlert({ facilityId: 'lapas-nirbaya', severity: 1 }));
+    await heard;
+
+    // A short drop of the transport: Socket.IO reconnects and recovers the session.
+    socket.io.engine.close();
+    await waitFor(() => socket.connected && socket.recovered, { what: 'a recovered reconnection' });
+
+    // Dropped again, and disabled meanwhile: recovery must run the auth middleware and refuse.
+    const refused = new Promise<Error>((resolve) => socket.once('connect_error', resolve));
+    socket.io.engine.close();
+    await server.app.services.users.update(user.id, { disabled: true });
+    expect((await refused).message).toBe('unauthorized');
+    expect(socket.connected).toBe(false);
   });
 });

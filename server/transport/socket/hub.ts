@@ -97,8 +97,10 @@ export function createHub(deps: HubDeps): { io: Hub; dropUser(userId: string): v
     // The client refreshes its token and reconnects; until then this socket must not keep receiving.
     const expiry = setTimeout(
       () => {
-        socket.emit('session:ended', { reason: 'expired' });
-        socket.disconnect(true);
+        // With connection-state recovery a plain socket.emit travels through the Redis adapter and would
+        // arrive after the disconnect; a local emit goes out at once, ahead of it.
+        io.local.to(socket.id).emit('session:ended', { reason: 'expired' });
+        socket.disconnect();
       },
       Math.max(0, expiresAt - Date.now()),
     );
@@ -113,7 +115,7 @@ export function createHub(deps: HubDeps): { io: Hub; dropUser(userId: string): v
   /** Ends a revoked user's sockets on this process (every process hears of each revocation). */
   const dropUser = (userId: string) => {
     io.local.to(rooms.user(userId)).emit('session:ended', { reason: 'revoked' });
-    io.local.in(rooms.user(userId)).disconnectSockets(true);
+    io.local.in(rooms.user(userId)).disconnectSockets();
   };
 
   return { io, dropUser };
