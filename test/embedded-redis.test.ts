@@ -14,6 +14,7 @@ import {
 } from '../server/redis/embedded-redis.ts';
 import { checkRedisServer } from '../server/redis/redis-connection.ts';
 import { StartupError } from '../server/startup-error.ts';
+import { isRunning } from './support/processes.ts';
 import { waitFor } from './support/wait-for.ts';
 
 const started: EmbeddedRedis[] = [];
@@ -49,16 +50,6 @@ function connect(url: string): Redis {
 
 async function configValue(client: Redis, key: string): Promise<string | undefined> {
   return ((await client.config('GET', key)) as string[])[1];
-}
-
-function isRunning(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    // EPERM: it exists but belongs to someone else.
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 describe('the embedded Redis', () => {

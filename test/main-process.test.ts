@@ -8,6 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { DEMO_PASSWORD } from '../server/domain/seed.ts';
 import { freePort } from '../server/redis/embedded-redis.ts';
 import { get, login, post } from './support/consoles.ts';
+import { isRunning } from './support/processes.ts';
 import { waitFor } from './support/wait-for.ts';
 
 const TSX = 'node_modules/.bin/tsx';
@@ -102,15 +103,6 @@ async function users(dataDir: string, ...args: string[]) {
 async function embeddedRedisPid(dataDir: string): Promise<number> {
   const record = JSON.parse(await readFile(path.join(dataDir, 'redis', 'address.json'), 'utf8'));
   return (record as { pid: number }).pid;
-}
-
-function isRunning(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 async function stopWithSigterm(proc: Running) {
