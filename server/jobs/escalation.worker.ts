@@ -20,7 +20,10 @@ function parseJob<S extends z.ZodType>(schema: S, job: Job): z.output<S> {
   return parsed.data;
 }
 
-/** Runs escalation, reminder, resume and audit jobs; any number of these may run on one Redis. */
+/**
+ * Runs escalation, reminder, resume and audit jobs; any number of these may run on one Redis. The worker
+ * owns `connection`: closing the worker closes it.
+ */
 export function startEscalationWorker(deps: {
   connection: Redis;
   prefix: string;
@@ -82,5 +85,7 @@ export function startEscalationWorker(deps: {
     logger.warn({ jobId }, 'escalation job stalled; another worker takes it over');
   });
   worker.on('error', (err) => logger.error({ err }, 'escalation worker error'));
+  // BullMQ never closes a connection it is handed; left open, it would reconnect forever after shutdown.
+  worker.on('closed', () => deps.connection.disconnect());
   return worker;
 }
