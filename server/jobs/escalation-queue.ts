@@ -63,6 +63,9 @@ export function createEscalationQueue(deps: {
       removeOnFail: { age: 7 * 24 * 3600 },
     },
   });
+  // BullMQ re-emits the connection's errors here, which the connection's own listener already logs; with no
+  // listener at all, each one would go raw to stderr on every reconnect attempt while Redis is down.
+  queue.on('error', () => undefined);
   const now = deps.now ?? Date.now;
   const delayUntil = (iso: string) => Math.max(0, Date.parse(iso) - now());
 
