@@ -38,6 +38,12 @@ export interface ReminderPublisher {
   }): void;
 }
 
+/**
+ * A change's timers are set just after it commits, so a chain that moved less than this long ago may have its
+ * timer on the way: the auditor leaves it to its next run rather than record a repair that was never needed.
+ */
+const SETTLE_MS = 1000;
+
 export interface AuditReport {
   checked: number;
   repaired: number;
@@ -116,6 +122,7 @@ export function createEscalationService(deps: {
       const incidents = await repo.loadMany(await repo.openIds(undefined));
       let repaired = 0;
       for (const incident of incidents) {
+        if (Date.parse(now()) - Date.parse(incident.updatedAt) < SETTLE_MS) continue;
         const waiting = chains.filter((c) =>
           ['running', 'held'].includes(incident.escalation.chains[c].status),
         );
