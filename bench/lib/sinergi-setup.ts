@@ -1,0 +1,116 @@
+import { randomBytes } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { createUserService } from '../../server/domain/user-service.ts';
+import { createRedis } from '../../server/redis/redis-connection.ts';
+import { redisKeys } from '../../server/storage/keys.ts';
+import { createSessionRepository } from '../../server/storage/sessions.repository.ts';
+import { createUserRepository } from '../../server/storage/users.repository.ts';
+import type { LoginResponse } from '../../shared/auth.ts';
+import type { Role } from '../../shared/roles.ts';
+import { indexTopology, Topology } from '../../shared/topology.ts';
+
+export interface BenchAccount {
+  username: string;
+  role: Role;
+  unitId: string;
+}
+
+/** The environment every bench scenario gives the server under test, besides its own settings. */
+export function serverEnv(redisUrl: string, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    REDIS_URL: redisUrl,
+    JWT_SECRET: randomBytes(32).toString('base64url'),
+    // A console's token must outlive the longest scenario.
+    ACCESS_TOKEN_TTL_SECONDS: '3600',
+    ...extra,
+  };
+}
+
+/**
+ * The default topology with `blocksPerFacility` blocks in every Lapas, written into `dir`. Blocks are part
+ * of an alert's dedup scope (Lapas, category, block, drill): more of them let a scenario open many distinct
+ * incidents without deduplicating them into one another; routing and parties stay those of the real file.
+ */
+export async function writeBenchTopology(dir: string, blocksPerFacility: number): Promise<string> {
+  const topology = Topology.parse(JSON.parse(await readFile('config/topology.json', 'utf8')));
+  for (const unit of topology.units) {
+    if (unit.type !== 'facility') continue;
+    unit.blocks = Array.from({ length: blocksPerFacility }, (_, i) => ({
+      id: `b${i + 1}`,
+      name: `Blok ${i + 1}`,
+    }));
+  }
+  const file = path.join(dir, `topology-${blocksPerFacility}-blocks.json`);
+  await writeFile(file, `${JSON.stringify(topology, null, 2)}\n`);
+  return file;
+}
+
+export async function facilitiesOf(topologyFile: string) {
+  const topology = Topology.parse(JSON.parse(await readFile(topologyFile, 'utf8')));
+  return topology.units.flatMap((u) =>
+    u.type === 'facility' ? [{ id: u.id, blocks: u.blocks.map((b) => b.id) }] : [],
+  );
+}
+
+/**
+ * Creates accounts straight in the store before the server starts, as `npm run users -- add` would (the
+ * server under test runs with NODE_ENV=production: no demo accounts). Returns the password they share.
+ */
+export async function seedAccounts(
+  redisUrl: string,
+  topologyFile: string,
+  accounts: BenchAccount[],
+  keyPrefix = 'sng:',
+) {
+  const topology = indexTopology(Topology.parse(JSON.parse(await readFile(topologyFile, 'utf8'))));
+  const redis = createRedis(redisUrl, 'tool');
+  const password = randomBytes(18).toString('base64url');
+  try {
+    const keys = redisKeys(keyPrefix);
+    const users = createUserService({
+      users: createUserRepository(redis, keys),
+      sessions: createSessionRepository(redis, keys),
+      topology,
+      revocations: { userRevoked: async () => {} },
+    });
+    await Promise.all(accounts.map((a) => users.create({ ...a, displayName: a.username, password })));
+  } finally {
+    redis.disconnect();
+  }
+  return password;
+}
+
+/** Logs each account in once, the real way (the login rate limit stays on); its consoles share the token. */
+export async function loginAll(
+  baseUrl: string,
+  accounts: BenchAccount[],
+  password: string,
+): Promise<Map<string, string>> {
+  const tokens = new Map<string, string>();
+  for (const account of accounts) {
+    const res = await fetch(`${baseUrl}/api/auth/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ username: account.username, password }),
+    });
+    if (res.status !== 200)
+      throw new Error(`login ${account.username} failed: ${res.status} ${await res.text()}`);
+    tokens.set(account.username, ((await res.json()) as LoginResponse).accessToken);
+  }
+  return tokens;
+}
+
+/** CPU seconds (user + system) a process has used so far, from /proc; undefined where there is none. */
+export async function cpuSecondsOf(pid: number | undefined): Promise<number | undefined> {
+  if (pid === undefined) return undefined;
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name, which may itself contain spaces and parentheses.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const ticks = Number(fields[11]) + Number(fields[12]);
+    return ticks / 100;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,330 @@
+import { randomUUID } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { Redis } from 'ioredis';
+import { startEmbeddedRedis } from '../../server/redis/embedded-redis.ts';
+import { EscalationConfig } from '../../shared/escalation.ts';
+import type { IncidentEvent } from '../../shared/incident.ts';
+import { startGenerator, startServerProcess } from '../lib/processes.ts';
+import type { BenchContext, ScenarioResult } from '../lib/results.ts';
+import {
+  type BenchAccount,
+  cpuSecondsOf,
+  facilitiesOf,
+  loginAll,
+  seedAccounts,
+  serverEnv,
+  writeBenchTopology,
+} from '../lib/sinergi-setup.ts';
+import { type Distribution, distribution, round } from '../lib/stats.ts';
+import type { ConsoleSpec, StepReport } from '../load/raise-generator.ts';
+import type { StockRunReport, StockRunRequest } from '../load/stock-bullmq.ts';
+
+/**
+ * Escalation lateness: incidents raised through the real path (operator consoles over Socket.IO) so that the
+ * first level of both chains of every one falls due inside one window; how late each level fires (the
+ * `escalated` event's lateMs: decided − due), and that each fires exactly once. Baseline in the same run, on
+ * the same Redis: a bare BullMQ Queue + Worker with default settings and as many delayed jobs over the same
+ * window; then variants of it that show what costs lateness.
+ */
+
+const TARGETS = { p50: 20, p99: 100 };
+const GENERATORS = 2;
+const BLOCKS_PER_LAPAS = 100;
+
+/** The production policy for critical incidents, its first wait shortened so the bench need not wait 30 s. */
+async function writeBenchEscalation(dir: string, firstWaitSeconds: number): Promise<string> {
+  const config = EscalationConfig.parse(JSON.parse(await readFile('config/escalation.json', 'utf8')));
+  const critical = config.policies.find((p) => p.id === 'critical');
+  if (!critical) throw new Error('config/escalation.json has no "critical" policy');
+  for (const chain of [critical.chains.corrections, critical.chains.police]) {
+    const first = chain.levels[0];
+    if (!first) continue;
+    // Reminders keep the production ratio (every 15 s of a 30 s wait): they are part of the engine's load.
+    first.waitSeconds = firstWaitSeconds;
+    first.repeatSeconds = firstWaitSeconds / 2;
+  }
+  const file = path.join(dir, `escalation-first-${firstWaitSeconds}s.json`);
+  await writeFile(file, `${JSON.stringify(config, null, 2)}\n`);
+  return file;
+}
+
+const fmt = (d: Distribution) => `p50 ${round(d.p50)} ms p99 ${round(d.p99)} ms max ${round(d.max)} ms`;
+
+export async function run(ctx: BenchContext): Promise<ScenarioResult> {
+  const incidents = ctx.quick ? 1000 : 5000;
+  const windowMs = ctx.quick ? 3000 : 10_000;
+  // The level falls due this long after its raise: raising ends before the first one is due.
+  const firstWaitSeconds = windowMs / 1000 + 2;
+  const jobs = incidents * 2;
+
+  const redis = await startEmbeddedRedis({
+    dataDir: path.join(ctx.tmpDir, 'escalation'),
+    appendfsync: 'always',
+  });
+  const client = new Redis(redis.url, { maxRetriesPerRequest: null });
+  const generators: ReturnType<typeof startGenerator>[] = [];
+  let stock: ReturnType<typeof startGenerator> | undefined;
+  let server: Awaited<ReturnType<typeof startServerProcess>> | undefined;
+  try {
+    // --- Baseline and its variants first, on the same Redis, before any Sinergi process runs.
+    stock = startGenerator('bench/load/stock-bullmq.ts', {});
+    const stockRun = async (name: string, extra: Partial<StockRunRequest> = {}) => {
+      const report = await (stock as NonNullable<typeof stock>).request<StockRunReport>(
+        'run',
+        {
+          redisUrl: redis.url,
+          queueName: `stock-${randomUUID()}`,
+          count: jobs,
+          windowMs,
+          leadMs: 1500,
+          ...extra,
+        },
+        windowMs + 60_000,
+      );
+      const d = distribution(report.latenessMs);
+      ctx.log(
+        `stock BullMQ ${name}: ${jobs} jobs due over ${windowMs / 1000} s: lateness ${fmt(d)}; processed ${report.processed}, repeated ${report.repeated}`,
+      );
+      return { report, d };
+    };
+    const blockProbe = await probeBlockingTimeout(client);
+    ctx.log(
+      `BZPOPMIN 50 ms timeouts on this Redis (hz ${blockProbe.hz}) return ${round(blockProbe.overshoot.p50)} ms late at p50, ${round(blockProbe.overshoot.max)} ms at worst`,
+    );
+    const baseline = await stockRun('defaults (concurrency 1)');
+    const concurrent = await stockRun('concurrency 50', { worker: { concurrency: 50 } });
+    const working = await stockRun('concurrency 50, 5 Redis round trips per job', {
+      worker: { concurrency: 50 },
+      roundTripsPerJob: 5,
+    });
+    const spread = await stockRun('4 workers × concurrency 50, 5 Redis round trips per job', {
+      worker: { concurrency: 50 },
+      roundTripsPerJob: 5,
+      workers: 4,
+    });
+    // Redis checks blocked clients' timeouts on its `hz` clock: a faster one shows what the marker wait costs.
+    let fastClock: Awaited<ReturnType<typeof stockRun>> | undefined;
+    if (!ctx.quick) {
+      const hz = await client.config('GET', 'hz');
+      await client.config('SET', 'hz', '100');
+      try {
+        fastClock = await stockRun('defaults, Redis hz 100');
+      } finally {
+        await client.config('SET', 'hz', String(hz[1] ?? '10'));
+      }
+    }
+    await stock.stop();
+    stock = undefined;
+
+    // --- Sinergi: raise the incidents through the real path, then let their first levels fall due.
+    const topologyFile = await writeBenchTopology(ctx.tmpDir, BLOCKS_PER_LAPAS);
+    const escalationFile = await writeBenchEscalation(ctx.tmpDir, firstWaitSeconds);
+    const facilities = await facilitiesOf(topologyFile);
+    const accounts: BenchAccount[] = facilities.map((f) => ({
+      username: `op.${f.id}`,
+      role: 'operator',
+      unitId: f.id,
+    }));
+    const password = await seedAccounts(redis.url, topologyFile, accounts);
+    server = await startServerProcess(
+      serverEnv(redis.url, {
+        TOPOLOGY_FILE: topologyFile,
+        ESCALATION_FILE: escalationFile,
+        // Distinct incidents: a place (Lapas, category, block) is raised again only after its dedup window.
+        DEDUP_WINDOW_SECONDS: '1',
+        RAISE_RATE_PER_MINUTE: '10000000',
+      }),
+      // e.g. BENCH_SERVER_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the server under test.
+      process.env.BENCH_SERVER_NODE_ARGS?.split(' ').filter(Boolean) ?? [],
+    );
+    const tokens = await loginAll(server.url, accounts, password);
+    for (let g = 0; g < GENERATORS; g++) {
+      const generator = startGenerator('bench/load/raise-generator.ts', {});
+      generators.push(generator);
+      const specs: ConsoleSpec[] = facilities
+        .filter((_, i) => i % GENERATORS === g)
+        .map((f) => ({
+          facilityId: f.id,
+          blocks: f.blocks,
+          token: tokens.get(`op.${f.id}`) ?? '',
+          connections: 1,
+        }));
+      await generator.request('connect', { url: server.url, specs });
+    }
+    const raisedFrom = Date.now();
+    const reports = await Promise.all(
+      generators.map((g) =>
+        g.request<StepReport>(
+          'step',
+          {
+            rate: incidents / (windowMs / 1000) / GENERATORS,
+            durationMs: windowMs,
+            settleMs: 10_000,
+            attachShare: 0,
+            retryShare: 0,
+            severity: 4,
+          },
+          windowMs + 60_000,
+        ),
+      ),
+    );
+    const opened = reports.reduce((n, r) => n + r.opened, 0);
+    const raiseAck = distribution(reports.flatMap((r) => r.latencies));
+    ctx.log(
+      `raised ${opened} incidents over ${windowMs / 1000} s (raise-ack ${fmt(raiseAck)}); first levels fall due ${firstWaitSeconds} s after each`,
+    );
+
+    // Every level has fired once the change counter has counted each raise and each escalation.
+    const dueStart = raisedFrom + firstWaitSeconds * 1000;
+    const dueEnd = dueStart + windowMs;
+    await new Promise((r) => setTimeout(r, Math.max(0, dueStart - Date.now())));
+    const cpuFrom = await cpuSecondsOf(server.child.pid);
+    const settleBy = dueEnd + 30_000;
+    while (
+      Number(await client.get('sng:incidents:change-seq')) < opened + 2 * opened &&
+      Date.now() < settleBy
+    )
+      await new Promise((r) => setTimeout(r, 50));
+    const cpuTo = await cpuSecondsOf(server.child.pid);
+    const firingSeconds = (Date.now() - dueStart) / 1000;
+    // A second firing of any level would show up in this extra second.
+    await new Promise((r) => setTimeout(r, 1000));
+
+    const ids = await client.zrange('sng:incidents:all', '0', '-1');
+    const pipeline = client.pipeline();
+    for (const id of ids) pipeline.xrange(`sng:{inc:${id}}:events`, '-', '+');
+    const fired = new Map<string, number>();
+    const lateness: number[] = [];
+    const byDue: { dueMs: number; lateMs: number }[] = [];
+    let other = 0;
+    for (const [, rows] of (await pipeline.exec()) ?? []) {
+      for (const [, fields] of rows as [string, string[]][]) {
+        const event = JSON.parse(fields[1] ?? 'null') as IncidentEvent;
+        if (event.type !== 'escalated') continue;
+        if (event.data.level !== 1) other++;
+        const key = `${event.incidentId}/${event.data.chain}/${event.data.level}`;
+        fired.set(key, (fired.get(key) ?? 0) + 1);
+        lateness.push(event.data.lateMs);
+        byDue.push({ dueMs: Date.parse(event.data.dueAt), lateMs: event.data.lateMs });
+      }
+    }
+    // Lateness that grows through the window means the engine fires slower than levels fall due.
+    byDue.sort((a, b) => a.dueMs - b.dueMs);
+    const tenths = Array.from({ length: 10 }, (_, i) =>
+      round(
+        distribution(
+          byDue
+            .slice(Math.floor((i * byDue.length) / 10), Math.floor(((i + 1) * byDue.length) / 10))
+            .map((x) => x.lateMs),
+        ).p50,
+        0,
+      ),
+    );
+    ctx.log(`Sinergi lateness p50 by tenth of the due window: ${tenths.join(' ')} ms`);
+    const d = distribution(lateness);
+    const expected = ids.length * 2;
+    const once = [...fired.values()].filter((n) => n === 1).length;
+    const twice = [...fired.values()].filter((n) => n > 1).length;
+    const serverCores = ((cpuTo ?? Number.NaN) - (cpuFrom ?? Number.NaN)) / firingSeconds;
+    ctx.log(
+      `Sinergi: ${fired.size} of ${expected} first levels fired: lateness ${fmt(d)}; ` +
+        `server CPU ${round(serverCores)} cores over the ${round(firingSeconds, 1)} s from first due to last fired`,
+    );
+
+    const met = { p50: d.p50 <= TARGETS.p50, p99: d.p99 <= TARGETS.p99 };
+    return {
+      scenario: 'escalation',
+      summary:
+        `${incidents} incidents (${expected} first levels) due over ${windowMs / 1000} s: lateness ${fmt(d)}; ` +
+        `stock BullMQ defaults ${fmt(baseline.d)}, concurrency 50 ${fmt(concurrent.d)}` +
+        (fastClock ? `, Redis hz 100 ${fmt(fastClock.d)}` : ''),
+      figures: {
+        incidents: ids.length,
+        windowSeconds: windowMs / 1000,
+        created: 'alert:raise over Socket.IO',
+        'sinergi.p50': round(d.p50),
+        'sinergi.p99': round(d.p99),
+        'sinergi.max': round(d.max),
+        'sinergi.serverCores': round(serverCores),
+        'raiseAck.p99': round(raiseAck.p99),
+        'stock.p50': round(baseline.d.p50),
+        'stock.p99': round(baseline.d.p99),
+        'stock.max': round(baseline.d.max),
+        'stockConcurrency50.p50': round(concurrent.d.p50),
+        'stockConcurrency50.p99': round(concurrent.d.p99),
+        'stockConcurrency50RoundTrips5.p50': round(working.d.p50),
+        'stockConcurrency50RoundTrips5.p99': round(working.d.p99),
+        'stock4WorkersRoundTrips5.p50': round(spread.d.p50),
+        'stock4WorkersRoundTrips5.p99': round(spread.d.p99),
+        ...(fastClock && {
+          'stockHz100.p50': round(fastClock.d.p50),
+          'stockHz100.p99': round(fastClock.d.p99),
+        }),
+        'bzpopminOvershoot.p50': round(blockProbe.overshoot.p50),
+        redisHz: blockProbe.hz,
+      },
+      targets: [
+        {
+          name: 'lateness p50',
+          target: `≤ ${TARGETS.p50} ms`,
+          measured: `${round(d.p50)} ms (stock ${round(baseline.d.p50)} ms)`,
+          met: met.p50,
+        },
+        {
+          name: 'lateness p99',
+          target: `≤ ${TARGETS.p99} ms`,
+          measured: `${round(d.p99)} ms (stock ${round(baseline.d.p99)} ms)`,
+          met: met.p99,
+        },
+        {
+          name: 'better than stock BullMQ (p50 and p99)',
+          target: `< ${round(baseline.d.p50)} / ${round(baseline.d.p99)} ms`,
+          measured: `${round(d.p50)} / ${round(d.p99)} ms`,
+          met: d.p50 < baseline.d.p50 && d.p99 < baseline.d.p99,
+        },
+      ],
+      checks: [
+        {
+          name: 'every raise opened its own incident',
+          passed: ids.length === incidents && opened === incidents,
+          detail: `${ids.length} stored, ${opened} acknowledged as opened`,
+        },
+        {
+          name: 'each (incident, chain, level 1) fired exactly once, and nothing else fired',
+          passed: once === expected && twice === 0 && other === 0,
+          detail: `${once} once, ${twice} more than once, ${expected - fired.size} never, ${other} other levels`,
+        },
+        {
+          name: 'stock BullMQ ran each job exactly once',
+          passed: [baseline, concurrent, working, spread, ...(fastClock ? [fastClock] : [])].every(
+            (r) => r.report.processed === jobs && r.report.repeated === 0,
+          ),
+        },
+      ],
+    };
+  } finally {
+    await stock?.stop();
+    await Promise.allSettled(generators.map((g) => g.stop()));
+    await server?.stop();
+    client.disconnect();
+    await redis.stop();
+  }
+}
+
+/** How late a BZPOPMIN on an empty key returns after its timeout, on an otherwise idle Redis. */
+async function probeBlockingTimeout(client: Redis) {
+  const blocking = client.duplicate();
+  try {
+    const overshoot: number[] = [];
+    for (let i = 0; i < 10; i++) {
+      const started = performance.now();
+      await blocking.bzpopmin(`bench:probe:${randomUUID()}`, '0.05');
+      overshoot.push(performance.now() - started - 50);
+    }
+    const [, hz] = (await client.config('GET', 'hz')) as [string, string];
+    return { overshoot: distribution(overshoot), hz: Number(hz) };
+  } finally {
+    blocking.disconnect();
+  }
+}

@@ -1,0 +1,218 @@
+import path from 'node:path';
+import { Redis } from 'ioredis';
+import { startEmbeddedRedis } from '../../server/redis/embedded-redis.ts';
+import { startGenerator, startServerProcess } from '../lib/processes.ts';
+import type { BenchContext, ScenarioResult } from '../lib/results.ts';
+import {
+  type BenchAccount,
+  cpuSecondsOf,
+  facilitiesOf,
+  loginAll,
+  seedAccounts,
+  serverEnv,
+  writeBenchTopology,
+} from '../lib/sinergi-setup.ts';
+import { distribution, round } from '../lib/stats.ts';
+import type { ConsoleSpec, StepReport, StepRequest } from '../load/raise-generator.ts';
+
+/**
+ * Ingest: the highest alert rate Sinergi persists — idempotency record, dedup, sealed timeline event, indexes
+ * and escalation timers, all through `alert:raise` over Socket.IO — while p99 raise-ack latency stays under
+ * 100 ms. The rate is stepped up until a step misses; every answer is then checked against what Redis holds.
+ */
+
+const P99_LIMIT_MS = 100;
+const TARGET_RATE = 3000;
+const GENERATORS = 2;
+const CONSOLES_PER_LAPAS = 2;
+// Every (Lapas, category, block) place comes back only after all the others; with 100 blocks per Lapas and a
+// 1 s dedup window a new raise opens a new incident up to well past 8,000 raises per second.
+const BLOCKS_PER_LAPAS = 100;
+const DEDUP_WINDOW_SECONDS = 1;
+// Operators raise far faster here than the per-user production limit (120 a minute) allows.
+const RAISE_RATE_PER_MINUTE = 10_000_000;
+const MIX = { attachShare: 0.1, retryShare: 0.05 };
+
+interface StepFigures {
+  rate: number;
+  sent: number;
+  p50: number;
+  p99: number;
+  max: number;
+  errors: number;
+  unanswered: number;
+  passed: boolean;
+  serverCpu: number;
+  redisCpu: number;
+  generatorCpu: number;
+  generatorLagMs: number;
+}
+
+export async function run(ctx: BenchContext): Promise<ScenarioResult> {
+  const appendfsync = 'always' as const;
+  const rates = ctx.quick ? [1000, 2000, 3000, 4000] : [500, 1000, 2000, 3000, 4000, 5000, 6000, 8000];
+  const stepMs = ctx.quick ? 2000 : 5000;
+
+  const dataDir = path.join(ctx.tmpDir, 'ingest');
+  const redis = await startEmbeddedRedis({ dataDir, appendfsync });
+  const client = new Redis(redis.url, { maxRetriesPerRequest: null });
+  const generators: ReturnType<typeof startGenerator>[] = [];
+  let server: Awaited<ReturnType<typeof startServerProcess>> | undefined;
+  try {
+    const topologyFile = await writeBenchTopology(ctx.tmpDir, BLOCKS_PER_LAPAS);
+    const facilities = await facilitiesOf(topologyFile);
+    const accounts: BenchAccount[] = facilities.map((f) => ({
+      username: `op.${f.id}`,
+      role: 'operator',
+      unitId: f.id,
+    }));
+    const password = await seedAccounts(redis.url, topologyFile, accounts);
+    server = await startServerProcess(
+      serverEnv(redis.url, {
+        TOPOLOGY_FILE: topologyFile,
+        DEDUP_WINDOW_SECONDS: String(DEDUP_WINDOW_SECONDS),
+        RAISE_RATE_PER_MINUTE: String(RAISE_RATE_PER_MINUTE),
+      }),
+      // e.g. BENCH_SERVER_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the server under test.
+      process.env.BENCH_SERVER_NODE_ARGS?.split(' ').filter(Boolean) ?? [],
+    );
+    const tokens = await loginAll(server.url, accounts, password);
+
+    // Each generator holds whole Lapas (both consoles of a unit in one process), so places never overlap.
+    for (let g = 0; g < GENERATORS; g++) {
+      const generator = startGenerator('bench/load/raise-generator.ts', {});
+      generators.push(generator);
+      const specs: ConsoleSpec[] = facilities
+        .filter((_, i) => i % GENERATORS === g)
+        .map((f) => ({
+          facilityId: f.id,
+          blocks: f.blocks,
+          token: tokens.get(`op.${f.id}`) ?? '',
+          connections: CONSOLES_PER_LAPAS,
+        }));
+      await generator.request('connect', { url: server.url, specs });
+    }
+    ctx.log(
+      `${facilities.length} operator accounts, ${facilities.length * CONSOLES_PER_LAPAS} consoles in ${GENERATORS} generators; appendfsync ${appendfsync}`,
+    );
+
+    const steps: StepFigures[] = [];
+    const totals = { stored: 0, opened: 0, duplicatesOk: 0, duplicatesWrong: 0, errors: 0, unanswered: 0 };
+    for (const rate of rates) {
+      const request: StepRequest = { rate: rate / GENERATORS, durationMs: stepMs, settleMs: 10_000, ...MIX };
+      const cpuBefore = [await cpuSecondsOf(server.child.pid), await cpuSecondsOf(redis.pid)];
+      const reports = await Promise.all(
+        generators.map((g) => g.request<StepReport>('step', request, stepMs + 30_000)),
+      );
+      const cpuAfter = [await cpuSecondsOf(server.child.pid), await cpuSecondsOf(redis.pid)];
+      const d = distribution(reports.flatMap((r) => r.latencies));
+      const errors = reports.reduce((n, r) => n + Object.values(r.errors).reduce((a, b) => a + b, 0), 0);
+      const unanswered = reports.reduce((n, r) => n + r.unanswered, 0);
+      for (const r of reports) {
+        totals.stored += r.stored;
+        totals.opened += r.opened;
+        totals.duplicatesOk += r.duplicatesOk;
+        totals.duplicatesWrong += r.duplicatesWrong;
+      }
+      totals.errors += errors;
+      totals.unanswered += unanswered;
+      const seconds = stepMs / 1000;
+      const cpu = (i: number) => ((cpuAfter[i] ?? Number.NaN) - (cpuBefore[i] ?? Number.NaN)) / seconds;
+      const figures: StepFigures = {
+        rate,
+        sent: reports.reduce((n, r) => n + r.sent, 0),
+        p50: round(d.p50),
+        p99: round(d.p99),
+        max: round(d.max),
+        errors,
+        unanswered,
+        passed: d.p99 < P99_LIMIT_MS && errors === 0 && unanswered === 0,
+        serverCpu: round(cpu(0)),
+        redisCpu: round(cpu(1)),
+        generatorCpu: round(reports.reduce((n, r) => n + r.cpuSeconds, 0) / seconds),
+        generatorLagMs: round(Math.max(...reports.map((r) => r.maxScheduleLagMs))),
+      };
+      steps.push(figures);
+      const errorDetail = reports.map((r) => JSON.stringify(r.errors)).join(' ');
+      ctx.log(
+        `${rate}/s × ${seconds} s: ack p50 ${figures.p50} ms p99 ${figures.p99} ms max ${figures.max} ms; ` +
+          `errors ${errors} ${errors ? errorDetail : ''}unanswered ${unanswered}; CPU cores: server ${figures.serverCpu}, ` +
+          `redis ${figures.redisCpu}, generators ${figures.generatorCpu} (worst generator lag ${figures.generatorLagMs} ms) → ${figures.passed ? 'pass' : 'MISS'}`,
+      );
+      if (!figures.passed) break;
+      // Let the timers and broadcasts of this step drain before the next one.
+      await new Promise((r) => setTimeout(r, 500));
+    }
+
+    // What Redis holds must be exactly what was acknowledged.
+    const ids = await client.zrange('sng:incidents:all', '0', '-1');
+    const pipeline = client.pipeline();
+    for (const id of ids) pipeline.hlen(`sng:{inc:${id}}:alerts`);
+    const storedAlerts = ((await pipeline.exec()) ?? []).reduce((n, [, v]) => n + Number(v), 0);
+
+    const best = steps.filter((s) => s.passed).at(-1);
+    const bestRate = best?.rate ?? 0;
+    const stepsText = steps.map((s) => `${s.rate}/s p99 ${s.p99} ms${s.passed ? '' : ' ✗'}`).join(', ');
+    return {
+      scenario: 'ingest',
+      summary:
+        `${bestRate} alerts/s persisted with raise-ack p99 < ${P99_LIMIT_MS} ms (appendfsync ${appendfsync}; ` +
+        `steps ${stepsText}); Redis holds ${ids.length} incidents / ${storedAlerts} alerts = ${totals.opened} / ${totals.stored} acknowledged`,
+      figures: {
+        appendfsync,
+        bestRate,
+        stepSeconds: stepMs / 1000,
+        raiseRatePerMinutePerUser: RAISE_RATE_PER_MINUTE,
+        dedupWindowSeconds: DEDUP_WINDOW_SECONDS,
+        attachShare: MIX.attachShare,
+        retryShare: MIX.retryShare,
+        consoles: facilities.length * CONSOLES_PER_LAPAS,
+        ackedAlerts: totals.stored,
+        ackedIncidents: totals.opened,
+        storedAlerts,
+        storedIncidents: ids.length,
+        duplicatesAnswered: totals.duplicatesOk,
+        ...Object.fromEntries(
+          steps.flatMap((s) => [
+            [`step${s.rate}.p50`, s.p50],
+            [`step${s.rate}.p99`, s.p99],
+            [`step${s.rate}.max`, s.max],
+            [`step${s.rate}.serverCpu`, s.serverCpu],
+            [`step${s.rate}.redisCpu`, s.redisCpu],
+            [`step${s.rate}.generatorCpu`, s.generatorCpu],
+          ]),
+        ),
+      },
+      targets: [
+        {
+          name: 'alerts/s with raise-ack p99 < 100 ms',
+          target: `≥ ${TARGET_RATE}`,
+          measured: `${bestRate} (appendfsync ${appendfsync})`,
+          met: bestRate >= TARGET_RATE,
+        },
+      ],
+      checks: [
+        {
+          name: 'every acknowledged alert is stored, once',
+          passed: storedAlerts === totals.stored,
+          detail: `${storedAlerts} stored, ${totals.stored} acknowledged`,
+        },
+        {
+          name: 'every acknowledged new incident is stored, and no other',
+          passed: ids.length === totals.opened,
+          detail: `${ids.length} stored, ${totals.opened} acknowledged`,
+        },
+        {
+          name: 'a resent raise answers its original alert and stores nothing',
+          passed: totals.duplicatesWrong === 0 && totals.duplicatesOk > 0,
+          detail: `${totals.duplicatesOk} duplicates answered, ${totals.duplicatesWrong} wrong`,
+        },
+      ],
+    };
+  } finally {
+    await Promise.allSettled(generators.map((g) => g.stop()));
+    await server?.stop();
+    client.disconnect();
+    await redis.stop();
+  }
+}
