@@ -185,6 +185,19 @@ export function initialChains(snapshot: EscalationSnapshot, at: string): Escalat
   };
 }
 
+/**
+ * When a waiting chain's level is next paged again, counting from `fromMs`; undefined when it is not: a level
+ * is never reminded at or after the moment the chain climbs past it, since the next level's page supersedes it
+ * (with the default waits and repeats, 30 s and 15 s, the second reminder would land on the escalation itself).
+ */
+export function nextReminderAt(chain: ChainState, fromMs: number): number | undefined {
+  const repeat = chain.levels[chain.level]?.repeatSeconds;
+  if (!repeat) return undefined;
+  const at = fromMs + repeat * 1000;
+  if (chain.status === 'running' && chain.dueAt !== null && at >= Date.parse(chain.dueAt)) return undefined;
+  return at;
+}
+
 /** The units a level makes parties to the incident, and the rooms it pages. */
 export function resolveTargets(
   topology: TopologyIndex,

@@ -5,6 +5,7 @@ import {
   chains,
   type EscalateJob,
   type HoldEscalation,
+  nextReminderAt,
   type RemindJob,
   type ResumeJob,
   resolveTargets,
@@ -99,7 +100,9 @@ export function createEscalationService(deps: {
         round: job.round,
         rooms,
       });
-      await clock.remindLater({ ...job, round: job.round + 1 }, level.repeatSeconds * 1000);
+      const from = Date.parse(now());
+      const next = nextReminderAt(chain, from);
+      if (next !== undefined) await clock.remindLater({ ...job, round: job.round + 1 }, next - from);
       return true;
     },
 

@@ -74,13 +74,17 @@ export function createIncidentService(deps: {
   return {
     async raise(caller: PublicUser, raise: RaiseAlert, origin: RaiseOrigin = {}) {
       checkMayRaise(caller, raise, topology);
-      const known = await repo.alertRef(caller.id, raise.clientRef);
+      // Read together: the commit re-checks the dedup record atomically, so reading it early is safe.
+      const [known, firstDedup] = await Promise.all([
+        repo.alertRef(caller.id, raise.clientRef),
+        repo.dedupRecord(raise),
+      ]);
       if (known) return duplicateOf(known);
       await gates.raise.consume(caller.id);
 
       const alertId = randomUUID();
       for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-        const expectedDedup = await repo.dedupRecord(raise);
+        const expectedDedup = attempt === 0 ? firstDedup : await repo.dedupRecord(raise);
         const candidate = expectedDedup ? await repo.load(expectedDedup) : undefined;
         const existing = candidate && isActive(candidate.incident.status) ? candidate : undefined;
         const incidentId = existing?.incident.id ?? randomUUID();

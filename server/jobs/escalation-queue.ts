@@ -4,10 +4,11 @@ import {
   type Chain,
   chains,
   type EscalateJob,
+  nextReminderAt,
   type RemindJob,
   type ResumeJob,
 } from '../../shared/escalation.ts';
-import type { Incident } from '../../shared/incident.ts';
+import type { Incident, IncidentEvent } from '../../shared/incident.ts';
 import type { EscalationClock } from '../domain/escalation-service.ts';
 import type { EscalationTimers, IncidentChange } from '../domain/incident-writer.ts';
 import type { Metrics } from '../metrics.ts';
@@ -44,6 +45,21 @@ const STARTS_WAIT = new Set<IncidentChange['event']['type']>([
 ]);
 
 const PENDING = new Set(['delayed', 'waiting', 'active', 'prioritized', 'waiting-children']);
+
+/** The chains an event can move; the other chain's timers stay exactly as they are. */
+function movedChains(event: IncidentEvent): readonly Chain[] {
+  switch (event.type) {
+    case 'escalated':
+    case 'escalation_held':
+    case 'escalation_resumed':
+    case 'escalation_repaired':
+      return [event.data.chain];
+    case 'acknowledged':
+      return [event.data.agency];
+    default:
+      return chains;
+  }
+}
 
 /** The escalation timers as BullMQ delayed jobs: one per (incident, chain, level), removed when the chain stops. */
 export function createEscalationQueue(deps: {
@@ -97,6 +113,15 @@ export function createEscalationQueue(deps: {
   }
 
   async function syncChain(incident: Incident, chain: Chain, change: IncidentChange) {
+    const reminder = firstReminder(incident, chain, change);
+    // The reminder has its own id and does not depend on the next level's timer: both go at once.
+    await Promise.all([
+      syncNextLevel(incident, chain),
+      reminder && queue.add(reminder.name, reminder.data, reminder.opts),
+    ]);
+  }
+
+  async function syncNextLevel(incident: Incident, chain: Chain) {
     const c = incident.escalation.chains[chain];
     const next = jobIds.escalate(incident.id, chain, c.level + 1);
     if (c.status === 'running' && c.dueAt) {
@@ -113,28 +138,60 @@ export function createEscalationQueue(deps: {
       const data = { incidentId: incident.id, chain, generation: c.generation, dueAt: c.heldUntil };
       await ensure('resume', jobIds.resume(incident.id, chain, c.generation), data, c.heldUntil);
     }
-    const repeat = c.levels[c.level]?.repeatSeconds;
-    if (
-      (c.status === 'running' || c.status === 'exhausted') &&
-      repeat &&
-      STARTS_WAIT.has(change.event.type)
-    ) {
-      const job: RemindJob = {
-        incidentId: incident.id,
-        chain,
-        level: c.level,
-        generation: c.generation,
-        dueAt: new Date(now() + repeat * 1000).toISOString(),
-        round: 1,
-      };
-      await queue.add('remind', job, { jobId: jobIds.remind(job), delay: repeat * 1000 });
-    }
+  }
+
+  /** Round 1 of the reminders of the level a chain now waits at, when a new waiting period starts. */
+  function firstReminder(incident: Incident, chain: Chain, change: IncidentChange) {
+    const c = incident.escalation.chains[chain];
+    if (!(c.status === 'running' || c.status === 'exhausted') || !STARTS_WAIT.has(change.event.type))
+      return undefined;
+    const from = now();
+    const at = nextReminderAt(c, from);
+    if (at === undefined) return undefined;
+    const job: RemindJob = {
+      incidentId: incident.id,
+      chain,
+      level: c.level,
+      generation: c.generation,
+      dueAt: new Date(at).toISOString(),
+      round: 1,
+    };
+    return { name: 'remind' as const, data: job, opts: { jobId: jobIds.remind(job), delay: at - from } };
+  }
+
+  /** Every timer of an incident that has just opened. */
+  function openingTimers(change: IncidentChange) {
+    const { incident } = change;
+    return chains.flatMap((chain) => {
+      const c = incident.escalation.chains[chain];
+      const reminder = firstReminder(incident, chain, change);
+      const jobs: {
+        name: EscalationJobName;
+        data: EscalateJob | RemindJob;
+        opts: { jobId: string; delay: number };
+      }[] = reminder ? [reminder] : [];
+      if (c.status === 'running' && c.dueAt) {
+        const level = c.level + 1;
+        jobs.push({
+          name: 'escalate',
+          data: { incidentId: incident.id, chain, level, generation: c.generation, dueAt: c.dueAt },
+          opts: { jobId: jobIds.escalate(incident.id, chain, level), delay: delayUntil(c.dueAt) },
+        });
+      }
+      return jobs;
+    });
   }
 
   const timers: EscalationTimers = {
     async sync(change) {
       if (!MOVES_CHAINS.has(change.event.type)) return;
-      await Promise.all(chains.map((chain) => syncChain(change.incident, chain, change)));
+      if (change.event.type === 'opened') {
+        // A brand-new incident has no timers to look up or replace: one round trip adds them all.
+        const jobs = openingTimers(change);
+        if (jobs.length > 0) await queue.addBulk(jobs);
+        return;
+      }
+      await Promise.all(movedChains(change.event).map((chain) => syncChain(change.incident, chain, change)));
     },
   };
 
