@@ -13,6 +13,11 @@ export interface WorkerSettings {
   stalledIntervalMs: number;
 }
 
+// BullMQ waits for the next delayed job with a BZPOPMIN whose timeout Redis checks only on its own clock
+// (hz, 10 times a second by default) or when a command arrives: on a quiet Redis a due level waited up to
+// 100 ms more. A PING this often makes Redis look at its timeouts; it costs Redis 100 trivial commands a second.
+const TIMEOUT_NUDGE_MS = 10;
+
 /** A job whose data fails its schema can never succeed: fail it for good instead of retrying it. */
 function parseJob<S extends z.ZodType>(schema: S, job: Job): z.output<S> {
   const parsed = schema.safeParse(job.data);
@@ -85,7 +90,14 @@ export function startEscalationWorker(deps: {
     logger.warn({ jobId }, 'escalation job stalled; another worker takes it over');
   });
   worker.on('error', (err) => logger.error({ err }, 'escalation worker error'));
+  const nudge = setInterval(() => {
+    if (deps.connection.status === 'ready') deps.connection.ping().catch(() => undefined);
+  }, TIMEOUT_NUDGE_MS);
+  nudge.unref();
   // BullMQ never closes a connection it is handed; left open, it would reconnect forever after shutdown.
-  worker.on('closed', () => deps.connection.disconnect());
+  worker.on('closed', () => {
+    clearInterval(nudge);
+    deps.connection.disconnect();
+  });
   return worker;
 }
