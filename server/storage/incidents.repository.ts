@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Alert, Incident, IncidentEvent } from '../../shared/incident.ts';
 import type { RedisKeys } from './keys.ts';
@@ -82,7 +83,25 @@ redis.call('SET', KEYS[8], ARGV[6], 'PX', ARGV[16])
 return {'committed', tostring(change)}
 `;
 
+/**
+ * A script run by its SHA1 (EVALSHA), loaded again by EVAL when Redis has not seen it since its last start:
+ * every commit would otherwise send the whole script text along with the incident.
+ */
+function luaScript(redis: Redis, source: string) {
+  const sha = createHash('sha1').update(source).digest('hex');
+  return async (numKeys: number, ...args: string[]): Promise<unknown> => {
+    try {
+      return await redis.evalsha(sha, numKeys, ...args);
+    } catch (error) {
+      if (!(error instanceof Error) || !error.message.startsWith('NOSCRIPT')) throw error;
+      return redis.eval(source, numKeys, ...args);
+    }
+  };
+}
+
 export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
+  const appendScript = luaScript(redis, APPEND);
+  const raiseScript = luaScript(redis, RAISE);
   const commitKeys = (id: string) => [
     keys.incident(id),
     keys.incidentEvents(id),
@@ -142,8 +161,7 @@ export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
 
     /** Appends one event; false when another writer changed the incident first (decide again and retry). */
     async append(commit: Commit): Promise<number | undefined> {
-      const change = (await redis.eval(
-        APPEND,
+      const change = (await appendScript(
         6,
         ...commitKeys(commit.incident.id),
         ...commitArgs(commit),
@@ -152,8 +170,7 @@ export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
     },
 
     async raise(c: RaiseCommit): Promise<RaiseOutcome> {
-      const [status, value] = (await redis.eval(
-        RAISE,
+      const [status, value] = (await raiseScript(
         9,
         ...commitKeys(c.incident.id),
         keys.alertRef(c.refKey.userId, c.refKey.clientRef),
