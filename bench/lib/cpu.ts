@@ -1,0 +1,87 @@
+import { readFile } from 'node:fs/promises';
+
+/**
+ * CPU time per role over a measured window (Linux /proc), so a result says where the two cores went: the
+ * server, Redis, the load generators, the kernel's interrupt work (loopback networking: every frame a server
+ * writes is received in softirq) — and what everything else on the machine took meanwhile, which makes a
+ * disturbed run recognisable.
+ */
+export interface CpuSnapshot {
+  at: number;
+  /** Seconds of CPU (user + system) each role's processes used since they started. */
+  roles: Map<string, number>;
+  /** Seconds of CPU the whole machine spent busy, and in total, since boot. */
+  machineBusy: number;
+  machineTotal: number;
+  /** Seconds the machine spent in hard and soft interrupts, accounted to no process. */
+  interrupts: number;
+}
+
+const TICKS_PER_SECOND = 100;
+
+async function processSeconds(pid: number): Promise<number> {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th fields.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
+  } catch {
+    return 0;
+  }
+}
+
+export async function cpuSnapshot(
+  roles: Record<string, readonly (number | undefined)[]>,
+): Promise<CpuSnapshot> {
+  const stat = await readFile('/proc/stat', 'utf8').catch(() => '');
+  const ticks = (/^cpu\s+(.*)$/m.exec(stat)?.[1] ?? '').trim().split(/\s+/).map(Number);
+  const [user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0] = ticks;
+  const busy = user + nice + system + irq + softirq + steal;
+  const measured = new Map<string, number>();
+  for (const [role, pids] of Object.entries({ ...roles, bench: [process.pid] })) {
+    let seconds = 0;
+    for (const pid of pids) if (pid !== undefined) seconds += await processSeconds(pid);
+    measured.set(role, seconds);
+  }
+  return {
+    at: performance.now(),
+    roles: measured,
+    machineBusy: busy / TICKS_PER_SECOND,
+    machineTotal: (busy + idle + iowait) / TICKS_PER_SECOND,
+    interrupts: (irq + softirq) / TICKS_PER_SECOND,
+  };
+}
+
+/**
+ * CPU seconds each role used between two snapshots (`bench`: the runner itself), `interrupts` for the
+ * kernel's interrupt work, `other` for everything else on the machine.
+ */
+export interface CpuWindow {
+  wallSeconds: number;
+  seconds: Record<string, number>;
+}
+
+export function cpuWindow(before: CpuSnapshot, after: CpuSnapshot): CpuWindow {
+  const seconds: Record<string, number> = {};
+  let ours = 0;
+  for (const [role, total] of after.roles) {
+    const used = total - (before.roles.get(role) ?? 0);
+    ours += used;
+    seconds[role] = used;
+  }
+  seconds.interrupts = after.interrupts - before.interrupts;
+  seconds.other = Math.max(0, after.machineBusy - before.machineBusy - ours - seconds.interrupts);
+  return { wallSeconds: (after.at - before.at) / 1000, seconds };
+}
+
+/** Each role's share of one core over one or more windows (100 = one core busy). */
+export function cpuShares(windows: readonly CpuWindow[]): Record<string, number> {
+  const wall = windows.reduce((sum, w) => sum + w.wallSeconds, 0);
+  const shares: Record<string, number> = {};
+  for (const w of windows) {
+    for (const [role, used] of Object.entries(w.seconds)) shares[role] = (shares[role] ?? 0) + used;
+  }
+  for (const role of Object.keys(shares))
+    shares[role] = wall > 0 ? Math.round(((shares[role] ?? 0) / wall) * 100) : 0;
+  return shares;
+}
