@@ -41,7 +41,9 @@ export function createIncidentPublisher(
       } else {
         io.to(parties).emit('incident:updated', { ...meta, incident });
       }
-      io.to(incidentRoom).emit('incident:event', { ...meta, event });
+      // Nobody can be in the room of an incident just opened: joining needs the committed incident, and the
+      // join's answer already carries this event. Publishing it would only cost a stream entry and a read.
+      if (event.type !== 'opened') io.to(incidentRoom).emit('incident:event', { ...meta, event });
     },
 
     reminded({ incident, chain, level, round, rooms: paged }) {
