@@ -44,48 +44,52 @@ export function defineHandler<K extends CommandName>(
   event: K,
   handler: CommandHandler<K>,
 ) {
-  return (socket: ConsoleSocket) => {
-    // Socket.IO's typed `on` cannot follow a generic event name; the listener below checks every argument itself.
-    (socket.on as (event: string, listener: (...args: unknown[]) => void) => void)(event, (...args) => {
-      const ack = args.at(-1);
-      if (typeof ack !== 'function') {
-        ctx.metrics.socketCommandsWithoutAck.inc({ event });
-        ctx.logger.warn(
-          { event, userId: socket.data.user?.id },
-          'socket command without acknowledgement ignored',
-        );
-        return;
-      }
-      const payload = args.length > 1 ? args[0] : undefined;
-      void run(payload, ack as (res: Ack<CommandResult<K>>) => void);
-    });
-
-    async function run(raw: unknown, ack: (res: Ack<CommandResult<K>>) => void) {
-      const end = ctx.metrics.socketCommands.startTimer({ event });
-      ctx.inFlight.count++;
-      let outcome = 'ok';
-      try {
-        if (ctx.inFlight.draining)
-          throw new DomainError('unavailable', 'Server is shutting down; retry after reconnecting');
-        const parsed = commands[event].payload.safeParse(raw);
-        if (!parsed.success) {
-          throw new DomainError('validation_failed', `Invalid ${event} payload`, {
-            issues: fieldIssues(parsed.error),
-          });
-        }
-        const caller = await ctx.recheck(principalOf(socket));
-        const data = await handler(parsed.data as CommandPayload<K>, caller, socket);
-        ack({ ok: true, data });
-      } catch (error) {
-        const body = errorBody(error, ctx.logger, event);
-        outcome = body.code;
-        ack({ ok: false, error: body });
-        if (body.code === 'unauthorized') socket.disconnect(true);
-      } finally {
-        ctx.inFlight.count--;
-        end({ outcome });
-      }
+  // One listener shared by every console: Socket.IO calls it with the socket as `this`, so thousands of
+  // consoles cost no closure each.
+  function listener(this: ConsoleSocket, ...args: unknown[]) {
+    const ack = args.at(-1);
+    if (typeof ack !== 'function') {
+      ctx.metrics.socketCommandsWithoutAck.inc({ event });
+      ctx.logger.warn(
+        { event, userId: this.data.user?.id },
+        'socket command without acknowledgement ignored',
+      );
+      return;
     }
+    const payload = args.length > 1 ? args[0] : undefined;
+    void run(this, payload, ack as (res: Ack<CommandResult<K>>) => void);
+  }
+
+  async function run(socket: ConsoleSocket, raw: unknown, ack: (res: Ack<CommandResult<K>>) => void) {
+    const end = ctx.metrics.socketCommands.startTimer({ event });
+    ctx.inFlight.count++;
+    let outcome = 'ok';
+    try {
+      if (ctx.inFlight.draining)
+        throw new DomainError('unavailable', 'Server is shutting down; retry after reconnecting');
+      const parsed = commands[event].payload.safeParse(raw);
+      if (!parsed.success) {
+        throw new DomainError('validation_failed', `Invalid ${event} payload`, {
+          issues: fieldIssues(parsed.error),
+        });
+      }
+      const caller = await ctx.recheck(principalOf(socket));
+      const data = await handler(parsed.data as CommandPayload<K>, caller, socket);
+      ack({ ok: true, data });
+    } catch (error) {
+      const body = errorBody(error, ctx.logger, event);
+      outcome = body.code;
+      ack({ ok: false, error: body });
+      if (body.code === 'unauthorized') socket.disconnect(true);
+    } finally {
+      ctx.inFlight.count--;
+      end({ outcome });
+    }
+  }
+
+  return (socket: ConsoleSocket) => {
+    // Socket.IO's typed `on` cannot follow a generic event name; the listener checks every argument itself.
+    (socket.on as (event: string, listener: (...args: unknown[]) => void) => void)(event, listener);
   };
 }
 

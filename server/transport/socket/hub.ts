@@ -1,4 +1,4 @@
-import type { Server as HttpServer, IncomingMessage } from 'node:http';
+import { type Server as HttpServer, type IncomingMessage, ServerResponse } from 'node:http';
 import { createAdapter } from '@socket.io/redis-streams-adapter';
 import type { Redis } from 'ioredis';
 import { Server } from 'socket.io';
@@ -66,8 +66,18 @@ export function createHub(deps: HubDeps): { io: Hub; dropUser(userId: string): v
     }),
   });
 
-  // Nothing after the handshake reads the raw HTTP request; releasing it saves memory per console.
+  // Nothing after the handshake reads the raw HTTP request; releasing it saves memory per console. Engine.IO
+  // also keeps it through the stand-in response it builds for each WebSocket upgrade (which lives as long as
+  // the connection, to forward its "close" to middlewares — Sinergi has none), so that lets go of it too.
+  const upgradeResponses = new WeakMap<IncomingMessage, { req: IncomingMessage | null }>();
+  io.engine.use((req: IncomingMessage, res: { req: IncomingMessage | null }, next: () => void) => {
+    if (!(res instanceof ServerResponse)) upgradeResponses.set(req, res);
+    next();
+  });
   io.engine.on('connection', (rawSocket: { request: IncomingMessage | null }) => {
+    const { request } = rawSocket;
+    const response = request && upgradeResponses.get(request);
+    if (response) response.req = null;
     rawSocket.request = null;
   });
 
@@ -84,6 +94,22 @@ export function createHub(deps: HubDeps): { io: Hub; dropUser(userId: string): v
     }
   });
 
+  // The client refreshes its token and reconnects; until then a console must not keep receiving. With
+  // connection-state recovery a plain socket.emit travels through the Redis adapter and would arrive after
+  // the disconnect; a local emit goes out at once, ahead of it.
+  const expiries = createExpiries((socket) => {
+    io.local.to(socket.id).emit('session:ended', { reason: 'expired' });
+    socket.disconnect();
+  });
+
+  // Shared by every console (Socket.IO calls it with the socket as `this`): no closure per console.
+  function onDisconnect(this: ConsoleSocket) {
+    const { user, expiresAt } = this.data;
+    expiries.remove(this, expiresAt);
+    const unit = deps.topology.unit(user.unitId);
+    if (unit) metrics.socketsConnected.dec({ unit_type: unit.type });
+  }
+
   io.on('connection', (socket) => {
     const { user, expiresAt } = socket.data;
     const unit = deps.topology.unit(user.unitId);
@@ -93,22 +119,8 @@ export function createHub(deps: HubDeps): { io: Hub; dropUser(userId: string): v
     }
     void socket.join(roomsForMember(unit, user.role, user.id));
     metrics.socketsConnected.inc({ unit_type: unit.type });
-
-    // The client refreshes its token and reconnects; until then this socket must not keep receiving.
-    const expiry = setTimeout(
-      () => {
-        // With connection-state recovery a plain socket.emit travels through the Redis adapter and would
-        // arrive after the disconnect; a local emit goes out at once, ahead of it.
-        io.local.to(socket.id).emit('session:ended', { reason: 'expired' });
-        socket.disconnect();
-      },
-      Math.max(0, expiresAt - Date.now()),
-    );
-
-    socket.on('disconnect', () => {
-      clearTimeout(expiry);
-      metrics.socketsConnected.dec({ unit_type: unit.type });
-    });
+    expiries.add(socket, expiresAt);
+    socket.on('disconnect', onDisconnect);
     for (const install of deps.handlers) install(socket);
   });
 
@@ -119,4 +131,36 @@ export function createHub(deps: HubDeps): { io: Hub; dropUser(userId: string): v
   };
 
   return { io, dropUser };
+}
+
+/**
+ * One timer per access-token expiry instead of one per console: a unit's workstations share an account and
+ * its token, so thousands of consoles need only as many timers as there are sessions.
+ */
+function createExpiries(onExpired: (socket: ConsoleSocket) => void) {
+  const byExpiry = new Map<number, { timer: NodeJS.Timeout; sockets: Set<ConsoleSocket> }>();
+  return {
+    add(socket: ConsoleSocket, expiresAt: number) {
+      let group = byExpiry.get(expiresAt);
+      if (!group) {
+        const sockets = new Set<ConsoleSocket>();
+        const timer = setTimeout(
+          () => {
+            byExpiry.delete(expiresAt);
+            for (const expired of sockets) onExpired(expired);
+          },
+          Math.max(0, expiresAt - Date.now()),
+        );
+        group = { timer, sockets };
+        byExpiry.set(expiresAt, group);
+      }
+      group.sockets.add(socket);
+    },
+    remove(socket: ConsoleSocket, expiresAt: number) {
+      const group = byExpiry.get(expiresAt);
+      if (!group?.sockets.delete(socket) || group.sockets.size > 0) return;
+      clearTimeout(group.timer);
+      byExpiry.delete(expiresAt);
+    },
+  };
 }
