@@ -37,7 +37,7 @@ export function fanOutLoad(ctx: BenchContext, quick: Partial<FanOutLoad> = {}): 
   return {
     consoles,
     rate: positive('BENCH_RATE') ?? 100,
-    durationMs: (positive('BENCH_DURATION_S') ?? (ctx.quick ? (quick.durationMs ?? 5000) / 1000 : 30)) * 1000,
+    durationMs: (positive('BENCH_DURATION_S') ?? (ctx.quick ? (quick.durationMs ?? 4000) / 1000 : 30)) * 1000,
     rounds: Math.round(positive('BENCH_ROUNDS') ?? (ctx.quick ? (quick.rounds ?? 1) : 3)),
     generators: consoles > 500 ? 2 : 1,
     client: process.env.BENCH_CLIENT === 'socket.io-client' ? 'socket.io-client' : 'wire',

@@ -59,6 +59,7 @@ export function consoleRole(unit: Unit): Role {
  * prints once — exactly as an operator would set it up.
  */
 export async function startSinergi(ctx: BenchContext, options: SinergiOptions): Promise<SinergiStack> {
+  const started = Date.now();
   const dataDir = path.join(ctx.tmpDir, options.name);
   const topology = await loadBenchTopology();
   const redis = await startEmbeddedRedis({ dataDir, appendfsync: 'always' });
@@ -83,19 +84,23 @@ export async function startSinergi(ctx: BenchContext, options: SinergiOptions): 
       TOPOLOGY_FILE,
       ...options.env,
     };
-    // The first process on the empty store creates `admin`; the others find it there.
-    const first = await startServerProcess(env, options.extraNodeArgs);
-    servers.push(first);
-    const others = await Promise.all(
-      Array.from({ length: (options.processes ?? 1) - 1 }, () =>
-        startServerProcess(env, options.extraNodeArgs),
-      ),
+    // They start together; whichever process finds the store empty first creates `admin` and prints its
+    // password, the others find it there.
+    const launches = await Promise.allSettled(
+      Array.from({ length: options.processes ?? 1 }, () => startServerProcess(env, options.extraNodeArgs)),
     );
-    servers.push(...others);
-
-    const adminPassword = /with password (\S+) — shown only this once/.exec(first.stdout())?.[1];
-    if (!adminPassword)
-      throw new Error(`the server did not print the first-start admin password:\n${first.stdout()}`);
+    for (const s of launches) if (s.status === 'fulfilled') servers.push(s.value);
+    const failed = launches.find((s) => s.status === 'rejected');
+    if (failed) throw failed.reason;
+    const serversUp = Date.now();
+    const printed = servers.map((s) => /with password (\S+) — shown only this once/.exec(s.stdout())?.[1]);
+    const adminPassword = printed.find((p) => p !== undefined);
+    const first = servers[0];
+    if (!adminPassword || !first) {
+      throw new Error(
+        `no server printed the first-start admin password:\n${servers.map((s) => s.stdout()).join('\n')}`,
+      );
+    }
     const admin = await login(first.url, 'admin', adminPassword);
     const accounts = new Map<string, UnitAccount>();
     // Hashing and verifying passwords is the server's slowest path; a few at a time keeps set-up short.
@@ -118,6 +123,10 @@ export async function startSinergi(ctx: BenchContext, options: SinergiOptions): 
         accessToken: session.accessToken,
       });
     });
+    ctx.log(
+      `${options.name}: ${servers.length} server process(es) up in ${serversUp - started} ms, ` +
+        `${accounts.size} unit accounts made and logged in in ${Date.now() - serversUp} ms`,
+    );
     return { redis, appendfsync: 'always', servers, topology, accounts, stop };
   } catch (error) {
     await stop();

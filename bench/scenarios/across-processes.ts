@@ -28,7 +28,7 @@ import { sinergiSystem } from '../lib/systems.ts';
 const TARGET_RATIO = 2;
 
 export async function run(ctx: BenchContext): Promise<ScenarioResult> {
-  const load = fanOutLoad(ctx, { consoles: 300, durationMs: 4000, rounds: 1 });
+  const load = fanOutLoad(ctx, { consoles: 300, durationMs: 3000, rounds: 1 });
   const topology = await loadBenchTopology();
   const alerts = planAlerts(topology, load);
   const settings = fanOutSettings(topology, load);

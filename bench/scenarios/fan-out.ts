@@ -48,18 +48,18 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
     `${load.consoles} consoles, ${alerts.length} alerts at ${load.rate}/s in ${load.rounds} round(s) each`,
   );
 
+  // Everything under test and every generator starts at once; whatever started is stopped below.
   const fleet = startFleet(load.generators);
-  const stack = await startSinergi(ctx, {
-    name: 'fan-out',
-    env: settings,
-    extraNodeArgs: serverNodeArgs(),
-  }).catch(async (error: unknown) => {
-    await fleet.stop();
-    throw error;
-  });
-  let bareServer: Awaited<ReturnType<typeof startBareServer>> | undefined;
+  const [stacked, bared] = await Promise.allSettled([
+    startSinergi(ctx, { name: 'fan-out', env: settings, extraNodeArgs: serverNodeArgs() }),
+    startBareServer(),
+  ]);
+  const stack = stacked.status === 'fulfilled' ? stacked.value : undefined;
+  const bareServer = bared.status === 'fulfilled' ? bared.value : undefined;
   try {
-    bareServer = await startBareServer();
+    const failure = [stacked, bared].find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failure) throw failure.reason;
+    if (!stack || !bareServer) throw new Error('Sinergi or the baseline did not start');
     const sinergi = sinergiSystem('Sinergi', stack, {
       alerts,
       consoles: assignConsoles(topology, load.consoles),
@@ -148,6 +148,6 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
     };
   } finally {
     await detachAll(fleet);
-    await Promise.allSettled([fleet.stop(), stack.stop(), bareServer?.stop()]);
+    await Promise.allSettled([fleet.stop(), stack?.stop(), bareServer?.stop()]);
   }
 }

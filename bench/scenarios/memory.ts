@@ -32,11 +32,11 @@ async function openFilesLimit(pid: number | string): Promise<number> {
 }
 
 /** The median of a few readings a little apart, so one allocation burst does not decide the step. */
-async function settledResident(pid: number, samples = 5): Promise<number> {
+async function settledResident(pid: number, samples = 5, apartMs = 200): Promise<number> {
   const readings: number[] = [];
   for (let i = 0; i < samples; i++) {
     readings.push(await residentBytes(pid));
-    await sleep(200);
+    await sleep(apartMs);
   }
   readings.sort((a, b) => a - b);
   return readings[Math.floor(readings.length / 2)] ?? Number.NaN;
@@ -67,7 +67,7 @@ async function connectMore(fleet: Fleet, consoles: ConsoleSpec[], client: Consol
 export async function run(ctx: BenchContext): Promise<ScenarioResult> {
   const plan = steps(ctx);
   const most = plan.at(-1) ?? 0;
-  const settleMs = ctx.quick ? 1500 : 4000;
+  const settleMs = ctx.quick ? 1000 : 4000;
   const client: ConsoleClient = process.env.BENCH_CLIENT === 'socket.io-client' ? 'socket.io-client' : 'wire';
   const topology = await loadBenchTopology();
 
@@ -112,7 +112,7 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
         held = target;
       }
       await sleep(settleMs);
-      const rss = await settledResident(pid);
+      const rss = await settledResident(pid, 5, ctx.quick ? 100 : 200);
       const heap = await heapUsed(server.url);
       readings.push({ consoles: target, rss, heap });
       ctx.log(
