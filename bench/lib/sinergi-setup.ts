@@ -1,3 +1,4 @@
+import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -9,6 +10,7 @@ import { createUserRepository } from '../../server/storage/users.repository.ts';
 import type { LoginResponse } from '../../shared/auth.ts';
 import type { Role } from '../../shared/roles.ts';
 import { indexTopology, Topology } from '../../shared/topology.ts';
+import { stopChild } from './processes.ts';
 
 export interface BenchAccount {
   username: string;
@@ -113,4 +115,42 @@ export async function cpuSecondsOf(pid: number | undefined): Promise<number | un
   } catch {
     return undefined;
   }
+}
+
+/**
+ * A Sinergi escalation worker in its own process, exactly as `npm run worker` runs it, with the same settings
+ * as the server (which then runs with ESCALATION_WORKER=off). Resolves once it says it is running.
+ */
+export async function startWorkerProcess(
+  env: Record<string, string>,
+): Promise<{ child: ChildProcess; stop(): Promise<void> }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'server/worker-main.ts'], {
+    env: { ...process.env, NODE_ENV: 'production', LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  const collect = (d: Buffer) => {
+    output += d.toString();
+  };
+  child.stderr?.on('data', collect);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`worker did not start in 60 s:\n${output}`)), 60_000);
+      child.stdout?.on('data', (d: Buffer) => {
+        collect(d);
+        if (output.includes('escalation worker running')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      child.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`worker exited with ${code}:\n${output}`));
+      });
+    });
+  } catch (error) {
+    await stopChild(child);
+    throw error;
+  }
+  return { child, stop: () => stopChild(child) };
 }

@@ -14,6 +14,7 @@ import {
   loginAll,
   seedAccounts,
   serverEnv,
+  startWorkerProcess,
   writeBenchTopology,
 } from '../lib/sinergi-setup.ts';
 import { type Distribution, distribution, round } from '../lib/stats.ts';
@@ -63,9 +64,7 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
     appendfsync: 'always',
   });
   const client = new Redis(redis.url, { maxRetriesPerRequest: null });
-  const generators: ReturnType<typeof startGenerator>[] = [];
   let stock: ReturnType<typeof startGenerator> | undefined;
-  let server: Awaited<ReturnType<typeof startServerProcess>> | undefined;
   try {
     // --- Baseline and its variants first, on the same Redis, before any Sinergi process runs.
     stock = startGenerator('bench/load/stock-bullmq.ts', {});
@@ -120,123 +119,29 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
     // --- Sinergi: raise the incidents through the real path, then let their first levels fall due.
     const topologyFile = await writeBenchTopology(ctx.tmpDir, BLOCKS_PER_LAPAS);
     const escalationFile = await writeBenchEscalation(ctx.tmpDir, firstWaitSeconds);
-    const facilities = await facilitiesOf(topologyFile);
-    const accounts: BenchAccount[] = facilities.map((f) => ({
-      username: `op.${f.id}`,
-      role: 'operator',
-      unitId: f.id,
-    }));
-    const password = await seedAccounts(redis.url, topologyFile, accounts);
-    server = await startServerProcess(
-      serverEnv(redis.url, {
-        TOPOLOGY_FILE: topologyFile,
-        ESCALATION_FILE: escalationFile,
-        // Distinct incidents: a place (Lapas, category, block) is raised again only after its dedup window.
-        DEDUP_WINDOW_SECONDS: '1',
-        RAISE_RATE_PER_MINUTE: '10000000',
-      }),
-      // e.g. BENCH_SERVER_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the server under test.
-      process.env.BENCH_SERVER_NODE_ARGS?.split(' ').filter(Boolean) ?? [],
-    );
-    const tokens = await loginAll(server.url, accounts, password);
-    for (let g = 0; g < GENERATORS; g++) {
-      const generator = startGenerator('bench/load/raise-generator.ts', {});
-      generators.push(generator);
-      const specs: ConsoleSpec[] = facilities
-        .filter((_, i) => i % GENERATORS === g)
-        .map((f) => ({
-          facilityId: f.id,
-          blocks: f.blocks,
-          token: tokens.get(`op.${f.id}`) ?? '',
-          connections: 1,
-        }));
-      await generator.request('connect', { url: server.url, specs });
-    }
-    const raisedFrom = Date.now();
-    const reports = await Promise.all(
-      generators.map((g) =>
-        g.request<StepReport>(
-          'step',
-          {
-            rate: incidents / (windowMs / 1000) / GENERATORS,
-            durationMs: windowMs,
-            settleMs: 10_000,
-            attachShare: 0,
-            retryShare: 0,
-            severity: 4,
-          },
-          windowMs + 60_000,
-        ),
-      ),
-    );
-    const opened = reports.reduce((n, r) => n + r.opened, 0);
-    const raiseAck = distribution(reports.flatMap((r) => r.latencies));
-    ctx.log(
-      `raised ${opened} incidents over ${windowMs / 1000} s (raise-ack ${fmt(raiseAck)}); first levels fall due ${firstWaitSeconds} s after each`,
-    );
-
-    // Every level has fired once the change counter has counted each raise and each escalation.
-    const dueStart = raisedFrom + firstWaitSeconds * 1000;
-    const dueEnd = dueStart + windowMs;
-    await new Promise((r) => setTimeout(r, Math.max(0, dueStart - Date.now())));
-    const cpuFrom = await cpuSecondsOf(server.child.pid);
-    const settleBy = dueEnd + 30_000;
-    while (
-      Number(await client.get('sng:incidents:change-seq')) < opened + 2 * opened &&
-      Date.now() < settleBy
-    )
-      await new Promise((r) => setTimeout(r, 50));
-    const cpuTo = await cpuSecondsOf(server.child.pid);
-    const firingSeconds = (Date.now() - dueStart) / 1000;
-    // A second firing of any level would show up in this extra second.
-    await new Promise((r) => setTimeout(r, 1000));
-
-    const ids = await client.zrange('sng:incidents:all', '0', '-1');
-    const pipeline = client.pipeline();
-    for (const id of ids) pipeline.xrange(`sng:{inc:${id}}:events`, '-', '+');
-    const fired = new Map<string, number>();
-    const lateness: number[] = [];
-    const byDue: { dueMs: number; lateMs: number }[] = [];
-    let other = 0;
-    for (const [, rows] of (await pipeline.exec()) ?? []) {
-      for (const [, fields] of rows as [string, string[]][]) {
-        const event = JSON.parse(fields[1] ?? 'null') as IncidentEvent;
-        if (event.type !== 'escalated') continue;
-        if (event.data.level !== 1) other++;
-        const key = `${event.incidentId}/${event.data.chain}/${event.data.level}`;
-        fired.set(key, (fired.get(key) ?? 0) + 1);
-        lateness.push(event.data.lateMs);
-        byDue.push({ dueMs: Date.parse(event.data.dueAt), lateMs: event.data.lateMs });
-      }
-    }
-    // Lateness that grows through the window means the engine fires slower than levels fall due.
-    byDue.sort((a, b) => a.dueMs - b.dueMs);
-    const tenths = Array.from({ length: 10 }, (_, i) =>
-      round(
-        distribution(
-          byDue
-            .slice(Math.floor((i * byDue.length) / 10), Math.floor(((i + 1) * byDue.length) / 10))
-            .map((x) => x.lateMs),
-        ).p50,
-        0,
-      ),
-    );
-    ctx.log(`Sinergi lateness p50 by tenth of the due window: ${tenths.join(' ')} ms`);
-    const d = distribution(lateness);
-    const expected = ids.length * 2;
-    const once = [...fired.values()].filter((n) => n === 1).length;
-    const twice = [...fired.values()].filter((n) => n > 1).length;
-    const serverCores = ((cpuTo ?? Number.NaN) - (cpuFrom ?? Number.NaN)) / firingSeconds;
-    ctx.log(
-      `Sinergi: ${fired.size} of ${expected} first levels fired: lateness ${fmt(d)}; ` +
-        `server CPU ${round(serverCores)} cores over the ${round(firingSeconds, 1)} s from first due to last fired`,
-    );
+    const setup = {
+      ctx,
+      redisUrl: redis.url,
+      client,
+      topologyFile,
+      escalationFile,
+      incidents,
+      windowMs,
+      firstWaitSeconds,
+    };
+    const inline = await runSinergi({ ...setup, prefix: 'sng:', workerProcess: false });
+    // The documented alternative placement: the server only schedules, a worker process fires (npm run worker).
+    const apart = ctx.quick
+      ? undefined
+      : await runSinergi({ ...setup, prefix: 'apart:', workerProcess: true });
+    const { d, expected, once, twice, fired, other, ids, opened, raiseAck, serverCores } = inline;
 
     const met = { p50: d.p50 <= TARGETS.p50, p99: d.p99 <= TARGETS.p99 };
     return {
       scenario: 'escalation',
       summary:
         `${incidents} incidents (${expected} first levels) due over ${windowMs / 1000} s: lateness ${fmt(d)}; ` +
+        (apart ? `(worker in its own process: ${fmt(apart.d)}); ` : '') +
         `stock BullMQ defaults ${fmt(baseline.d)}, concurrency 50 ${fmt(concurrent.d)}` +
         (fastClock ? `, Redis hz 100 ${fmt(fastClock.d)}` : ''),
       figures: {
@@ -247,6 +152,12 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
         'sinergi.p99': round(d.p99),
         'sinergi.max': round(d.max),
         'sinergi.serverCores': round(serverCores),
+        'sinergi.cpuMsPerLevel': round(inline.cpuMsPerLevel),
+        ...(apart && {
+          'sinergiWorkerProcess.p50': round(apart.d.p50),
+          'sinergiWorkerProcess.p99': round(apart.d.p99),
+          'sinergiWorkerProcess.max': round(apart.d.max),
+        }),
         'raiseAck.p99': round(raiseAck.p99),
         'stock.p50': round(baseline.d.p50),
         'stock.p99': round(baseline.d.p99),
@@ -293,8 +204,17 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
         {
           name: 'each (incident, chain, level 1) fired exactly once, and nothing else fired',
           passed: once === expected && twice === 0 && other === 0,
-          detail: `${once} once, ${twice} more than once, ${expected - fired.size} never, ${other} other levels`,
+          detail: `${once} once, ${twice} more than once, ${expected - fired} never, ${other} other levels`,
         },
+        ...(apart
+          ? [
+              {
+                name: 'with the worker in its own process too, each first level fired exactly once',
+                passed: apart.once === apart.expected && apart.twice === 0 && apart.other === 0,
+                detail: `${apart.once} once of ${apart.expected}, ${apart.twice} more than once, ${apart.other} other levels`,
+              },
+            ]
+          : []),
         {
           name: 'stock BullMQ ran each job exactly once',
           passed: [baseline, concurrent, working, spread, ...(fastClock ? [fastClock] : [])].every(
@@ -305,10 +225,164 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
     };
   } finally {
     await stock?.stop();
-    await Promise.allSettled(generators.map((g) => g.stop()));
-    await server?.stop();
     client.disconnect();
     await redis.stop();
+  }
+}
+
+interface SinergiRun {
+  ctx: BenchContext;
+  redisUrl: string;
+  client: Redis;
+  topologyFile: string;
+  escalationFile: string;
+  incidents: number;
+  windowMs: number;
+  firstWaitSeconds: number;
+  /** Each run on the shared Redis has its own key prefix: its own accounts, incidents and queue. */
+  prefix: string;
+  /** Run the escalation worker in a process of its own (ESCALATION_WORKER=off on the server). */
+  workerProcess: boolean;
+}
+
+async function runSinergi(run: SinergiRun) {
+  const { ctx, client, prefix, incidents, windowMs, firstWaitSeconds } = run;
+  const label = run.workerProcess ? 'Sinergi, worker in its own process' : 'Sinergi';
+  const generators: ReturnType<typeof startGenerator>[] = [];
+  const processes: { stop(): Promise<void> }[] = [];
+  try {
+    const facilities = await facilitiesOf(run.topologyFile);
+    const accounts: BenchAccount[] = facilities.map((f) => ({
+      username: `op.${f.id}`,
+      role: 'operator',
+      unitId: f.id,
+    }));
+    const password = await seedAccounts(run.redisUrl, run.topologyFile, accounts, prefix);
+    const env = serverEnv(run.redisUrl, {
+      REDIS_KEY_PREFIX: prefix,
+      TOPOLOGY_FILE: run.topologyFile,
+      ESCALATION_FILE: run.escalationFile,
+      // Distinct incidents: a place (Lapas, category, block) is raised again only after its dedup window.
+      DEDUP_WINDOW_SECONDS: '1',
+      RAISE_RATE_PER_MINUTE: '10000000',
+      ...(run.workerProcess && { ESCALATION_WORKER: 'off' }),
+    });
+    const server = await startServerProcess(
+      env,
+      // e.g. BENCH_SERVER_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the server under test.
+      process.env.BENCH_SERVER_NODE_ARGS?.split(' ').filter(Boolean) ?? [],
+    );
+    processes.push(server);
+    const worker = run.workerProcess ? await startWorkerProcess(env) : undefined;
+    if (worker) processes.push(worker);
+    const firing = worker?.child ?? server.child;
+    const tokens = await loginAll(server.url, accounts, password);
+    for (let g = 0; g < GENERATORS; g++) {
+      const generator = startGenerator('bench/load/raise-generator.ts', {});
+      generators.push(generator);
+      const specs: ConsoleSpec[] = facilities
+        .filter((_, i) => i % GENERATORS === g)
+        .map((f) => ({
+          facilityId: f.id,
+          blocks: f.blocks,
+          token: tokens.get(`op.${f.id}`) ?? '',
+          connections: 1,
+        }));
+      await generator.request('connect', { url: server.url, specs });
+    }
+    const raisedFrom = Date.now();
+    const reports = await Promise.all(
+      generators.map((g) =>
+        g.request<StepReport>(
+          'step',
+          {
+            rate: incidents / (windowMs / 1000) / GENERATORS,
+            durationMs: windowMs,
+            settleMs: 10_000,
+            attachShare: 0,
+            retryShare: 0,
+            severity: 4,
+          },
+          windowMs + 60_000,
+        ),
+      ),
+    );
+    const opened = reports.reduce((n, r) => n + r.opened, 0);
+    const raiseAck = distribution(reports.flatMap((r) => r.latencies));
+    ctx.log(
+      `${label}: raised ${opened} incidents over ${windowMs / 1000} s (raise-ack ${fmt(raiseAck)}); first levels fall due ${firstWaitSeconds} s after each`,
+    );
+
+    // Every level has fired once the change counter has counted each raise and each escalation.
+    const dueStart = raisedFrom + firstWaitSeconds * 1000;
+    const dueEnd = dueStart + windowMs;
+    await new Promise((r) => setTimeout(r, Math.max(0, dueStart - Date.now())));
+    const cpuFrom = await cpuSecondsOf(firing.pid);
+    const settleBy = dueEnd + 30_000;
+    while (Number(await client.get(`${prefix}incidents:change-seq`)) < 3 * opened && Date.now() < settleBy)
+      await new Promise((r) => setTimeout(r, 50));
+    const cpuTo = await cpuSecondsOf(firing.pid);
+    const firingSeconds = (Date.now() - dueStart) / 1000;
+    // A second firing of any level would show up in this extra second.
+    await new Promise((r) => setTimeout(r, 1000));
+
+    const ids = await client.zrange(`${prefix}incidents:all`, '0', '-1');
+    const pipeline = client.pipeline();
+    for (const id of ids) pipeline.xrange(`${prefix}{inc:${id}}:events`, '-', '+');
+    const firedCount = new Map<string, number>();
+    const lateness: number[] = [];
+    const byDue: { dueMs: number; lateMs: number }[] = [];
+    let other = 0;
+    for (const [, rows] of (await pipeline.exec()) ?? []) {
+      for (const [, fields] of rows as [string, string[]][]) {
+        const event = JSON.parse(fields[1] ?? 'null') as IncidentEvent;
+        if (event.type !== 'escalated') continue;
+        if (event.data.level !== 1) other++;
+        const key = `${event.incidentId}/${event.data.chain}/${event.data.level}`;
+        firedCount.set(key, (firedCount.get(key) ?? 0) + 1);
+        lateness.push(event.data.lateMs);
+        byDue.push({ dueMs: Date.parse(event.data.dueAt), lateMs: event.data.lateMs });
+      }
+    }
+    // Lateness that grows through the window means the engine fires slower than levels fall due.
+    byDue.sort((a, b) => a.dueMs - b.dueMs);
+    const tenths = Array.from({ length: 10 }, (_, i) =>
+      round(
+        distribution(
+          byDue
+            .slice(Math.floor((i * byDue.length) / 10), Math.floor(((i + 1) * byDue.length) / 10))
+            .map((x) => x.lateMs),
+        ).p50,
+        0,
+      ),
+    );
+    ctx.log(`${label}: lateness p50 by tenth of the due window: ${tenths.join(' ')} ms`);
+    const d = distribution(lateness);
+    const expected = ids.length * 2;
+    const cpuSeconds = (cpuTo ?? Number.NaN) - (cpuFrom ?? Number.NaN);
+    const serverCores = cpuSeconds / firingSeconds;
+    const cpuMsPerLevel = (cpuSeconds * 1000) / Math.max(1, lateness.length);
+    ctx.log(
+      `${label}: ${firedCount.size} of ${expected} first levels fired: lateness ${fmt(d)}; ` +
+        `${run.workerProcess ? 'worker' : 'server'} CPU ${round(serverCores)} cores over the ${round(firingSeconds, 1)} s ` +
+        `from first due to last fired, ${round(cpuMsPerLevel)} ms per level fired`,
+    );
+    return {
+      d,
+      expected,
+      once: [...firedCount.values()].filter((n) => n === 1).length,
+      twice: [...firedCount.values()].filter((n) => n > 1).length,
+      fired: firedCount.size,
+      other,
+      ids,
+      opened,
+      raiseAck,
+      serverCores,
+      cpuMsPerLevel,
+    };
+  } finally {
+    await Promise.allSettled(generators.map((g) => g.stop()));
+    for (const p of processes.reverse()) await p.stop();
   }
 }
 
