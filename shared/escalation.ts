@@ -125,10 +125,13 @@ export function selectPolicy(
 export const ChainStatus = z.enum(['running', 'acknowledged', 'held', 'stopped', 'exhausted']);
 export type ChainStatus = z.infer<typeof ChainStatus>;
 
-/** One chain on one incident: the policy copied when it opened, where it stands, and when it next climbs. */
+/**
+ * One chain on one incident: where it stands and when it next climbs. Its levels are in the policy copied
+ * when the incident opened (kept beside the incident, not in every copy of it sent to consoles).
+ */
 export const ChainState = z.object({
-  levels: z.array(EscalationLevel),
   level: z.number().int().nonnegative(),
+  levelCount: z.number().int().positive(),
   /** Bumped by every ack, hold, resume, stop and reopen: a timer scheduled under an older one does nothing. */
   generation: z.number().int().positive(),
   status: ChainStatus,
@@ -159,7 +162,7 @@ const addSeconds = (at: string, seconds: number) => new Date(Date.parse(at) + se
 
 /** A chain waiting at `level` from `at`: running towards the next level, or exhausted at the top. */
 export function waitingAt(
-  levels: EscalationLevel[],
+  levels: readonly EscalationLevel[],
   level: number,
   at: string,
 ): Pick<ChainState, 'status' | 'dueAt'> {
@@ -171,8 +174,8 @@ export function waitingAt(
 
 export function initialChains(snapshot: EscalationSnapshot, at: string): EscalationState {
   const start = (levels: EscalationLevel[]): ChainState => ({
-    levels,
     level: 0,
+    levelCount: levels.length,
     generation: 1,
     ...waitingAt(levels, 0, at),
   });
@@ -190,8 +193,12 @@ export function initialChains(snapshot: EscalationSnapshot, at: string): Escalat
  * is never reminded at or after the moment the chain climbs past it, since the next level's page supersedes it
  * (with the default waits and repeats, 30 s and 15 s, the second reminder would land on the escalation itself).
  */
-export function nextReminderAt(chain: ChainState, fromMs: number): number | undefined {
-  const repeat = chain.levels[chain.level]?.repeatSeconds;
+export function nextReminderAt(
+  chain: ChainState,
+  levels: readonly EscalationLevel[],
+  fromMs: number,
+): number | undefined {
+  const repeat = levels[chain.level]?.repeatSeconds;
   if (!repeat) return undefined;
   const at = fromMs + repeat * 1000;
   if (chain.status === 'running' && chain.dueAt !== null && at >= Date.parse(chain.dueAt)) return undefined;

@@ -164,6 +164,7 @@ export const systemActor = (unitId: string): Actor => ({ userId: 'system', usern
  */
 export function decideEscalation(
   incident: Incident,
+  policy: EscalationSnapshot,
   job: { chain: Chain; level: number; generation: number; dueAt: string },
   topology: TopologyIndex,
   at: string,
@@ -171,7 +172,7 @@ export function decideEscalation(
   const chain = incident.escalation.chains[job.chain];
   if (chain.status !== 'running' || chain.generation !== job.generation || chain.level !== job.level - 1)
     return null;
-  const level = chain.levels[job.level];
+  const level = policy.chains[job.chain].levels[job.level];
   if (!level) return null;
   const targets = resolveTargets(topology, incident.facilityId, level.notify);
   return {

@@ -1,4 +1,11 @@
-import { type Chain, type ChainState, chains, initialChains, waitingAt } from './escalation.ts';
+import {
+  type Chain,
+  type ChainState,
+  chains,
+  type EscalationSnapshot,
+  initialChains,
+  waitingAt,
+} from './escalation.ts';
 import type { Incident, PendingEvent, Status } from './incident.ts';
 import { isTerminal } from './incident-lifecycle.ts';
 import { mergeParties } from './routing.ts';
@@ -8,9 +15,14 @@ export type TimelineEntry = PendingEvent & { incidentId: string; seq: number };
 
 /**
  * The timeline reducer: an incident is exactly the fold of its events. The server applies each new event
- * with this function, and replay rebuilds any past state with the same one.
+ * with this function, and replay rebuilds any past state with the same one. `policy` is the escalation
+ * policy the incident's `opened` event copied (that event itself brings its own).
  */
-export function applyEvent(state: Incident | undefined, event: TimelineEntry): Incident {
+export function applyEvent(
+  state: Incident | undefined,
+  event: TimelineEntry,
+  policy: EscalationSnapshot | undefined,
+): Incident {
   if (event.type === 'opened') {
     if (state) throw new Error(`incident ${event.incidentId} opened twice`);
     const { alert, parties, escalation } = event.data;
@@ -34,7 +46,8 @@ export function applyEvent(state: Incident | undefined, event: TimelineEntry): I
       seq: event.seq,
     };
   }
-  if (!state) throw new Error(`incident ${event.incidentId}: ${event.type} before opened`);
+  if (!state || !policy) throw new Error(`incident ${event.incidentId}: ${event.type} before opened`);
+  const levels = (chain: Chain) => policy.chains[chain].levels;
   if (event.seq !== state.seq + 1)
     throw new Error(`incident ${event.incidentId}: seq ${event.seq} after ${state.seq}`);
   const base = { ...state, seq: event.seq, updatedAt: event.at };
@@ -65,7 +78,7 @@ export function applyEvent(state: Incident | undefined, event: TimelineEntry): I
       const next: Incident = {
         ...base,
         status: event.data.to,
-        escalation: chainsAfter(state, event.data.to, event.at),
+        escalation: chainsAfter(state, policy, event.data.to, event.at),
       };
       if (isTerminal(event.data.to)) next.closedAt = event.at;
       return next;
@@ -75,7 +88,7 @@ export function applyEvent(state: Incident | undefined, event: TimelineEntry): I
       return base;
     case 'escalated': {
       const { chain, level, addedUnits, firedAt } = event.data;
-      const climbed = withChain(chain, (c) => ({ ...c, level, ...waitingAt(c.levels, level, firedAt) }));
+      const climbed = withChain(chain, (c) => ({ ...c, level, ...waitingAt(levels(chain), level, firedAt) }));
       return { ...climbed, parties: mergeParties(state.parties, addedUnits) };
     }
     case 'escalation_held':
@@ -89,7 +102,11 @@ export function applyEvent(state: Incident | undefined, event: TimelineEntry): I
     case 'escalation_resumed':
       return withChain(event.data.chain, (c) => {
         const { heldUntil: _done, ...rest } = c;
-        return { ...rest, generation: c.generation + 1, ...waitingAt(c.levels, c.level, event.at) };
+        return {
+          ...rest,
+          generation: c.generation + 1,
+          ...waitingAt(levels(event.data.chain), c.level, event.at),
+        };
       });
   }
 }
@@ -103,14 +120,23 @@ const stop = (chain: ChainState, status: 'acknowledged' | 'stopped'): ChainState
  * Resolving, closing or cancelling stops both chains; reopening a resolved case restarts, at the level it
  * had reached, every chain whose agency never acknowledged.
  */
-function chainsAfter(state: Incident, to: Status, at: string): Incident['escalation'] {
+function chainsAfter(
+  state: Incident,
+  policy: EscalationSnapshot,
+  to: Status,
+  at: string,
+): Incident['escalation'] {
   const next = { ...state.escalation.chains };
   for (const chain of chains) {
     const c = next[chain];
     if (to === 'resolved' || isTerminal(to)) {
       if (c.status !== 'acknowledged') next[chain] = stop(c, 'stopped');
     } else if (state.status === 'resolved' && c.status === 'stopped') {
-      next[chain] = { ...c, generation: c.generation + 1, ...waitingAt(c.levels, c.level, at) };
+      next[chain] = {
+        ...c,
+        generation: c.generation + 1,
+        ...waitingAt(policy.chains[chain].levels, c.level, at),
+      };
     }
   }
   return { ...state.escalation, chains: next };
@@ -119,9 +145,11 @@ function chainsAfter(state: Incident, to: Status, at: string): Incident['escalat
 /** Rebuilds an incident from its timeline, optionally only up to a point in time. */
 export function replay(events: Iterable<TimelineEntry>, until?: string): Incident | undefined {
   let state: Incident | undefined;
+  let policy: EscalationSnapshot | undefined;
   for (const event of events) {
     if (until !== undefined && event.at > until) break;
-    state = applyEvent(state, event);
+    if (event.type === 'opened') policy = event.data.escalation;
+    state = applyEvent(state, event, policy);
   }
   return state;
 }

@@ -67,7 +67,7 @@ export function createEscalationService(deps: {
     async fire(job: EscalateJob): Promise<{ lateMs: number } | undefined> {
       const { event } = await writer.change(
         job.incidentId,
-        ({ incident }) => decideEscalation(incident, job, topology, now()),
+        ({ incident, policy }) => decideEscalation(incident, policy, job, topology, now()),
         async (fired) => {
           if (fired.type !== 'escalated' || fired.data.addedUnits.length === 0) return {};
           const alert = await repo.openingAlert(job.incidentId);
@@ -90,7 +90,8 @@ export function createEscalationService(deps: {
       ) {
         return false;
       }
-      const level = chain.levels[job.level];
+      const levels = stored.policy.chains[job.chain].levels;
+      const level = levels[job.level];
       if (!level?.repeatSeconds) return false;
       const { rooms } = resolveTargets(topology, stored.incident.facilityId, level.notify);
       deps.publisher.reminded({
@@ -101,7 +102,7 @@ export function createEscalationService(deps: {
         rooms,
       });
       const from = Date.parse(now());
-      const next = nextReminderAt(chain, from);
+      const next = nextReminderAt(chain, levels, from);
       if (next !== undefined) await clock.remindLater({ ...job, round: job.round + 1 }, next - from);
       return true;
     },

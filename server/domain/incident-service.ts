@@ -93,7 +93,7 @@ export function createIncidentService(deps: {
         const route = routeIncident(topology, raise.facilityId, alert.severity);
         const policy = snapshotOf(selectPolicy(deps.escalation, alert.severity, alert.category));
         const pending = decideRaise(alert, route, existing?.incident, policy);
-        const { incident, event } = seal(pending, incidentId, existing);
+        const { incident, event, policy: inForce } = seal(pending, incidentId, existing);
         const outcome = await repo.raise({
           expectedSeq: existing?.incident.seq ?? 0,
           incident,
@@ -104,12 +104,14 @@ export function createIncidentService(deps: {
           dedup: raise,
           expectedDedup,
           dedupWindowMs: settings.dedupWindowMs,
+          policy: existing ? undefined : inForce,
         });
         if (outcome.status === 'duplicate') return duplicateOf(outcome);
         if (outcome.status === 'committed') {
           await writer.committed({
             incident,
             event,
+            policy: inForce,
             alert,
             ...(raise.silent && origin.socketId !== undefined && { quietFor: origin.socketId }),
           });

@@ -1,4 +1,5 @@
 import { DomainError } from '../../shared/errors.ts';
+import type { EscalationSnapshot } from '../../shared/escalation.ts';
 import type { Alert, Incident, IncidentEvent, PendingEvent } from '../../shared/incident.ts';
 import { isTerminal } from '../../shared/incident-lifecycle.ts';
 import { applyEvent } from '../../shared/incident-reducer.ts';
@@ -8,6 +9,8 @@ import { GENESIS_HASH, sealEvent } from './timeline-seal.ts';
 export interface IncidentChange {
   incident: Incident;
   event: IncidentEvent;
+  /** The escalation policy copied when the incident opened. */
+  policy: EscalationSnapshot;
   /** The alert behind `alert:new`: the new one for a raise, the opening one when escalation adds parties. */
   alert?: Alert;
   /** The socket a silent raise came from: it must not show the alarm. */
@@ -29,8 +32,10 @@ const MAX_ATTEMPTS = 20;
 /** Applies a pending event to the state it was decided on and seals it into the chain. */
 export function seal(pending: PendingEvent, incidentId: string, before: StoredIncident | undefined) {
   const entry = { ...pending, incidentId, seq: (before?.incident.seq ?? 0) + 1 };
-  const incident = applyEvent(before?.incident, entry);
-  return { incident, event: sealEvent(entry, before?.lastHash ?? GENESIS_HASH) };
+  const policy = pending.type === 'opened' ? pending.data.escalation : before?.policy;
+  if (!policy) throw new Error(`incident ${incidentId}: ${pending.type} before opened`);
+  const incident = applyEvent(before?.incident, entry, policy);
+  return { incident, policy, event: sealEvent(entry, before?.lastHash ?? GENESIS_HASH) };
 }
 
 /**
@@ -67,7 +72,7 @@ export function createIncidentWriter(deps: {
         if (!before) throw new DomainError('not_found', 'No such incident');
         const pending = decide(before);
         if (!pending) return { incident: before.incident };
-        const { incident, event } = seal(pending, id, before);
+        const { incident, event, policy } = seal(pending, id, before);
         const change = await repo.append({
           expectedSeq: before.incident.seq,
           incident,
@@ -75,7 +80,7 @@ export function createIncidentWriter(deps: {
           listedOpen: !isTerminal(incident.status),
         });
         if (change !== undefined) {
-          await committed({ incident, event, ...(await extras(event, incident)) });
+          await committed({ incident, event, policy, ...(await extras(event, incident)) });
           return { incident, event };
         }
       }

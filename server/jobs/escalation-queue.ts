@@ -146,7 +146,7 @@ export function createEscalationQueue(deps: {
     if (!(c.status === 'running' || c.status === 'exhausted') || !STARTS_WAIT.has(change.event.type))
       return undefined;
     const from = now();
-    const at = nextReminderAt(c, from);
+    const at = nextReminderAt(c, change.policy.chains[chain].levels, from);
     if (at === undefined) return undefined;
     const job: RemindJob = {
       incidentId: incident.id,

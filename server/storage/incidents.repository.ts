@@ -1,12 +1,14 @@
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import type { EscalationSnapshot } from '../../shared/escalation.ts';
 import type { Alert, Incident, IncidentEvent } from '../../shared/incident.ts';
 import type { RedisKeys } from './keys.ts';
 
-/** An incident as stored, with what the next append must chain to. */
+/** An incident as stored, with what the next append must chain to and the policy copied when it opened. */
 export interface StoredIncident {
   incident: Incident;
   lastHash: string;
+  policy: EscalationSnapshot;
 }
 
 export interface Commit {
@@ -33,6 +35,8 @@ export interface RaiseCommit extends Commit {
   /** The dedup record the decision saw ('' for none); a different one now means a concurrent raise. */
   expectedDedup: string;
   dedupWindowMs: number;
+  /** The escalation policy of a new incident; undefined when the alert joins an existing one. */
+  policy: EscalationSnapshot | undefined;
 }
 
 export type RaiseOutcome =
@@ -70,7 +74,7 @@ return change
 `;
 
 // KEYS: the six commit keys, then alert ref, dedup, alerts.  ARGV: the ten commit args, then expected
-// dedup record, alert id, alert JSON, ref value, ref TTL, dedup window (ms).
+// dedup record, alert id, alert JSON, ref value, ref TTL, dedup window (ms), policy JSON ('' when joining).
 const RAISE = `${COMMIT_BODY}
 local ref = redis.call('GET', KEYS[7])
 if ref then return {'duplicate', ref} end
@@ -80,6 +84,7 @@ if not change then return {'conflict'} end
 redis.call('HSET', KEYS[9], ARGV[12], ARGV[13])
 redis.call('SET', KEYS[7], ARGV[14], 'EX', ARGV[15])
 redis.call('SET', KEYS[8], ARGV[6], 'PX', ARGV[16])
+if ARGV[17] ~= '' then redis.call('HSET', KEYS[1], 'policy', ARGV[17]) end
 return {'committed', tostring(change)}
 `;
 
@@ -137,8 +142,10 @@ export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
 
   return {
     async load(id: string): Promise<StoredIncident | undefined> {
-      const [doc, lastHash] = await redis.hmget(keys.incident(id), 'doc', 'lastHash');
-      return doc && lastHash ? { incident: JSON.parse(doc) as Incident, lastHash } : undefined;
+      const [doc, lastHash, policy] = await redis.hmget(keys.incident(id), 'doc', 'lastHash', 'policy');
+      return doc && lastHash && policy
+        ? { incident: JSON.parse(doc) as Incident, lastHash, policy: parsePolicy(policy) }
+        : undefined;
     },
 
     loadMany,
@@ -183,6 +190,7 @@ export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
         `${c.incident.id}/${c.alert.id}`,
         String(REF_TTL_SECONDS),
         String(c.dedupWindowMs),
+        c.policy ? JSON.stringify(c.policy) : '',
       )) as [string, string | undefined];
       if (status === 'committed') return { status, changeSeq: Number(value) };
       const ref = parseRef(value ?? null);
@@ -253,6 +261,18 @@ export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
       return out;
     },
   };
+}
+
+// A handful of distinct policies serve every incident: parse each text once.
+const policies = new Map<string, EscalationSnapshot>();
+function parsePolicy(json: string): EscalationSnapshot {
+  let policy = policies.get(json);
+  if (!policy) {
+    if (policies.size > 256) policies.clear();
+    policy = JSON.parse(json) as EscalationSnapshot;
+    policies.set(json, policy);
+  }
+  return policy;
 }
 
 function parseRef(value: string | null): { incidentId: string; alertId: string } | undefined {
