@@ -13,7 +13,7 @@ import { createUserService, type UserService } from './domain/user-service.ts';
 import { startEscalationWorker } from './jobs/escalation.worker.ts';
 import { createEscalationQueue } from './jobs/escalation-queue.ts';
 import type { Logger } from './logger.ts';
-import { createMetrics, type Metrics } from './metrics.ts';
+import { createMetrics, type Metrics, registerQueueDepth } from './metrics.ts';
 import { createRedis, waitReady } from './redis/redis-connection.ts';
 import { createApiKeyRepository } from './storage/api-keys.repository.ts';
 import { createIncidentRepository } from './storage/incidents.repository.ts';
@@ -111,6 +111,7 @@ export function createApp(deps: AppDeps): App {
   queueRedis.on('error', (err) => logger.warn({ err, role: 'queue' }, 'redis connection error'));
   const bullPrefix = `${config.redis.keyPrefix}bull`;
   const escalationQueue = createEscalationQueue({ connection: queueRedis, prefix: bullPrefix, metrics });
+  registerQueueDepth(metrics, escalationQueue.depth);
   const incidentRepo = createIncidentRepository(redis, keys);
   const writer = createIncidentWriter({
     repo: incidentRepo,

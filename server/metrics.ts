@@ -78,3 +78,17 @@ export function createMetrics() {
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;
+
+/** Queue depth by job state, read from Redis when Prometheus scrapes (a failed read leaves the last values). */
+export function registerQueueDepth(metrics: Metrics, depth: () => Promise<Record<string, number>>) {
+  new Gauge({
+    name: 'sinergi_escalation_queue_jobs',
+    help: 'Escalation queue jobs by state (delayed = timers waiting to fall due)',
+    labelNames: ['state'] as const,
+    registers: [metrics.registry],
+    async collect() {
+      const counts = await depth().catch(() => undefined);
+      for (const [state, n] of Object.entries(counts ?? {})) this.set({ state }, n);
+    },
+  });
+}

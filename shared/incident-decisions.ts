@@ -67,7 +67,10 @@ export function buildAlert(
   };
 }
 
-/** Opens a new incident for an alert, or attaches it to the active one for the same place and kind. */
+/**
+ * Opens a new incident for an alert, or attaches it to the active one for the same place and kind.
+ * `escalation` is the policy for the alert's own severity and category.
+ */
 export function decideRaise(
   alert: Alert,
   route: Route,
@@ -76,11 +79,18 @@ export function decideRaise(
 ): PendingEvent {
   const actor = alert.raisedBy;
   if (existing && isActive(existing.status)) {
+    // A fight that turns into a riot escalates on the riot's timings from here on.
+    const upgraded =
+      alert.severity > existing.severity && escalation.policyId !== existing.escalation.policyId;
     return {
       type: 'alert_attached',
       at: alert.raisedAt,
       actor,
-      data: { alert, parties: mergeParties(existing.parties, route.parties) },
+      data: {
+        alert,
+        parties: mergeParties(existing.parties, route.parties),
+        ...(upgraded && { escalation }),
+      },
     };
   }
   return { type: 'opened', at: alert.raisedAt, actor, data: { alert, parties: route.parties, escalation } };

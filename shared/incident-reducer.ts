@@ -65,6 +65,7 @@ export function applyEvent(
         alertCount: state.alertCount + 1,
         severity: Math.max(state.severity, event.data.alert.severity) as Incident['severity'],
         parties: event.data.parties,
+        ...(event.data.escalation && { escalation: switchPolicy(state, event.data.escalation, event.at) }),
       };
     case 'acknowledged': {
       const acked = withChain(event.data.agency, (c) => stop(c, 'acknowledged'));
@@ -111,6 +112,31 @@ export function applyEvent(
   }
 }
 
+/**
+ * A higher severity brings its own policy: chains still climbing continue from the level they reached
+ * (or the new policy's top, if it has fewer), with the new policy's wait counted from now. Acknowledged,
+ * held and stopped chains keep their state; they use the new levels when they move again.
+ */
+function switchPolicy(state: Incident, policy: EscalationSnapshot, at: string): Incident['escalation'] {
+  const next = { ...state.escalation.chains };
+  for (const chain of chains) {
+    const c = next[chain];
+    const levels = policy.chains[chain].levels;
+    const level = Math.min(c.level, levels.length - 1);
+    next[chain] =
+      c.status === 'running' || c.status === 'exhausted'
+        ? {
+            ...c,
+            level,
+            levelCount: levels.length,
+            generation: c.generation + 1,
+            ...waitingAt(levels, level, at),
+          }
+        : { ...c, level, levelCount: levels.length };
+  }
+  return { policyId: policy.policyId, chains: next };
+}
+
 const stop = (chain: ChainState, status: 'acknowledged' | 'stopped'): ChainState => {
   const { heldUntil: _gone, ...rest } = chain;
   return { ...rest, status, dueAt: null, generation: chain.generation + 1 };
@@ -150,6 +176,7 @@ export function replay(events: Iterable<TimelineEntry>, until?: string): Inciden
     if (until !== undefined && event.at > until) break;
     if (event.type === 'opened') policy = event.data.escalation;
     state = applyEvent(state, event, policy);
+    if (event.type === 'alert_attached' && event.data.escalation) policy = event.data.escalation;
   }
   return state;
 }

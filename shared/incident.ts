@@ -149,7 +149,12 @@ export const AckBehalf = z
 /** What each event type carries; the timeline reducer rebuilds an incident from these alone. */
 export const EventData = {
   opened: z.object({ alert: Alert, parties: z.array(Slug), escalation: EscalationSnapshot }),
-  alert_attached: z.object({ alert: Alert, parties: z.array(Slug) }),
+  alert_attached: z.object({
+    alert: Alert,
+    parties: z.array(Slug),
+    /** When the alert raised the severity to one with another escalation policy: that policy, from now on. */
+    escalation: EscalationSnapshot.optional(),
+  }),
   acknowledged: z.object({ agency: Agency, ack: AckRecord }),
   status_changed: z.object({ from: Status, to: Status, note: z.string().optional() }),
   note_added: z.object({ text: z.string() }),

@@ -452,6 +452,33 @@ describe('holding a chain', () => {
   );
 });
 
+describe('a rising severity brings its own policy', () => {
+  it('When a medium fight is joined by a critical alert for the same block, Then it escalates on the critical timings from then on', async () => {
+    const { socket } = await consoleFor(server.url, 'operator.permisan');
+    const first = uniqueAlert({ severity: 2 });
+    const opened = await socket.emitWithAck('alert:raise', first);
+    if (!opened.ok) throw new Error(JSON.stringify(opened.error));
+    expect(opened.data.incident.escalation.policyId).toBe('medium-police-reaches-polresta');
+
+    const worse = await socket.emitWithAck('alert:raise', { ...first, clientRef: randomUUID(), severity: 4 });
+    if (!worse.ok) throw new Error(JSON.stringify(worse.error));
+    expect(worse.data.incident.id).toBe(opened.data.incident.id);
+    expect(worse.data.incident.escalation.policyId).toBe('critical-fast');
+    expect(worse.data.incident.escalation.chains.corrections.levelCount).toBe(4);
+
+    // Medium would not climb for ten minutes; critical climbs every 0.3 s to the top of both chains.
+    const events = await timelineWhen(
+      opened.data.incident.id,
+      (e) => reached('corrections', 3)(e) && reached('police', 3)(e),
+      'both chains at the critical policy’s top',
+    );
+    expect(levels(events, 'corrections')).toEqual([1, 2, 3]);
+    expect(levels(events, 'police')).toEqual([1, 2, 3]);
+    const attached = events.find((e) => e.type === 'alert_attached');
+    expect(attached?.type === 'alert_attached' && attached.data.escalation?.policyId).toBe('critical-fast');
+  });
+});
+
 describe('escalation widens who is a party', () => {
   it('When a medium alarm climbs to Polresta, Then the Polresta commander, unable to see it before, gets it as a new alert and can join it', async () => {
     const commander = await consoleFor(server.url, 'commander.cilacap');
@@ -592,7 +619,7 @@ describe('the auditor', () => {
 });
 
 describe('metrics', () => {
-  it('When levels have fired and a chain was acknowledged, Then /metrics shows lateness, fired, cancelled and the auditor heartbeat', async () => {
+  it('When levels have fired and a chain was acknowledged, Then /metrics shows lateness, fired, cancelled, queue depth and the auditor heartbeat', async () => {
     const incident = await raise(4);
     const { socket } = await consoleFor(server.url, 'dispatch.nusakambangan');
     expect(await socket.emitWithAck('alert:ack', { incidentId: incident.id })).toMatchObject({ ok: true });
@@ -608,6 +635,8 @@ describe('metrics', () => {
     expect(metricValue(metrics, 'sinergi_escalation_lateness_seconds_count')).toBeGreaterThanOrEqual(1);
     expect(metrics).toMatch(/^sinergi_escalation_lateness_seconds_bucket\{le="0\.1"\} \d+$/m);
     expect(metricValue(metrics, 'sinergi_escalation_cancelled_total')).toBeGreaterThanOrEqual(1);
+    // The corrections chain still has its next level waiting as a delayed job.
+    expect(metricValue(metrics, 'sinergi_escalation_queue_jobs{state="delayed"}')).toBeGreaterThanOrEqual(1);
   });
 });
 

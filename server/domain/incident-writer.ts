@@ -32,9 +32,13 @@ const MAX_ATTEMPTS = 20;
 /** Applies a pending event to the state it was decided on and seals it into the chain. */
 export function seal(pending: PendingEvent, incidentId: string, before: StoredIncident | undefined) {
   const entry = { ...pending, incidentId, seq: (before?.incident.seq ?? 0) + 1 };
-  const policy = pending.type === 'opened' ? pending.data.escalation : before?.policy;
+  const policy =
+    pending.type === 'opened' || pending.type === 'alert_attached'
+      ? (pending.data.escalation ?? before?.policy)
+      : before?.policy;
   if (!policy) throw new Error(`incident ${incidentId}: ${pending.type} before opened`);
-  const incident = applyEvent(before?.incident, entry, policy);
+  // An event that brings a new policy is itself applied under the one in force before it.
+  const incident = applyEvent(before?.incident, entry, before?.policy ?? policy);
   return { incident, policy, event: sealEvent(entry, before?.lastHash ?? GENESIS_HASH) };
 }
 

@@ -25,9 +25,11 @@ export const jobIds = {
   remind: (j: RemindJob) => `rem.${j.incidentId}.${j.chain}.${j.level}.${j.generation}.${j.round}`,
 };
 
-// Events after which a chain's timers may have to change; notes and attached alerts never move a chain.
+// Events after which a chain's timers may have to change; notes never move a chain, and an attached alert
+// only when it brought another policy (see `movesChains`).
 const MOVES_CHAINS = new Set<IncidentChange['event']['type']>([
   'opened',
+  'alert_attached',
   'acknowledged',
   'status_changed',
   'escalated',
@@ -39,6 +41,7 @@ const MOVES_CHAINS = new Set<IncidentChange['event']['type']>([
 // A new waiting period starts at these: the level's reminders start over.
 const STARTS_WAIT = new Set<IncidentChange['event']['type']>([
   'opened',
+  'alert_attached',
   'escalated',
   'escalation_resumed',
   'status_changed',
@@ -185,6 +188,7 @@ export function createEscalationQueue(deps: {
   const timers: EscalationTimers = {
     async sync(change) {
       if (!MOVES_CHAINS.has(change.event.type)) return;
+      if (change.event.type === 'alert_attached' && !change.event.data.escalation) return;
       if (change.event.type === 'opened') {
         // A brand-new incident has no timers to look up or replace: one round trip adds them all.
         const jobs = openingTimers(change);
