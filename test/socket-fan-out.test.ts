@@ -1,9 +1,9 @@
-import { decodeJwt, SignJWT } from 'jose';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { IncidentEvent } from '../shared/incident.ts';
 import { uniqueAlert } from './support/alerts.ts';
 import { closeConsoles, connectConsole, consoleFor, login } from './support/consoles.ts';
-import { startTestServer, TEST_JWT_SECRET, type TestServer } from './support/test-server.ts';
+import { startTestServer, type TestServer } from './support/test-server.ts';
+import { tokenExpiringIn } from './support/tokens.ts';
 import { waitFor } from './support/wait-for.ts';
 
 let server: TestServer;
@@ -12,19 +12,6 @@ beforeAll(async () => {
 });
 afterEach(closeConsoles);
 afterAll(() => server.close());
-
-/** A token for an existing session, signed like the server's but expiring when the test says. */
-async function tokenExpiringIn(accessToken: string, seconds: number) {
-  const { sub, sid } = decodeJwt(accessToken);
-  return new SignJWT({ sid })
-    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
-    .setSubject(sub ?? '')
-    .setIssuer('sinergi')
-    .setAudience('sinergi-console')
-    .setIssuedAt()
-    .setExpirationTime(Math.floor(Date.now() / 1000) + seconds)
-    .sign(new TextEncoder().encode(TEST_JWT_SECRET));
-}
 
 describe('workstations sharing one account', () => {
   it('are all told and dropped when their shared token expires, while a console on another token stays', async () => {
