@@ -134,8 +134,3 @@ export function fanOutSettings(topology: TopologyIndex, load: FanOutLoad): Recor
   const perMinute = Math.ceil(((load.rate * 60) / facilityIds(topology).length) * 2);
   return { RAISE_RATE_PER_MINUTE: String(perMinute), ESCALATION_WORKER: 'off' };
 }
-
-/** Node flags for the server processes, e.g. BENCH_SERVER_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof". */
-export function serverNodeArgs(): string[] {
-  return (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
-}

@@ -13,6 +13,11 @@ export interface ServerProcess {
 
 const TSX = ['--import', 'tsx'];
 
+/** Node flags for the server processes, e.g. BENCH_SERVER_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof". */
+export function serverNodeArgs(): string[] {
+  return (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+}
+
 /**
  * The real Sinergi server in its own process, exactly as `npm start` runs it, on loopback. Resolves once it
  * prints that it is listening.

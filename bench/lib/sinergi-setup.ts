@@ -10,7 +10,8 @@ import { createUserRepository } from '../../server/storage/users.repository.ts';
 import type { LoginResponse } from '../../shared/auth.ts';
 import type { Role } from '../../shared/roles.ts';
 import { indexTopology, Topology } from '../../shared/topology.ts';
-import { stopChild } from './processes.ts';
+import type { ConsoleSpec } from '../load/raise-generator.ts';
+import { startGenerator, stopChild } from './processes.ts';
 
 export interface BenchAccount {
   username: string;
@@ -153,4 +154,32 @@ export async function startWorkerProcess(
     throw error;
   }
   return { child, stop: () => stopChild(child) };
+}
+
+/**
+ * Operator consoles for every Lapas in `generatorCount` raise-generator processes. Each generator holds whole
+ * Lapas (all consoles of a unit in one process), so two generators never raise for the same place. Each
+ * generator is pushed onto `into` as soon as it starts, so the caller's cleanup stops it whatever happens.
+ */
+export async function connectRaisers(
+  into: ReturnType<typeof startGenerator>[],
+  url: string,
+  facilities: { id: string; blocks: string[] }[],
+  tokens: Map<string, string>,
+  connectionsPerLapas: number,
+  generatorCount: number,
+): Promise<void> {
+  for (let g = 0; g < generatorCount; g++) {
+    const generator = startGenerator('bench/load/raise-generator.ts', {});
+    into.push(generator);
+    const specs: ConsoleSpec[] = facilities
+      .filter((_, i) => i % generatorCount === g)
+      .map((f) => ({
+        facilityId: f.id,
+        blocks: f.blocks,
+        token: tokens.get(`op.${f.id}`) ?? '',
+        connections: connectionsPerLapas,
+      }));
+    await generator.request('connect', { url, specs });
+  }
 }

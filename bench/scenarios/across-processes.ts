@@ -13,13 +13,8 @@ import {
   detachAll,
   startFleet,
 } from '../lib/delivery.ts';
-import {
-  assignConsoles,
-  fanOutLoad,
-  fanOutSettings,
-  planAlerts,
-  serverNodeArgs,
-} from '../lib/fan-out-load.ts';
+import { assignConsoles, fanOutLoad, fanOutSettings, planAlerts } from '../lib/fan-out-load.ts';
+import { serverNodeArgs } from '../lib/processes.ts';
 import type { BenchContext, ScenarioResult } from '../lib/results.ts';
 import { loadBenchTopology, type SinergiStack, startSinergi } from '../lib/sinergi.ts';
 import { round } from '../lib/stats.ts';

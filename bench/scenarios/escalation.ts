@@ -5,10 +5,11 @@ import { Redis } from 'ioredis';
 import { startEmbeddedRedis } from '../../server/redis/embedded-redis.ts';
 import { EscalationConfig } from '../../shared/escalation.ts';
 import type { IncidentEvent } from '../../shared/incident.ts';
-import { startGenerator, startServerProcess } from '../lib/processes.ts';
+import { serverNodeArgs, startGenerator, startServerProcess } from '../lib/processes.ts';
 import type { BenchContext, ScenarioResult } from '../lib/results.ts';
 import {
   type BenchAccount,
+  connectRaisers,
   cpuSecondsOf,
   facilitiesOf,
   loginAll,
@@ -18,7 +19,7 @@ import {
   writeBenchTopology,
 } from '../lib/sinergi-setup.ts';
 import { type Distribution, distribution, round } from '../lib/stats.ts';
-import type { ConsoleSpec, StepReport } from '../load/raise-generator.ts';
+import type { StepReport } from '../load/raise-generator.ts';
 import type { StockRunReport, StockRunRequest } from '../load/stock-bullmq.ts';
 
 /**
@@ -267,29 +268,13 @@ async function runSinergi(run: SinergiRun) {
       RAISE_RATE_PER_MINUTE: '10000000',
       ...(run.workerProcess && { ESCALATION_WORKER: 'off' }),
     });
-    const server = await startServerProcess(
-      env,
-      // e.g. BENCH_SERVER_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the server under test.
-      process.env.BENCH_SERVER_NODE_ARGS?.split(' ').filter(Boolean) ?? [],
-    );
+    const server = await startServerProcess(env, serverNodeArgs());
     processes.push(server);
     const worker = run.workerProcess ? await startWorkerProcess(env) : undefined;
     if (worker) processes.push(worker);
     const firing = worker?.child ?? server.child;
     const tokens = await loginAll(server.url, accounts, password);
-    for (let g = 0; g < GENERATORS; g++) {
-      const generator = startGenerator('bench/load/raise-generator.ts', {});
-      generators.push(generator);
-      const specs: ConsoleSpec[] = facilities
-        .filter((_, i) => i % GENERATORS === g)
-        .map((f) => ({
-          facilityId: f.id,
-          blocks: f.blocks,
-          token: tokens.get(`op.${f.id}`) ?? '',
-          connections: 1,
-        }));
-      await generator.request('connect', { url: server.url, specs });
-    }
+    await connectRaisers(generators, server.url, facilities, tokens, 1, GENERATORS);
     const raisedFrom = Date.now();
     const reports = await Promise.all(
       generators.map((g) =>

@@ -1,10 +1,11 @@
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import { startEmbeddedRedis } from '../../server/redis/embedded-redis.ts';
-import { startGenerator, startServerProcess } from '../lib/processes.ts';
+import { serverNodeArgs, type startGenerator, startServerProcess } from '../lib/processes.ts';
 import type { BenchContext, ScenarioResult } from '../lib/results.ts';
 import {
   type BenchAccount,
+  connectRaisers,
   cpuSecondsOf,
   facilitiesOf,
   loginAll,
@@ -13,7 +14,7 @@ import {
   writeBenchTopology,
 } from '../lib/sinergi-setup.ts';
 import { distribution, round } from '../lib/stats.ts';
-import type { ConsoleSpec, StepReport, StepRequest } from '../load/raise-generator.ts';
+import type { StepReport, StepRequest } from '../load/raise-generator.ts';
 
 /**
  * Ingest: the highest alert rate Sinergi persists — idempotency record, dedup, sealed timeline event, indexes
@@ -76,25 +77,11 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
         DEDUP_WINDOW_SECONDS: String(DEDUP_WINDOW_SECONDS),
         RAISE_RATE_PER_MINUTE: String(RAISE_RATE_PER_MINUTE),
       }),
-      // e.g. BENCH_SERVER_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the server under test.
-      process.env.BENCH_SERVER_NODE_ARGS?.split(' ').filter(Boolean) ?? [],
+      serverNodeArgs(),
     );
     const tokens = await loginAll(server.url, accounts, password);
 
-    // Each generator holds whole Lapas (both consoles of a unit in one process), so places never overlap.
-    for (let g = 0; g < GENERATORS; g++) {
-      const generator = startGenerator('bench/load/raise-generator.ts', {});
-      generators.push(generator);
-      const specs: ConsoleSpec[] = facilities
-        .filter((_, i) => i % GENERATORS === g)
-        .map((f) => ({
-          facilityId: f.id,
-          blocks: f.blocks,
-          token: tokens.get(`op.${f.id}`) ?? '',
-          connections: CONSOLES_PER_LAPAS,
-        }));
-      await generator.request('connect', { url: server.url, specs });
-    }
+    await connectRaisers(generators, server.url, facilities, tokens, CONSOLES_PER_LAPAS, GENERATORS);
     ctx.log(
       `${facilities.length} operator accounts, ${facilities.length * CONSOLES_PER_LAPAS} consoles in ${GENERATORS} generators; appendfsync ${appendfsync}`,
     );

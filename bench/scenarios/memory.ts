@@ -6,7 +6,8 @@
  */
 import { readFile } from 'node:fs/promises';
 import { detachAll, type Fleet, startFleet } from '../lib/delivery.ts';
-import { assignConsoles, serverNodeArgs } from '../lib/fan-out-load.ts';
+import { assignConsoles } from '../lib/fan-out-load.ts';
+import { serverNodeArgs } from '../lib/processes.ts';
 import type { BenchContext, ScenarioResult } from '../lib/results.ts';
 import { loadBenchTopology, residentBytes, startSinergi } from '../lib/sinergi.ts';
 import { round } from '../lib/stats.ts';
