@@ -2,13 +2,6 @@ import { z } from 'zod';
 import { ErrorBody } from './errors.ts';
 
 /** Every acknowledgement a client receives: one of these two shapes, never anything else. */
-export function ackSchema<T extends z.ZodType>(data: T) {
-  return z.discriminatedUnion('ok', [
-    z.object({ ok: z.literal(true), data }),
-    z.object({ ok: z.literal(false), error: ErrorBody }),
-  ]);
-}
-
 export type Ack<T> = { ok: true; data: T } | { ok: false; error: ErrorBody };
 
 export const HttpErrorResponse = z.object({ error: ErrorBody });

@@ -26,9 +26,5 @@ export function distribution(values: readonly number[]): Distribution {
 
 export const round = (value: number, digits = 2) => Number(value.toFixed(digits));
 
-export function formatDistribution(d: Distribution, unit = 'ms'): string {
-  return `p50 ${round(d.p50)}${unit} p95 ${round(d.p95)}${unit} p99 ${round(d.p99)}${unit} max ${round(d.max)}${unit} (n=${d.n})`;
-}
-
 /** A clock shared by every process on this machine, with sub-millisecond resolution. */
 export const wallNow = () => performance.timeOrigin + performance.now();

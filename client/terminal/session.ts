@@ -11,6 +11,7 @@ import type {
   ServerToClientEvents,
 } from '../../shared/events.ts';
 import type { Incident } from '../../shared/incident.ts';
+import { roleLabels } from '../../shared/roles.ts';
 import { ApiError, failureText, logout, refresh } from './auth-api.ts';
 import { alertDetail, changeDetail, clock, errorLines, eventDetail, line, shortId } from './format.ts';
 
@@ -115,7 +116,7 @@ export class ConsoleSession {
       const { username, role, unitId } = this.user;
       print(
         this.cursor === undefined
-          ? `connected as ${username} (${role}, ${unitId}); ${until}`
+          ? `connected as ${username} (${role}: ${roleLabels[role].id}, ${unitId}); ${until}`
           : `reconnected; ${until}`,
       );
       void this.sync().finally(onFirstSync);
