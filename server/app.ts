@@ -109,8 +109,7 @@ export function createApp(deps: AppDeps): App {
 
   const queueRedis = createRedis(deps.redisUrl, 'queue');
   queueRedis.on('error', (err) => logger.warn({ err, role: 'queue' }, 'redis connection error'));
-  const bullPrefix = `${config.redis.keyPrefix}bull`;
-  const escalationQueue = createEscalationQueue({ connection: queueRedis, prefix: bullPrefix, metrics });
+  const escalationQueue = createEscalationQueue({ connection: queueRedis, prefix: keys.bullPrefix, metrics });
   registerQueueDepth(metrics, escalationQueue.depth);
   const incidentRepo = createIncidentRepository(redis, keys);
   const writer = createIncidentWriter({
@@ -247,7 +246,7 @@ export function createApp(deps: AppDeps): App {
       if (deps.worker ?? config.escalation.worker === 'inline') {
         worker = startEscalationWorker({
           connection: createRedis(deps.redisUrl, 'worker'),
-          prefix: bullPrefix,
+          prefix: keys.bullPrefix,
           service: escalation,
           logger,
           metrics,

@@ -29,6 +29,8 @@ export function redisKeys(prefix: string) {
     unitOpen: (unitId: string) => `${prefix}unit:${unitId}:open`,
     apiKey: (keyHash: string) => `${prefix}api-key:${keyHash}`,
     apiKeys: `${prefix}api-keys`,
+    /** BullMQ's own prefix: its queues' keys all start with it. */
+    bullPrefix: `${prefix}bull`,
     rateLimitPrefix: (name: string) => `${prefix}rl:${name}`,
     /** Pub/sub channel: user ids whose sockets every process must drop now. */
     revocations: `${prefix}revocations`,
