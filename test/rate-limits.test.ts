@@ -1,0 +1,58 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { uniqueAlert } from './support/alerts.ts';
+import { closeConsoles, consoleFor, get, login } from './support/consoles.ts';
+import { startTestServer, type TestServer } from './support/test-server.ts';
+
+let server: TestServer;
+beforeAll(async () => {
+  server = await startTestServer({ env: { RAISE_RATE_PER_MINUTE: '3', NOTE_RATE_PER_MINUTE: '2' } });
+});
+afterEach(closeConsoles);
+afterAll(() => server.close());
+
+describe('per-user rate limits on raises and notes', () => {
+  it('answers the raise over the limit with rate_limited and a retry time, stores nothing for it, and leaves other users alone', async () => {
+    const { socket } = await consoleFor(server.url, 'operator.batu');
+    const first = uniqueAlert({ facilityId: 'lapas-batu' });
+    expect(await socket.emitWithAck('alert:raise', first)).toMatchObject({ ok: true });
+    for (let i = 0; i < 2; i++) {
+      expect(
+        await socket.emitWithAck('alert:raise', uniqueAlert({ facilityId: 'lapas-batu' })),
+      ).toMatchObject({ ok: true });
+    }
+    const over = await socket.emitWithAck('alert:raise', uniqueAlert({ facilityId: 'lapas-batu' }));
+    expect(over).toMatchObject({ ok: false, error: { code: 'rate_limited' } });
+    expect(!over.ok && over.error.retryAfterMs).toBeGreaterThan(0);
+    const token = (await login(server.url, 'operator.batu')).accessToken;
+    expect((await get(server.url, '/api/incidents?limit=100', token)).body.incidents).toHaveLength(3);
+
+    // A retry of an alert already stored is answered from its record, even over the limit.
+    expect(await socket.emitWithAck('alert:raise', first)).toMatchObject({
+      ok: true,
+      data: { duplicate: true },
+    });
+    const other = await consoleFor(server.url, 'operator.permisan');
+    expect(await other.socket.emitWithAck('alert:raise', uniqueAlert())).toMatchObject({ ok: true });
+  });
+
+  it('answers the note over the limit with rate_limited and records only the notes within it', async () => {
+    const raiser = await consoleFor(server.url, 'chief.permisan');
+    const raised = await raiser.socket.emitWithAck('alert:raise', uniqueAlert());
+    if (!raised.ok) throw new Error(JSON.stringify(raised.error));
+    const incidentId = raised.data.incident.id;
+    const { socket, session } = await consoleFor(server.url, 'dispatch.nusakambangan');
+    expect(await socket.emitWithAck('incident:note', { incidentId, text: 'Satu' })).toMatchObject({
+      ok: true,
+    });
+    expect(await socket.emitWithAck('incident:note', { incidentId, text: 'Dua' })).toMatchObject({
+      ok: true,
+    });
+    expect(await socket.emitWithAck('incident:note', { incidentId, text: 'Tiga' })).toMatchObject({
+      ok: false,
+      error: { code: 'rate_limited' },
+    });
+    const events = (await get(server.url, `/api/incidents/${incidentId}/events`, session.accessToken)).body
+      .events;
+    expect(events.filter((e: { type: string }) => e.type === 'note_added')).toHaveLength(2);
+  });
+});
