@@ -2,7 +2,6 @@ import type { z } from 'zod';
 import type { PublicUser } from '../../shared/auth.ts';
 import {
   type Chain,
-  chains,
   type EscalateJob,
   type HoldEscalation,
   nextReminderAt,
@@ -127,10 +126,6 @@ export function createEscalationService(deps: {
       let repaired = 0;
       for (const incident of incidents) {
         if (Date.parse(now()) - Date.parse(incident.updatedAt) < SETTLE_MS) continue;
-        const waiting = chains.filter((c) =>
-          ['running', 'held'].includes(incident.escalation.chains[c].status),
-        );
-        if (waiting.length === 0) continue;
         for (const chain of await clock.missingTimers(incident)) {
           const before = incident.escalation.chains[chain];
           const { event } = await writer.change(incident.id, ({ incident: current }) => {

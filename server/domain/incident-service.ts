@@ -24,16 +24,15 @@ import {
 import { isActive } from '../../shared/incident-lifecycle.ts';
 import { isParty, routeIncident } from '../../shared/routing.ts';
 import type { TopologyIndex } from '../../shared/topology.ts';
-import type { IncidentRepository, StoredIncident } from '../storage/incidents.repository.ts';
+import type { IncidentRepository } from '../storage/incidents.repository.ts';
 import type { RateGate } from '../storage/rate-gate.ts';
-import { type IncidentWriter, seal } from './incident-writer.ts';
+import { COMMIT_ATTEMPTS, type IncidentWriter, seal } from './incident-writer.ts';
 
 export interface RaiseOrigin {
   /** The raising console's socket, for silent raises. */
   socketId?: string;
 }
 
-const MAX_ATTEMPTS = 20;
 const JOIN_EVENTS = 100;
 const SYNC_BATCH = 500;
 
@@ -50,10 +49,8 @@ export function createIncidentService(deps: {
   const { repo, writer, topology, gates, settings } = deps;
   const now = () => (deps.now?.() ?? new Date()).toISOString();
 
-  async function visible(caller: PublicUser, id: string): Promise<StoredIncident> {
-    const stored = await repo.load(id);
-    checkVisible(caller, stored?.incident);
-    return stored as StoredIncident;
+  async function visible(caller: PublicUser, id: string): Promise<Incident> {
+    return checkVisible(caller, (await repo.load(id))?.incident);
   }
 
   /** Changes an incident the caller is a party to. */
@@ -83,7 +80,7 @@ export function createIncidentService(deps: {
       await gates.raise.consume(caller.id);
 
       const alertId = randomUUID();
-      for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      for (let attempt = 0; attempt < COMMIT_ATTEMPTS; attempt++) {
         const expectedDedup = attempt === 0 ? firstDedup : await repo.dedupRecord(raise);
         const candidate = expectedDedup ? await repo.load(expectedDedup) : undefined;
         const existing = candidate && isActive(candidate.incident.status) ? candidate : undefined;
@@ -136,11 +133,11 @@ export function createIncidentService(deps: {
     },
 
     async get(caller: PublicUser, incidentId: string): Promise<Incident> {
-      return (await visible(caller, incidentId)).incident;
+      return visible(caller, incidentId);
     },
 
     async join(caller: PublicUser, incidentId: string) {
-      const { incident } = await visible(caller, incidentId);
+      const incident = await visible(caller, incidentId);
       return { incident, events: await repo.latestEvents(incidentId, JOIN_EVENTS) };
     },
 

@@ -27,7 +27,8 @@ export interface EscalationTimers {
   sync(change: IncidentChange): Promise<void>;
 }
 
-const MAX_ATTEMPTS = 20;
+/** How often a change is decided again after losing a race to another writer before giving up. */
+export const COMMIT_ATTEMPTS = 20;
 
 /** Applies a pending event to the state it was decided on and seals it into the chain. */
 export function seal(pending: PendingEvent, incidentId: string, before: StoredIncident | undefined) {
@@ -71,7 +72,7 @@ export function createIncidentWriter(deps: {
         incident: Incident,
       ) => Promise<Partial<IncidentChange>> = async () => ({}),
     ): Promise<{ incident: Incident; event?: IncidentEvent }> {
-      for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      for (let attempt = 0; attempt < COMMIT_ATTEMPTS; attempt++) {
         const before = await repo.load(id);
         if (!before) throw new DomainError('not_found', 'No such incident');
         const pending = decide(before);
