@@ -338,6 +338,48 @@ describe('REST', () => {
     );
     expect(asOperator.status).toBe(403);
   });
+
+  it('refuses malformed bodies on POST /api/alerts and POST /api/api-keys with field issues, storing nothing', async () => {
+    const operator = await login(a.url, 'operator.permisan');
+    const before = (await get(a.url, '/api/incidents?limit=100', operator.accessToken)).body.incidents.length;
+    const badAlert = await post(
+      a.url,
+      '/api/alerts',
+      { ...alert(), severity: 9, clientRef: 'x' },
+      operator.accessToken,
+    );
+    expect(badAlert.status).toBe(400);
+    expect(badAlert.body.error.issues.map((i: { path: string }) => i.path).sort()).toEqual([
+      'clientRef',
+      'severity',
+    ]);
+    expect((await get(a.url, '/api/incidents?limit=100', operator.accessToken)).body.incidents.length).toBe(
+      before,
+    );
+
+    const admin = await login(a.url, 'admin');
+    const badKey = await post(
+      a.url,
+      '/api/api-keys',
+      { name: '', facilityId: 'polsek-nusakambangan' },
+      admin.accessToken,
+    );
+    expect(badKey.status).toBe(400);
+    expect(badKey.body.error.issues.map((i: { path: string }) => i.path)).toEqual(['name']);
+    const notALapas = await post(
+      a.url,
+      '/api/api-keys',
+      { name: 'x', facilityId: 'polsek-nusakambangan' },
+      admin.accessToken,
+    );
+    expect(notALapas.status).toBe(400);
+    expect(notALapas.body.error.issues[0].path).toBe('facilityId');
+    expect(
+      (await get(a.url, '/api/api-keys', admin.accessToken)).body.apiKeys.every(
+        (k: { facilityId: string }) => k.facilityId !== 'polsek-nusakambangan',
+      ),
+    ).toBe(true);
+  });
 });
 
 describe('who may raise', () => {
