@@ -47,6 +47,10 @@ const STARTS_WAIT = new Set<IncidentChange['event']['type']>([
   'status_changed',
 ]);
 
+// BullMQ hands out jobs without a priority before any prioritized one. Reminders carry one, so that when the
+// engine is busy a level climbing, or a hold running out, goes before a repeat page to a level already paged.
+const REMINDER_PRIORITY = 10;
+
 const PENDING = new Set(['delayed', 'waiting', 'active', 'prioritized', 'waiting-children']);
 
 /** The chains an event can move; the other chain's timers stay exactly as they are. */
@@ -166,7 +170,11 @@ export function createEscalationQueue(deps: {
       dueAt: new Date(at).toISOString(),
       round: 1,
     };
-    return { name: 'remind' as const, data: job, opts: { jobId: jobIds.remind(job), delay: at - from } };
+    return {
+      name: 'remind' as const,
+      data: job,
+      opts: { jobId: jobIds.remind(job), delay: at - from, priority: REMINDER_PRIORITY },
+    };
   }
 
   /** Every timer of an incident that has just opened. */
@@ -178,7 +186,7 @@ export function createEscalationQueue(deps: {
       const jobs: {
         name: EscalationJobName;
         data: EscalateJob | RemindJob;
-        opts: { jobId: string; delay: number };
+        opts: { jobId: string; delay: number; priority?: number };
       }[] = reminder ? [reminder] : [];
       if (c.status === 'running' && c.dueAt) {
         const level = c.level + 1;
@@ -228,7 +236,7 @@ export function createEscalationQueue(deps: {
       await queue.add(
         'remind',
         { ...job, dueAt: new Date(now() + delayMs).toISOString() },
-        { jobId: jobIds.remind(job), delay: delayMs },
+        { jobId: jobIds.remind(job), delay: delayMs, priority: REMINDER_PRIORITY },
       );
     },
   };

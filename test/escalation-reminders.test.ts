@@ -1,0 +1,114 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { z } from 'zod';
+import type { EscalationFired, EscalationReminder } from '../shared/escalation.ts';
+import type { Incident } from '../shared/incident.ts';
+import type { Severity } from '../shared/severity.ts';
+import { uniqueAlert } from './support/alerts.ts';
+import { type ConsoleClient, closeConsoles, consoleFor } from './support/consoles.ts';
+import { startTestServer, type TestServer } from './support/test-server.ts';
+import { waitFor } from './support/wait-for.ts';
+
+// Severities 1–2: both agencies' first levels are paged again every 0.3 s and never climb within a test.
+// Severities 3–4: the police's first level is paged again at 0.4 s and climbs at 0.5 s.
+const POLICIES = 'test/fixtures/reminders.json';
+
+type Reminder = z.output<typeof EscalationReminder>;
+type Fired = z.output<typeof EscalationFired>;
+
+const servers: TestServer[] = [];
+afterEach(closeConsoles);
+afterAll(async () => {
+  await Promise.all(servers.map((s) => s.close()));
+});
+
+async function server(env: Record<string, string> = {}, prefix?: string) {
+  const started = await startTestServer({
+    env: { ESCALATION_FILE: POLICIES, ...env },
+    ...(prefix && { prefix, seedDemo: false }),
+  });
+  servers.push(started);
+  return started;
+}
+
+async function raise(url: string, severity: Severity): Promise<Incident> {
+  const { socket } = await consoleFor(url, 'operator.permisan');
+  const res = await socket.emitWithAck('alert:raise', uniqueAlert({ severity }));
+  if (!res.ok) throw new Error(JSON.stringify(res.error));
+  return res.data.incident;
+}
+
+/** What a console hears about one incident, in arrival order. */
+function listen(socket: ConsoleClient, incidentId: string) {
+  const heard: (({ kind: 'reminder' } & Reminder) | ({ kind: 'fired' } & Fired))[] = [];
+  socket.on('escalation:reminder', (r) => {
+    if (r.incidentId === incidentId) heard.push({ kind: 'reminder', ...r });
+  });
+  socket.on('escalation:fired', (f) => {
+    if (f.incidentId === incidentId) heard.push({ kind: 'fired', ...f });
+  });
+  return heard;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('reminders while a level waits', () => {
+  let a: TestServer;
+  beforeAll(async () => {
+    a = await server();
+  });
+
+  it('When nobody acknowledges, Then each agency’s waiting level is paged again, round after round; an acknowledgement stops only that agency’s pages', async () => {
+    const dispatch = await consoleFor(a.url, 'dispatch.nusakambangan');
+    const chief = await consoleFor(a.url, 'chief.permisan');
+    const incident = await raise(a.url, 2);
+    const police = listen(dispatch.socket, incident.id);
+    const lapas = listen(chief.socket, incident.id);
+
+    await waitFor(() => police.length >= 2 && lapas.length >= 2, { what: 'two rounds for each agency' });
+    for (const [heard, chain] of [
+      [police, 'police'],
+      [lapas, 'corrections'],
+    ] as const) {
+      expect(heard.slice(0, 2)).toEqual([
+        expect.objectContaining({ kind: 'reminder', chain, level: 0, round: 1 }),
+        expect.objectContaining({ kind: 'reminder', chain, level: 0, round: 2 }),
+      ]);
+    }
+
+    const acked = await dispatch.socket.emitWithAck('alert:ack', { incidentId: incident.id });
+    expect(acked).toMatchObject({ ok: true });
+    const policeRounds = police.length;
+    const lapasRounds = lapas.length;
+    // Three more intervals: the Lapas is paged again, the Polsek that acknowledged is not.
+    await sleep(900);
+    await waitFor(() => lapas.length >= lapasRounds + 2, { what: 'more rounds for the Lapas' });
+    expect(police.length).toBeLessThanOrEqual(policeRounds + 1);
+    const after = police.slice(policeRounds);
+    // A round already running when the ack committed may still land; nothing after it.
+    expect(after.every((r) => r.kind === 'reminder' && r.round === policeRounds + 1)).toBe(true);
+    expect(
+      lapas.every((r, i) => r.kind === 'reminder' && r.chain === 'corrections' && r.round === i + 1),
+    ).toBe(true);
+  });
+});
+
+describe('a repeat page and the climb it precedes, both overdue', () => {
+  it('When no worker ran until both were due, Then the level climbs first and the stale page of the level below is never sent', async () => {
+    // Only schedules: nothing fires until a worker joins.
+    const scheduler = await server({ ESCALATION_WORKER: 'off' });
+    const dispatch = await consoleFor(scheduler.url, 'dispatch.nusakambangan');
+    const incident = await raise(scheduler.url, 3);
+    const heard = listen(dispatch.socket, incident.id);
+    // In the incident's room, the Polsek hears the climb to its Kapolsek as well as its own pages.
+    expect(await dispatch.socket.emitWithAck('incident:join', { incidentId: incident.id })).toMatchObject({
+      ok: true,
+    });
+    // The page was due at 0.4 s and the climb at 0.5 s; one worker, one job at a time, joins after both.
+    await sleep(900);
+    expect(heard).toEqual([]);
+    await server({ WORKER_CONCURRENCY: '1' }, scheduler.prefix);
+    await waitFor(() => heard.length > 0, { what: 'the climb' });
+    await sleep(500);
+    expect(heard).toEqual([expect.objectContaining({ kind: 'fired', chain: 'police', level: 1 })]);
+  });
+});
