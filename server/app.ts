@@ -36,6 +36,8 @@ export interface AppDeps {
   config: Config;
   logger: Logger;
   redisUrl: string;
+  /** The Redis of the Socket.IO adapter's stream; the store's by default. */
+  socketRedisUrl?: string;
   topology: Topology;
   escalation: EscalationConfig;
   jwtSecret: Uint8Array;
@@ -70,7 +72,7 @@ export function createApp(deps: AppDeps): App {
   const metrics = createMetrics();
 
   const redis = createRedis(deps.redisUrl, 'commands');
-  const adapterRedis = createRedis(deps.redisUrl, 'adapter');
+  const adapterRedis = createRedis(deps.socketRedisUrl ?? deps.redisUrl, 'adapter');
   for (const [role, client] of [
     ['commands', redis],
     ['adapter', adapterRedis],
@@ -150,14 +152,15 @@ export function createApp(deps: AppDeps): App {
     async check() {
       const failing: string[] = [];
       if (inFlight.draining) failing.push('shutting_down');
-      if (
-        redis.status !== 'ready' ||
-        !(await redis.ping().then(
+      const answers = (client: typeof redis) =>
+        client.status === 'ready' &&
+        client.ping().then(
           () => true,
           () => false,
-        ))
-      )
-        failing.push('redis');
+        );
+      if (!(await answers(redis))) failing.push('redis');
+      // Without the adapter's Redis, alerts would be stored but reach no console.
+      if (!(await answers(adapterRedis))) failing.push('socket_redis');
       return failing;
     },
   };

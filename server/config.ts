@@ -38,6 +38,7 @@ export const EnvSchema = z
       .string()
       .regex(/^[a-z0-9_-]{1,24}:$/, 'a short lowercase prefix ending in ":"')
       .default('sng:'),
+    SOCKET_REDIS_URL: z.url({ protocol: /^rediss?$/ }).optional(),
     REDIS_APPENDFSYNC: z.enum(['always', 'everysec']).default('always'),
     JWT_SECRET: z.string().min(32, 'at least 32 characters').optional(),
     JWT_ISSUER: z.string().min(1).default('sinergi'),
@@ -113,7 +114,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       publicOrigins: e.PUBLIC_ORIGINS,
       jsonLimit: '64kb',
     },
-    redis: { url: e.REDIS_URL, keyPrefix: e.REDIS_KEY_PREFIX, appendfsync: e.REDIS_APPENDFSYNC },
+    redis: {
+      url: e.REDIS_URL,
+      socketUrl: e.SOCKET_REDIS_URL,
+      keyPrefix: e.REDIS_KEY_PREFIX,
+      appendfsync: e.REDIS_APPENDFSYNC,
+    },
     auth: {
       jwtSecret: e.JWT_SECRET,
       issuer: e.JWT_ISSUER,

@@ -12,8 +12,11 @@ async function main(config: Config) {
   const logger = createLogger(config.logLevel);
   const topology = await loadTopologyFile(config.topologyFile);
   const escalation = await loadEscalationFile(config.escalation.file);
-  const store = await openRedisStore(config);
-  logger.info({ embedded: store.embedded, url: store.url, version: store.version }, 'redis ready');
+  const store = await openRedisStore(config, { sockets: true });
+  logger.info(
+    { embedded: store.embedded, url: store.url, socketUrl: store.socketUrl, version: store.version },
+    'redis ready',
+  );
 
   let app: ReturnType<typeof createApp> | undefined;
   let shuttingDown: Promise<void> | undefined;
@@ -43,7 +46,15 @@ async function main(config: Config) {
 
   try {
     const jwtSecret = await resolveJwtSecret(config.auth.jwtSecret, config.dataDir);
-    app = createApp({ config, logger, redisUrl: store.url, topology, escalation, jwtSecret });
+    app = createApp({
+      config,
+      logger,
+      redisUrl: store.url,
+      socketRedisUrl: store.socketUrl,
+      topology,
+      escalation,
+      jwtSecret,
+    });
     await app.start();
 
     const users = app.services.users;

@@ -18,12 +18,13 @@ async function main() {
     loadTopologyFile(config.topologyFile),
     loadEscalationFile(config.escalation.file),
   ]);
-  const store = await openRedisStore(config);
+  const store = await openRedisStore(config, { sockets: true });
   const jwtSecret = await resolveJwtSecret(config.auth.jwtSecret, config.dataDir);
   const app = createApp({
     config,
     logger,
     redisUrl: store.url,
+    socketRedisUrl: store.socketUrl,
     topology,
     escalation,
     jwtSecret,

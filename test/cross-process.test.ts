@@ -1,8 +1,15 @@
 import { spawnSync } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Redis } from 'ioredis';
 import type { Server } from 'socket.io';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { type EmbeddedRedis, startEmbeddedRedis } from '../server/redis/embedded-redis.ts';
+import { redisKeys } from '../server/storage/keys.ts';
 import { rooms } from '../shared/rooms.ts';
-import { closeConsoles, connectConsole, consoleFor, login } from './support/consoles.ts';
+import { uniqueAlert } from './support/alerts.ts';
+import { closeConsoles, connectConsole, consoleFor, get, login } from './support/consoles.ts';
 import { startTestServer, TEST_JWT_SECRET, type TestServer } from './support/test-server.ts';
 import { waitFor } from './support/wait-for.ts';
 
@@ -99,4 +106,58 @@ describe('two servers on one Redis', () => {
     await waitFor(() => guard.disconnected, { what: 'the disabled user’s console to drop' });
     expect(ended).toEqual([{ reason: 'revoked' }]);
   });
+});
+
+describe('two servers whose broadcasts go through a Redis of their own (SOCKET_REDIS_URL)', () => {
+  let sockets: EmbeddedRedis;
+  let dataDir: string;
+  let c: TestServer;
+  let d: TestServer;
+  beforeAll(async () => {
+    dataDir = await mkdtemp(path.join(tmpdir(), 'sinergi-socket-redis-'));
+    sockets = await startEmbeddedRedis({ dataDir, appendfsync: 'everysec', appendonly: false });
+    const env = { SOCKET_REDIS_URL: sockets.url };
+    c = await startTestServer({ env });
+    d = await startTestServer({ env, prefix: c.prefix, seedDemo: false });
+  });
+  afterAll(async () => {
+    await Promise.all([c?.close(), d?.close()]);
+    await sockets?.stop();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it('delivers an alert raised on one to the Polsek console on the other, and leaves no broadcast in the store', async () => {
+    const dispatch = (await consoleFor(d.url, 'dispatch.nusakambangan')).socket;
+    const heard: string[] = [];
+    dispatch.on('alert:new', ({ incidentId }) => heard.push(incidentId));
+    const operator = (await consoleFor(c.url, 'operator.permisan')).socket;
+    const raised = await operator.emitWithAck('alert:raise', uniqueAlert());
+    if (!raised.ok) throw new Error(JSON.stringify(raised.error));
+    await waitFor(() => heard.includes(raised.data.incident.id), { what: 'alert:new on the other server' });
+
+    const stream = redisKeys(c.prefix).socketStream;
+    const store = new Redis(inject('redisUrl'));
+    const socketClient = new Redis(sockets.url);
+    try {
+      expect(await socketClient.exists(stream)).toBe(1);
+      expect(await store.exists(stream)).toBe(0);
+      expect(await store.exists(redisKeys(c.prefix).incident(raised.data.incident.id))).toBe(1);
+    } finally {
+      store.disconnect();
+      socketClient.disconnect();
+    }
+  });
+
+  it('reports not ready while the broadcast Redis is down, and ready again once it is back', async () => {
+    expect((await get(c.url, '/readyz')).status).toBe(200);
+    const port = sockets.port;
+    await sockets.stop();
+    await waitFor(async () => (await get(c.url, '/readyz')).status === 503, { what: 'readyz 503' });
+    expect((await get(c.url, '/readyz')).body).toMatchObject({ failing: ['socket_redis'] });
+    sockets = await startEmbeddedRedis({ dataDir, appendfsync: 'everysec', appendonly: false, port });
+    await waitFor(async () => (await get(c.url, '/readyz')).status === 200, {
+      what: 'readyz 200',
+      timeoutMs: 15_000,
+    });
+  }, 30_000);
 });

@@ -4,10 +4,13 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
+import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DEMO_PASSWORD } from '../server/domain/seed.ts';
 import { freePort } from '../server/redis/embedded-redis.ts';
-import { get, login, post } from './support/consoles.ts';
+import { redisKeys } from '../server/storage/keys.ts';
+import { uniqueAlert } from './support/alerts.ts';
+import { closeConsoles, consoleFor, get, login, post } from './support/consoles.ts';
 import { isRunning } from './support/processes.ts';
 import { waitFor } from './support/wait-for.ts';
 
@@ -24,6 +27,7 @@ const running: Running[] = [];
 const dirs: string[] = [];
 
 afterEach(async () => {
+  closeConsoles();
   // Each spawn leads its own process group (tsx, its node child, the redis wrapper): end the whole group.
   for (const proc of running.splice(0)) {
     if (proc.child.exitCode !== null || proc.child.signalCode !== null || proc.child.pid === undefined)
@@ -100,9 +104,13 @@ async function users(dataDir: string, ...args: string[]) {
   return { code, stdout: cli.stdout, stderr: cli.stderr };
 }
 
+async function embeddedRedis(dataDir: string, name = 'redis') {
+  const record = JSON.parse(await readFile(path.join(dataDir, name, 'address.json'), 'utf8'));
+  return record as { pid: number; port: number };
+}
+
 async function embeddedRedisPid(dataDir: string): Promise<number> {
-  const record = JSON.parse(await readFile(path.join(dataDir, 'redis', 'address.json'), 'utf8'));
-  return (record as { pid: number }).pid;
+  return (await embeddedRedis(dataDir)).pid;
 }
 
 async function stopWithSigterm(proc: Running) {
@@ -141,6 +149,36 @@ describe('npm start (server/main.ts) with the embedded Redis', () => {
     expect((await get(url, '/readyz')).status).toBe(200);
   }, 60_000);
 
+  it('When an alert is raised, Then consoles get it through a second redis-server that keeps no append-only file, and the store keeps no broadcasts', async () => {
+    const dataDir = await tempDir();
+    const { url } = await startServer(dataDir, await freePort());
+    const dispatch = await consoleFor(url, 'dispatch.nusakambangan');
+    const heard: string[] = [];
+    dispatch.socket.on('alert:new', ({ incidentId }) => heard.push(incidentId));
+    const operator = await consoleFor(url, 'operator.permisan');
+    const raised = await operator.socket.emitWithAck('alert:raise', uniqueAlert());
+    if (!raised.ok) throw new Error(JSON.stringify(raised.error));
+    await waitFor(() => heard.includes(raised.data.incident.id), { what: 'alert:new at the Polsek console' });
+
+    const stream = redisKeys('sng:').socketStream;
+    const open = async (name: string) => {
+      const client = new Redis((await embeddedRedis(dataDir, name)).port, '127.0.0.1', { lazyConnect: true });
+      await client.connect();
+      return client;
+    };
+    const [store, sockets] = [await open('redis'), await open('redis-socket')];
+    try {
+      expect(await sockets.config('GET', 'appendonly')).toEqual(['appendonly', 'no']);
+      expect(await sockets.exists(stream)).toBe(1);
+      expect(await store.config('GET', 'appendonly')).toEqual(['appendonly', 'yes']);
+      expect(await store.exists(stream)).toBe(0);
+      expect(await store.exists(redisKeys('sng:').incident(raised.data.incident.id))).toBe(1);
+    } finally {
+      store.disconnect();
+      sockets.disconnect();
+    }
+  }, 60_000);
+
   it('When sent SIGTERM, Then exits 0 and stops its redis-server; started again it keeps CLI-made users and its JWT secret', async () => {
     const dataDir = await tempDir();
     const port = await freePort();
@@ -165,10 +203,13 @@ describe('npm start (server/main.ts) with the embedded Redis', () => {
     const earlier = await login(first.url, 'karupam.nirbaya', 'kunci-rahasia-nirbaya');
     const secret = await readFile(path.join(dataDir, 'jwt-secret'), 'utf8');
     const redisPid = await embeddedRedisPid(dataDir);
+    const socketRedisPid = (await embeddedRedis(dataDir, 'redis-socket')).pid;
 
     expect(await stopWithSigterm(first.server)).toEqual({ code: 0, signal: null });
     expect(isRunning(redisPid)).toBe(false);
+    expect(isRunning(socketRedisPid)).toBe(false);
     expect(existsSync(path.join(dataDir, 'redis', 'address.json'))).toBe(false);
+    expect(existsSync(path.join(dataDir, 'redis-socket', 'address.json'))).toBe(false);
 
     const second = await startServer(dataDir, port);
     expect(await readFile(path.join(dataDir, 'jwt-secret'), 'utf8')).toBe(secret);

@@ -8,6 +8,10 @@ import { StartupError } from '../startup-error.ts';
 export interface EmbeddedRedisOptions {
   dataDir: string;
   appendfsync: 'always' | 'everysec';
+  /** Its directory under `dataDir`: one per embedded Redis. */
+  name?: string;
+  /** False for a Redis whose data is worthless after a restart: no append-only file at all. */
+  appendonly?: boolean;
   /** Defaults to the `redis-server` found on PATH. */
   binary?: string;
   startTimeoutMs?: number;
@@ -66,8 +70,8 @@ async function isExecutable(file: string): Promise<boolean> {
   }
 }
 
-export function redisDir(dataDir: string): string {
-  return path.resolve(dataDir, 'redis');
+export function redisDir(dataDir: string, name = 'redis'): string {
+  return path.resolve(dataDir, name);
 }
 
 function addressFile(dir: string): string {
@@ -75,11 +79,11 @@ function addressFile(dir: string): string {
 }
 
 /**
- * Starts a private redis-server with its data under `<dataDir>/redis`, or attaches to the one another
- * Sinergi process (server or command-line tool) already runs on the same data.
+ * Starts a private redis-server with its data under `<dataDir>/<name>` (`redis` by default), or attaches to
+ * the one another Sinergi process (server or command-line tool) already runs on the same data.
  */
 export async function startEmbeddedRedis(options: EmbeddedRedisOptions): Promise<EmbeddedRedis> {
-  const dir = redisDir(options.dataDir);
+  const dir = redisDir(options.dataDir, options.name);
   await mkdir(dir, { recursive: true });
 
   const running = await findRunning(dir);
@@ -114,7 +118,10 @@ async function launch(
   const args = [
     ...['--bind', '127.0.0.1', '--port', String(port), '--protected-mode', 'yes'],
     ...['--dir', dir, '--logfile', logFile, '--daemonize', 'no', '--save', ''],
-    ...['--appendonly', 'yes', '--appendfsync', options.appendfsync, '--maxmemory-policy', 'noeviction'],
+    ...(options.appendonly === false
+      ? ['--appendonly', 'no']
+      : ['--appendonly', 'yes', '--appendfsync', options.appendfsync]),
+    ...['--maxmemory-policy', 'noeviction'],
   ];
   const child = spawn('/bin/sh', ['-c', WRAPPER, binary, ...args], { stdio: ['pipe', 'ignore', 'ignore'] });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));

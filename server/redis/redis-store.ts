@@ -1,8 +1,10 @@
-import { startEmbeddedRedis } from './embedded-redis.ts';
+import { type EmbeddedRedis, startEmbeddedRedis } from './embedded-redis.ts';
 import { checkRedisServer, createRedis, waitReady } from './redis-connection.ts';
 
 export interface RedisStore {
   readonly url: string;
+  /** The Redis the Socket.IO adapter broadcasts through; the store's own when none was asked for. */
+  readonly socketUrl: string;
   readonly embedded: boolean;
   readonly version: string;
   /** Stops the embedded redis-server if this process started it; a no-op otherwise. */
@@ -11,33 +13,66 @@ export interface RedisStore {
 
 export interface RedisStoreSettings {
   dataDir: string;
-  redis: { url?: string | undefined; appendfsync: 'always' | 'everysec' };
+  redis: {
+    url?: string | undefined;
+    socketUrl?: string | undefined;
+    appendfsync: 'always' | 'everysec';
+  };
 }
+
+/** Where the embedded Redis for console broadcasts keeps its (unpersisted) state, beside the store's. */
+const SOCKET_REDIS_NAME = 'redis-socket';
 
 /**
  * The Redis every part of Sinergi uses: `REDIS_URL` when set, otherwise the embedded redis-server on
  * `<DATA_DIR>/redis` (started here, or the one another Sinergi process already runs on that data).
+ *
+ * Processes that serve consoles (`sockets: true`) also get a Redis for the Socket.IO adapter's stream:
+ * `SOCKET_REDIS_URL`, else with the embedded store a second embedded redis-server without an append-only
+ * file, else the store itself. That stream is a delivery buffer holding every broadcast of the recovery
+ * window; in the store it made every broadcast a synced disk write and most of what each AOF rewrite
+ * copies, while nothing in it is worth keeping across a Redis restart.
  */
-export async function openRedisStore(settings: RedisStoreSettings): Promise<RedisStore> {
-  const embedded = settings.redis.url
-    ? undefined
-    : await startEmbeddedRedis({ dataDir: settings.dataDir, appendfsync: settings.redis.appendfsync });
-  const url = settings.redis.url ?? embedded?.url ?? '';
+export async function openRedisStore(
+  settings: RedisStoreSettings,
+  options: { sockets?: boolean } = {},
+): Promise<RedisStore> {
+  const started: EmbeddedRedis[] = [];
+  const release = async () => {
+    for (const redis of started.reverse()) await redis.stop();
+  };
+  try {
+    const embed = async (name: string | undefined, appendonly: boolean) => {
+      const redis = await startEmbeddedRedis({
+        dataDir: settings.dataDir,
+        appendfsync: settings.redis.appendfsync,
+        appendonly,
+        ...(name && { name }),
+      });
+      started.push(redis);
+      return redis.url;
+    };
+    const url = settings.redis.url ?? (await embed(undefined, true));
+    const socketUrl =
+      (options.sockets && settings.redis.socketUrl) ||
+      (options.sockets && !settings.redis.url ? await embed(SOCKET_REDIS_NAME, false) : url);
+    const version = await checked(url);
+    if (socketUrl !== url) await checked(socketUrl);
+    return { url, socketUrl, embedded: !settings.redis.url, version, release };
+  } catch (error) {
+    await release();
+    throw error;
+  }
+}
+
+/** Waits for a Redis to answer and checks it is recent enough and never evicts (a lost stream loses broadcasts). */
+async function checked(url: string): Promise<string> {
   const probe = createRedis(url, 'tool', { lazyConnect: true });
   probe.on('error', () => {});
   try {
     await probe.connect().catch(() => {});
     await waitReady(probe);
-    const { version } = await checkRedisServer(probe);
-    return {
-      url,
-      embedded: embedded !== undefined,
-      version,
-      release: () => embedded?.stop() ?? Promise.resolve(),
-    };
-  } catch (error) {
-    await embedded?.stop();
-    throw error;
+    return (await checkRedisServer(probe)).version;
   } finally {
     probe.disconnect();
   }

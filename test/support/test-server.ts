@@ -58,6 +58,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     config,
     logger: createLogger(config.logLevel),
     redisUrl,
+    ...(config.redis.socketUrl && { socketRedisUrl: config.redis.socketUrl }),
     topology,
     escalation,
     jwtSecret: new TextEncoder().encode(TEST_JWT_SECRET),
