@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createUserService } from '../../server/domain/user-service.ts';
-import { createRedis } from '../../server/redis/redis-connection.ts';
+import { createRedis, waitReady } from '../../server/redis/redis-connection.ts';
 import { redisKeys } from '../../server/storage/keys.ts';
 import { createSessionRepository } from '../../server/storage/sessions.repository.ts';
 import { createUserRepository } from '../../server/storage/users.repository.ts';
@@ -11,6 +11,7 @@ import type { LoginResponse } from '../../shared/auth.ts';
 import type { Role } from '../../shared/roles.ts';
 import { indexTopology, Topology } from '../../shared/topology.ts';
 import type { ConsoleSpec } from '../load/raise-generator.ts';
+import type { BenchRedis } from './bench-redis.ts';
 import { startGenerator, stopChild } from './processes.ts';
 
 export interface BenchAccount {
@@ -20,9 +21,13 @@ export interface BenchAccount {
 }
 
 /** The environment every bench scenario gives the server under test, besides its own settings. */
-export function serverEnv(redisUrl: string, extra: Record<string, string> = {}): Record<string, string> {
+export function serverEnv(
+  redis: Pick<BenchRedis, 'url' | 'socketUrl'>,
+  extra: Record<string, string> = {},
+): Record<string, string> {
   return {
-    REDIS_URL: redisUrl,
+    REDIS_URL: redis.url,
+    SOCKET_REDIS_URL: redis.socketUrl,
     JWT_SECRET: randomBytes(32).toString('base64url'),
     // A console's token must outlive the longest scenario.
     ACCESS_TOKEN_TTL_SECONDS: '3600',
@@ -70,6 +75,8 @@ export async function seedAccounts(
   const redis = createRedis(redisUrl, 'tool');
   const password = randomBytes(18).toString('base64url');
   try {
+    // A tool connection refuses commands until it is ready rather than queue them.
+    await waitReady(redis);
     const keys = redisKeys(keyPrefix);
     const users = createUserService({
       users: createUserRepository(redis, keys),

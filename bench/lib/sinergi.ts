@@ -2,10 +2,10 @@ import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { loadTopologyFile } from '../../server/config-files.ts';
-import { type EmbeddedRedis, startEmbeddedRedis } from '../../server/redis/embedded-redis.ts';
 import type { LoginResponse } from '../../shared/auth.ts';
 import type { Role } from '../../shared/roles.ts';
 import { indexTopology, type TopologyIndex, type Unit } from '../../shared/topology.ts';
+import { type BenchRedis, startBenchRedis } from './bench-redis.ts';
 import { type ServerProcess, startServerProcess } from './processes.ts';
 import type { BenchContext } from './results.ts';
 
@@ -19,7 +19,7 @@ export interface UnitAccount {
 }
 
 export interface SinergiStack {
-  readonly redis: EmbeddedRedis;
+  readonly redis: BenchRedis;
   readonly appendfsync: 'always';
   readonly servers: ServerProcess[];
   readonly topology: TopologyIndex;
@@ -62,7 +62,7 @@ export async function startSinergi(ctx: BenchContext, options: SinergiOptions): 
   const started = Date.now();
   const dataDir = path.join(ctx.tmpDir, options.name);
   const topology = await loadBenchTopology();
-  const redis = await startEmbeddedRedis({ dataDir, appendfsync: 'always' });
+  const redis = await startBenchRedis(dataDir);
   const servers: ServerProcess[] = [];
   let stopping: Promise<void> | undefined;
   const stop = () => {
@@ -79,6 +79,7 @@ export async function startSinergi(ctx: BenchContext, options: SinergiOptions): 
       LOG_LEVEL: 'warn',
       DATA_DIR: dataDir,
       REDIS_URL: redis.url,
+      SOCKET_REDIS_URL: redis.socketUrl,
       REDIS_KEY_PREFIX: 'bench:',
       JWT_SECRET: randomBytes(32).toString('base64url'),
       TOPOLOGY_FILE,

@@ -2,9 +2,9 @@ import { randomUUID } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Redis } from 'ioredis';
-import { startEmbeddedRedis } from '../../server/redis/embedded-redis.ts';
 import { EscalationConfig } from '../../shared/escalation.ts';
 import type { IncidentEvent } from '../../shared/incident.ts';
+import { type BenchRedis, startBenchRedis } from '../lib/bench-redis.ts';
 import { serverNodeArgs, startGenerator, startServerProcess } from '../lib/processes.ts';
 import type { BenchContext, ScenarioResult } from '../lib/results.ts';
 import {
@@ -60,10 +60,7 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
   const firstWaitSeconds = windowMs / 1000 + 2;
   const jobs = incidents * 2;
 
-  const redis = await startEmbeddedRedis({
-    dataDir: path.join(ctx.tmpDir, 'escalation'),
-    appendfsync: 'always',
-  });
+  const redis = await startBenchRedis(path.join(ctx.tmpDir, 'escalation'));
   const client = new Redis(redis.url, { maxRetriesPerRequest: null });
   let stock: ReturnType<typeof startGenerator> | undefined;
   try {
@@ -122,7 +119,7 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
     const escalationFile = await writeBenchEscalation(ctx.tmpDir, firstWaitSeconds);
     const setup = {
       ctx,
-      redisUrl: redis.url,
+      redis,
       client,
       topologyFile,
       escalationFile,
@@ -233,7 +230,7 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
 
 interface SinergiRun {
   ctx: BenchContext;
-  redisUrl: string;
+  redis: BenchRedis;
   client: Redis;
   topologyFile: string;
   escalationFile: string;
@@ -258,8 +255,8 @@ async function runSinergi(run: SinergiRun) {
       role: 'operator',
       unitId: f.id,
     }));
-    const password = await seedAccounts(run.redisUrl, run.topologyFile, accounts, prefix);
-    const env = serverEnv(run.redisUrl, {
+    const password = await seedAccounts(run.redis.url, run.topologyFile, accounts, prefix);
+    const env = serverEnv(run.redis, {
       REDIS_KEY_PREFIX: prefix,
       TOPOLOGY_FILE: run.topologyFile,
       ESCALATION_FILE: run.escalationFile,
@@ -275,6 +272,13 @@ async function runSinergi(run: SinergiRun) {
     const firing = worker?.child ?? server.child;
     const tokens = await loginAll(server.url, accounts, password);
     await connectRaisers(generators, server.url, facilities, tokens, 1, GENERATORS);
+    // What else shares the two cores while levels fire.
+    const others = [
+      { name: 'socket Redis', pid: run.redis.socketPid },
+      ...(worker ? [{ name: 'server', pid: server.child.pid }] : []),
+      ...generators.map((g, i) => ({ name: `raise generator ${i + 1}`, pid: g.child.pid })),
+    ];
+    const cpuOfOthers = () => Promise.all(others.map(async (o) => (await cpuSecondsOf(o.pid)) ?? Number.NaN));
     const raisedFrom = Date.now();
     const reports = await Promise.all(
       generators.map((g) =>
@@ -303,10 +307,14 @@ async function runSinergi(run: SinergiRun) {
     const dueEnd = dueStart + windowMs;
     await new Promise((r) => setTimeout(r, Math.max(0, dueStart - Date.now())));
     const cpuFrom = await cpuSecondsOf(firing.pid);
+    const redisCpuFrom = await cpuSecondsOf(run.redis.pid);
+    const othersFrom = await cpuOfOthers();
     const settleBy = dueEnd + 30_000;
     while (Number(await client.get(`${prefix}incidents:change-seq`)) < 3 * opened && Date.now() < settleBy)
       await new Promise((r) => setTimeout(r, 50));
     const cpuTo = await cpuSecondsOf(firing.pid);
+    const redisCpuTo = await cpuSecondsOf(run.redis.pid);
+    const othersTo = await cpuOfOthers();
     const firingSeconds = (Date.now() - dueStart) / 1000;
     // A second firing of any level would show up in this extra second.
     await new Promise((r) => setTimeout(r, 1000));
@@ -347,10 +355,13 @@ async function runSinergi(run: SinergiRun) {
     const cpuSeconds = (cpuTo ?? Number.NaN) - (cpuFrom ?? Number.NaN);
     const serverCores = cpuSeconds / firingSeconds;
     const cpuMsPerLevel = (cpuSeconds * 1000) / Math.max(1, lateness.length);
+    const redisCores = ((redisCpuTo ?? Number.NaN) - (redisCpuFrom ?? Number.NaN)) / firingSeconds;
+    const othersCores = othersTo.map((to, i) => round((to - (othersFrom[i] ?? Number.NaN)) / firingSeconds));
     ctx.log(
       `${label}: ${firedCount.size} of ${expected} first levels fired: lateness ${fmt(d)}; ` +
         `${run.workerProcess ? 'worker' : 'server'} CPU ${round(serverCores)} cores over the ${round(firingSeconds, 1)} s ` +
-        `from first due to last fired, ${round(cpuMsPerLevel)} ms per level fired`,
+        `from first due to last fired, ${round(cpuMsPerLevel)} ms per level fired; store Redis CPU ${round(redisCores)} cores; ` +
+        `the rest (cores): ${others.map((o, i) => `${o.name} ${othersCores[i]}`).join(', ')}`,
     );
     return {
       d,

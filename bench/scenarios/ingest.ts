@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { Redis } from 'ioredis';
-import { startEmbeddedRedis } from '../../server/redis/embedded-redis.ts';
+import { startBenchRedis } from '../lib/bench-redis.ts';
 import { serverNodeArgs, type startGenerator, startServerProcess } from '../lib/processes.ts';
 import type { BenchContext, ScenarioResult } from '../lib/results.ts';
 import {
@@ -58,7 +58,7 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
   const stepMs = ctx.quick ? 2000 : 5000;
 
   const dataDir = path.join(ctx.tmpDir, 'ingest');
-  const redis = await startEmbeddedRedis({ dataDir, appendfsync });
+  const redis = await startBenchRedis(dataDir, appendfsync);
   const client = new Redis(redis.url, { maxRetriesPerRequest: null });
   const generators: ReturnType<typeof startGenerator>[] = [];
   let server: Awaited<ReturnType<typeof startServerProcess>> | undefined;
@@ -72,7 +72,7 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
     }));
     const password = await seedAccounts(redis.url, topologyFile, accounts);
     server = await startServerProcess(
-      serverEnv(redis.url, {
+      serverEnv(redis, {
         TOPOLOGY_FILE: topologyFile,
         DEDUP_WINDOW_SECONDS: String(DEDUP_WINDOW_SECONDS),
         RAISE_RATE_PER_MINUTE: String(RAISE_RATE_PER_MINUTE),

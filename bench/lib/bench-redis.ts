@@ -1,0 +1,43 @@
+import { startEmbeddedRedis } from '../../server/redis/embedded-redis.ts';
+
+export interface BenchRedis {
+  /** The store, as the server's REDIS_URL. */
+  url: string;
+  pid: number | undefined;
+  /** The Socket.IO adapter's Redis, as the server's SOCKET_REDIS_URL. */
+  socketUrl: string;
+  socketPid: number | undefined;
+  stop(): Promise<void>;
+}
+
+/**
+ * The two Redis servers `npm start` runs by default: the store with its append-only file, and the adapter's
+ * without one. Scenarios start them themselves so that they can read the store and spread processes over them.
+ */
+export async function startBenchRedis(
+  dataDir: string,
+  appendfsync: 'always' | 'everysec' = 'always',
+): Promise<BenchRedis> {
+  const store = await startEmbeddedRedis({ dataDir, appendfsync });
+  try {
+    const sockets = await startEmbeddedRedis({
+      dataDir,
+      appendfsync,
+      name: 'redis-socket',
+      appendonly: false,
+    });
+    return {
+      url: store.url,
+      pid: store.pid,
+      socketUrl: sockets.url,
+      socketPid: sockets.pid,
+      stop: async () => {
+        await sockets.stop();
+        await store.stop();
+      },
+    };
+  } catch (error) {
+    await store.stop();
+    throw error;
+  }
+}
