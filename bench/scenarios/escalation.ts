@@ -265,6 +265,9 @@ async function runSinergi(run: SinergiRun) {
       RAISE_RATE_PER_MINUTE: '10000000',
       ...(run.workerProcess && { ESCALATION_WORKER: 'off' }),
     });
+    // The baselines (and an earlier run) have filled the append-only file with data since deleted; left so,
+    // Redis would rewrite it, forking and copying, at some point of this run and not of another.
+    await compactAppendOnlyFile(client);
     const server = await startServerProcess(env, serverNodeArgs());
     processes.push(server);
     const worker = run.workerProcess ? await startWorkerProcess(env) : undefined;
@@ -380,6 +383,14 @@ async function runSinergi(run: SinergiRun) {
     await Promise.allSettled(generators.map((g) => g.stop()));
     for (const p of processes.reverse()) await p.stop();
   }
+}
+
+/** Rewrites the append-only file now, as it would be on a freshly started store, and waits for it. */
+async function compactAppendOnlyFile(client: Redis) {
+  const rewriting = async () => /aof_rewrite_(in_progress|scheduled):1/.test(await client.info('persistence'));
+  while (await rewriting()) await new Promise((r) => setTimeout(r, 100));
+  await client.bgrewriteaof();
+  while (await rewriting()) await new Promise((r) => setTimeout(r, 100));
 }
 
 /** How late a BZPOPMIN on an empty key returns after its timeout, on an otherwise idle Redis. */
