@@ -1,6 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { uniqueAlert } from './support/alerts.ts';
-import { closeConsoles, consoleFor, get, login } from './support/consoles.ts';
+import { closeConsoles, connectConsole, consoleFor, get, login } from './support/consoles.ts';
 import { startTestServer, type TestServer } from './support/test-server.ts';
 
 let server: TestServer;
@@ -33,6 +33,32 @@ describe('per-user rate limits on raises and notes', () => {
     });
     const other = await consoleFor(server.url, 'operator.permisan');
     expect(await other.socket.emitWithAck('alert:raise', uniqueAlert())).toMatchObject({ ok: true });
+  });
+
+  it('does not count a retry of a stored alert against the limit', async () => {
+    const password = 'kunci-rahasia-nirbaya-2';
+    await server.app.services.users.create({
+      username: 'guard.nirbaya',
+      displayName: 'Petugas Jaga Nirbaya',
+      role: 'operator',
+      unitId: 'lapas-nirbaya',
+      password,
+    });
+    const session = await login(server.url, 'guard.nirbaya', password);
+    const socket = await connectConsole(server.url, session.accessToken);
+    const first = uniqueAlert({ facilityId: 'lapas-nirbaya' });
+    expect(await socket.emitWithAck('alert:raise', first)).toMatchObject({ ok: true });
+    // A console that lost the answers retries its report twice: still two new alerts left of three.
+    for (let i = 0; i < 2; i++)
+      expect(await socket.emitWithAck('alert:raise', first)).toMatchObject({ data: { duplicate: true } });
+    for (let i = 0; i < 2; i++) {
+      expect(
+        await socket.emitWithAck('alert:raise', uniqueAlert({ facilityId: 'lapas-nirbaya' })),
+      ).toMatchObject({ ok: true, data: { duplicate: false } });
+    }
+    expect(
+      await socket.emitWithAck('alert:raise', uniqueAlert({ facilityId: 'lapas-nirbaya' })),
+    ).toMatchObject({ ok: false, error: { code: 'rate_limited' } });
   });
 
   it('answers the note over the limit with rate_limited and records only the notes within it', async () => {

@@ -1,4 +1,7 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { Redis } from 'ioredis';
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { redisKeys } from '../server/storage/keys.ts';
+import { createSessionRepository } from '../server/storage/sessions.repository.ts';
 import { uniqueAlert } from './support/alerts.ts';
 import { closeConsoles, connectConsole, consoleFor, openConsole } from './support/consoles.ts';
 import { startTestServer, type TestServer } from './support/test-server.ts';
@@ -104,5 +107,30 @@ describe('a connected console', () => {
     await server.app.services.users.update(user.id, { disabled: true });
     expect((await refused).message).toBe('unauthorized');
     expect(socket.connected).toBe(false);
+  });
+});
+
+describe('each command re-checks the caller', () => {
+  it('When a session ends without the revocation message reaching this server, Then its next raise is refused, the console dropped, and nothing stored', async () => {
+    const { socket, session } = await consoleFor(server.url, 'operator.permisan');
+    const redis = new Redis(inject('redisUrl'));
+    try {
+      // Straight in the store: as if the revocation had been published while this server was cut off.
+      const [, sessionId = ''] = session.refreshToken.split('.');
+      await createSessionRepository(redis, redisKeys(server.prefix)).revoke(sessionId, session.user.id);
+      const alert = uniqueAlert();
+      const dropped = new Promise((resolve) => socket.once('disconnect', resolve));
+      const res = await socket.emitWithAck('alert:raise', alert);
+      expect(res).toMatchObject({ ok: false, error: { code: 'unauthorized' } });
+      await dropped;
+      // Nothing was stored: the same report from a new session is new, not a retry of a stored one.
+      const again = await consoleFor(server.url, 'operator.permisan');
+      expect(await again.socket.emitWithAck('alert:raise', alert)).toMatchObject({
+        ok: true,
+        data: { duplicate: false, incident: { alertCount: 1 } },
+      });
+    } finally {
+      redis.disconnect();
+    }
   });
 });

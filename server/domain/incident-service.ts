@@ -31,6 +31,8 @@ import { COMMIT_ATTEMPTS, type IncidentWriter, seal } from './incident-writer.ts
 export interface RaiseOrigin {
   /** The raising console's socket, for silent raises. */
   socketId?: string;
+  /** The caller as re-checked now, when the check runs alongside the first reads; nothing is stored before it passes. */
+  standing?: Promise<PublicUser>;
 }
 
 const JOIN_EVENTS = 100;
@@ -69,15 +71,27 @@ export function createIncidentService(deps: {
   }
 
   return {
-    async raise(caller: PublicUser, raise: RaiseAlert, origin: RaiseOrigin = {}) {
-      checkMayRaise(caller, raise, topology);
-      // Read together: the commit re-checks the dedup record atomically, so reading it early is safe.
-      const [known, firstDedup] = await Promise.all([
-        repo.alertRef(caller.id, raise.clientRef),
+    async raise(connected: PublicUser, raise: RaiseAlert, origin: RaiseOrigin = {}) {
+      checkMayRaise(connected, raise, topology);
+      // One round trip before deciding: the caller's re-check, the idempotency and dedup reads (the commit
+      // re-checks the dedup record atomically, so reading it early is safe) and the rate gate. A retry of a
+      // stored alert gets its point back: only new alerts count against the limit.
+      const [caller, known, firstDedup, gate] = await Promise.all([
+        origin.standing ?? connected,
+        repo.alertRef(connected.id, raise.clientRef),
         repo.dedupRecord(raise),
+        gates.raise.consume(connected.id).then(
+          () => undefined,
+          (refusal: unknown) => ({ refusal }),
+        ),
       ]);
-      if (known) return duplicateOf(known);
-      await gates.raise.consume(caller.id);
+      // Checked again on the account as it stands now, should its role or unit have changed since connecting.
+      checkMayRaise(caller, raise, topology);
+      if (known) {
+        if (!gate) await gates.raise.refund(caller.id);
+        return duplicateOf(known);
+      }
+      if (gate) throw gate.refusal;
 
       const alertId = randomUUID();
       for (let attempt = 0; attempt < COMMIT_ATTEMPTS; attempt++) {

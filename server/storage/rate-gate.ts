@@ -24,6 +24,11 @@ export function createRateGate(redis: Redis, keys: RedisKeys, name: string, perM
         throw error;
       }
     },
+
+    /** Gives back a point taken for an action that turned out not to count. */
+    async refund(key: string): Promise<void> {
+      await limiter.reward(key, 1);
+    },
   };
 }
 

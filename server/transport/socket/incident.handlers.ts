@@ -9,8 +9,15 @@ export function incidentHandlers(
   escalation: EscalationService,
 ) {
   return [
-    defineHandler(ctx, 'alert:raise', (payload, caller, socket) =>
-      incidents.raise(caller.user, payload, { socketId: socket.id }),
+    defineHandler(
+      ctx,
+      'alert:raise',
+      (payload, caller, socket, standing) =>
+        incidents.raise(caller.user, payload, {
+          socketId: socket.id,
+          standing: standing.then((p) => p.user),
+        }),
+      { overlapRecheck: true },
     ),
     defineHandler(ctx, 'alert:ack', async ({ incidentId, onBehalfOf }, caller) => ({
       incident: await incidents.acknowledge(caller.user, incidentId, onBehalfOf),
