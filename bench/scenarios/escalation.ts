@@ -387,7 +387,8 @@ async function runSinergi(run: SinergiRun) {
 
 /** Rewrites the append-only file now, as it would be on a freshly started store, and waits for it. */
 async function compactAppendOnlyFile(client: Redis) {
-  const rewriting = async () => /aof_rewrite_(in_progress|scheduled):1/.test(await client.info('persistence'));
+  const rewriting = async () =>
+    /aof_rewrite_(in_progress|scheduled):1/.test(await client.info('persistence'));
   while (await rewriting()) await new Promise((r) => setTimeout(r, 100));
   await client.bgrewriteaof();
   while (await rewriting()) await new Promise((r) => setTimeout(r, 100));
