@@ -13,6 +13,7 @@ import {
   startEmbeddedRedis,
 } from '../server/redis/embedded-redis.ts';
 import { checkRedisServer } from '../server/redis/redis-connection.ts';
+import { openRedisStore } from '../server/redis/redis-store.ts';
 import { StartupError } from '../server/startup-error.ts';
 import { isRunning } from './support/processes.ts';
 import { waitFor } from './support/wait-for.ts';
@@ -174,5 +175,24 @@ describe('checkRedisServer', () => {
     expect(error).toBeInstanceOf(StartupError);
     expect((error as Error).message).toContain('"allkeys-lru"');
     expect((error as Error).message).toContain('CONFIG SET maxmemory-policy noeviction');
+  });
+});
+
+describe('openRedisStore with a broadcast Redis of its own', () => {
+  it('When SOCKET_REDIS_URL names a Redis that may evict, Then start-up is refused naming that Redis, and the store is left alone', async () => {
+    const store = await start(await tempDataDir());
+    const sockets = await start(await tempDataDir());
+    await connect(sockets.url).config('SET', 'maxmemory-policy', 'allkeys-lru');
+
+    const error = await openRedisStore(
+      {
+        dataDir: await tempDataDir(),
+        redis: { url: store.url, socketUrl: sockets.url, appendfsync: 'always' },
+      },
+      { sockets: true },
+    ).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(StartupError);
+    expect((error as Error).message).toMatch(/^the broadcast Redis: .*"allkeys-lru"/);
+    expect(await connect(store.url).ping()).toBe('PONG');
   });
 });

@@ -1,3 +1,4 @@
+import { StartupError } from '../startup-error.ts';
 import { type EmbeddedRedis, startEmbeddedRedis } from './embedded-redis.ts';
 import { checkRedisServer, createRedis, waitReady } from './redis-connection.ts';
 
@@ -39,7 +40,7 @@ export async function openRedisStore(
 ): Promise<RedisStore> {
   const started: EmbeddedRedis[] = [];
   const release = async () => {
-    for (const redis of started.reverse()) await redis.stop();
+    for (const redis of [...started].reverse()) await redis.stop();
   };
   try {
     const embed = async (name: string | undefined, appendonly: boolean) => {
@@ -56,8 +57,8 @@ export async function openRedisStore(
     const socketUrl =
       (options.sockets && settings.redis.socketUrl) ||
       (options.sockets && !settings.redis.url ? await embed(SOCKET_REDIS_NAME, false) : url);
-    const version = await checked(url);
-    if (socketUrl !== url) await checked(socketUrl);
+    const version = await checked(url, 'the store');
+    if (socketUrl !== url) await checked(socketUrl, 'the broadcast Redis');
     return { url, socketUrl, embedded: !settings.redis.url, version, release };
   } catch (error) {
     await release();
@@ -66,13 +67,16 @@ export async function openRedisStore(
 }
 
 /** Waits for a Redis to answer and checks it is recent enough and never evicts (a lost stream loses broadcasts). */
-async function checked(url: string): Promise<string> {
+async function checked(url: string, which: string): Promise<string> {
   const probe = createRedis(url, 'tool', { lazyConnect: true });
   probe.on('error', () => {});
   try {
     await probe.connect().catch(() => {});
     await waitReady(probe);
     return (await checkRedisServer(probe)).version;
+  } catch (error) {
+    // With two Redis servers, the operator must know which one to look at.
+    throw error instanceof StartupError ? new StartupError(`${which}: ${error.message}`) : error;
   } finally {
     probe.disconnect();
   }
