@@ -9,7 +9,7 @@ import { startTestServer, type TestServer } from './support/test-server.ts';
 import { waitFor } from './support/wait-for.ts';
 
 // Severities 1–2: both agencies' first levels are paged again every 0.3 s and never climb within a test.
-// Severities 3–4: the police's first level is paged again at 0.4 s and climbs at 0.5 s.
+// Severities 3–4: the police's first level is paged again at 0.4 s and climbs at 0.5 s (fires excepted).
 const POLICIES = 'test/fixtures/reminders.json';
 
 type Reminder = z.output<typeof EscalationReminder>;
@@ -32,7 +32,8 @@ async function server(env: Record<string, string> = {}, prefix?: string) {
 
 async function raise(url: string, severity: Severity): Promise<Incident> {
   const { socket } = await consoleFor(url, 'operator.permisan');
-  const res = await socket.emitWithAck('alert:raise', uniqueAlert({ severity }));
+  // Not a fire: fires have a policy of their own in the fixture.
+  const res = await socket.emitWithAck('alert:raise', uniqueAlert({ severity, category: 'fight' }));
   if (!res.ok) throw new Error(JSON.stringify(res.error));
   return res.data.incident;
 }

@@ -141,3 +141,29 @@ describe('the terminal console', () => {
     }
   }, 45_000);
 });
+
+describe('the terminal console, while a chain waits and climbs', () => {
+  let paging: TestServer;
+  beforeAll(async () => {
+    // A high fire: the Polsek is paged again every second, and its chain climbs to the Kapolsek at 3 s.
+    paging = await startTestServer({ env: { ESCALATION_FILE: 'test/fixtures/reminders.json' } });
+  });
+  afterAll(() => paging.close());
+
+  it('shows the Polsek the repeat page of an unacknowledged fire, and the climb to its Kapolsek once joined', async () => {
+    const police = startConsole('dispatch.nusakambangan', paging.url);
+    const permisan = startConsole('operator.permisan', paging.url);
+    await ready(police, permisan);
+
+    type(permisan, 'raise fire 3 b Kebakaran di dapur blok B');
+    const [, id] = await printed(permisan, /^raised ([0-9a-f]{8}) /);
+    await printed(police, new RegExp(`ALERT +${id} `));
+    type(police, `join ${id}`);
+    await printed(police, new RegExp(`^joined ${id}`));
+    await printed(
+      police,
+      new RegExp(`REMIND +${id} .* — still not acknowledged by the police chain at level 0 \\(page 2\\)$`),
+    );
+    await printed(police, new RegExp(`ESCAL +${id} .* — police chain up to level 1: Kapolsek$`));
+  }, 45_000);
+});

@@ -146,15 +146,30 @@ export class ConsoleSession {
       const { fresh, before } = this.noteGap(incident);
       if (fresh) print(line('UPDATE', incident.updatedAt, incident, changeDetail(before, incident)));
     });
-    this.socket.on('incident:event', ({ incidentId, event }) => {
-      const known = this.incidents.get(incidentId);
-      const detail = `#${event.seq} ${eventDetail(event)}`;
-      print(
-        known
-          ? line('EVENT', event.at, known, detail)
-          : `${clock(event.at)} EVENT  ${shortId(incidentId)} — ${detail}`,
-      );
-    });
+    this.socket.on('incident:event', ({ incidentId, event }) =>
+      this.printAbout('EVENT', event.at, incidentId, `#${event.seq} ${eventDetail(event)}`),
+    );
+    this.socket.on('escalation:fired', ({ incidentId, chain, level, label, firedAt }) =>
+      this.printAbout('ESCAL', firedAt, incidentId, `${chain} chain up to level ${level}: ${label}`),
+    );
+    this.socket.on('escalation:reminder', ({ incidentId, chain, level, round }) =>
+      this.printAbout(
+        'REMIND',
+        new Date().toISOString(),
+        incidentId,
+        `still not acknowledged by the ${chain} chain at level ${level} (page ${round + 1})`,
+      ),
+    );
+  }
+
+  /** A line about an incident, with its summary when this console has it. */
+  private printAbout(tag: string, at: string, incidentId: string, detail: string): void {
+    const known = this.incidents.get(incidentId);
+    this.options.print(
+      known
+        ? line(tag, at, known, detail)
+        : `${clock(at)} ${tag.padEnd(6)} ${shortId(incidentId)} — ${detail}`,
+    );
   }
 
   /** Says once per outage that the server is out of reach, rather than at every retry. */
