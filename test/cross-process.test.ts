@@ -10,7 +10,7 @@ import { redisKeys } from '../server/storage/keys.ts';
 import { rooms } from '../shared/rooms.ts';
 import { uniqueAlert } from './support/alerts.ts';
 import { closeConsoles, connectConsole, consoleFor, get, login } from './support/consoles.ts';
-import { startTestServer, TEST_JWT_SECRET, type TestServer } from './support/test-server.ts';
+import { addAccount, startTestServer, TEST_JWT_SECRET, type TestServer } from './support/test-server.ts';
 import { waitFor } from './support/wait-for.ts';
 
 // Two Sinergi processes (in one test process, but sharing nothing except Redis and the key prefix), as two
@@ -50,13 +50,10 @@ describe('two servers on one Redis', () => {
   });
 
   it('When an admin on server A disables a user, Then that user’s console on server B is disconnected', async () => {
-    const password = 'kunci-rahasia-penjaga-1';
-    await a.app.services.users.create({
+    const { password } = await addAccount(a, {
       username: 'guard.batu',
-      displayName: 'Petugas Jaga Batu',
       role: 'operator',
       unitId: 'lapas-batu',
-      password,
     });
     const session = await login(b.url, 'guard.batu', password);
     const guard = await connectConsole(b.url, session.accessToken);
@@ -75,13 +72,10 @@ describe('two servers on one Redis', () => {
   });
 
   it('When a user is disabled with the users tool, Then their open console is disconnected too', async () => {
-    const password = 'kunci-rahasia-penjaga-2';
-    await a.app.services.users.create({
+    const { password } = await addAccount(a, {
       username: 'guard.besi',
-      displayName: 'Petugas Jaga Besi',
       role: 'operator',
       unitId: 'lapas-besi',
-      password,
     });
     const session = await login(b.url, 'guard.besi', password);
     const guard = await connectConsole(b.url, session.accessToken);

@@ -1,7 +1,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { uniqueAlert } from './support/alerts.ts';
 import { closeConsoles, connectConsole, consoleFor, get, login } from './support/consoles.ts';
-import { startTestServer, type TestServer } from './support/test-server.ts';
+import { addAccount, startTestServer, type TestServer } from './support/test-server.ts';
 
 let server: TestServer;
 beforeAll(async () => {
@@ -36,13 +36,10 @@ describe('per-user rate limits on raises and notes', () => {
   });
 
   it('does not count a retry of a stored alert against the limit', async () => {
-    const password = 'kunci-rahasia-nirbaya-2';
-    await server.app.services.users.create({
+    const { password } = await addAccount(server, {
       username: 'guard.nirbaya',
-      displayName: 'Petugas Jaga Nirbaya',
       role: 'operator',
       unitId: 'lapas-nirbaya',
-      password,
     });
     const session = await login(server.url, 'guard.nirbaya', password);
     const socket = await connectConsole(server.url, session.accessToken);

@@ -4,7 +4,7 @@ import { redisKeys } from '../server/storage/keys.ts';
 import { createSessionRepository } from '../server/storage/sessions.repository.ts';
 import { uniqueAlert } from './support/alerts.ts';
 import { closeConsoles, connectConsole, consoleFor, openConsole } from './support/consoles.ts';
-import { startTestServer, type TestServer } from './support/test-server.ts';
+import { addAccount, startTestServer, type TestServer } from './support/test-server.ts';
 import { tokenExpiringIn } from './support/tokens.ts';
 import { waitFor } from './support/wait-for.ts';
 
@@ -77,13 +77,10 @@ describe('a connected console', () => {
   });
 
   it('recovers its state after a short drop, but not once its account was disabled meanwhile', async () => {
-    const password = 'kunci-rahasia-penjaga-3';
-    const user = await server.app.services.users.create({
+    const { user, password } = await addAccount(server, {
       username: 'guard.nirbaya',
-      displayName: 'Petugas Jaga Nirbaya',
       role: 'operator',
       unitId: 'lapas-nirbaya',
-      password,
     });
     const login = await fetch(`${server.url}/api/auth/login`, {
       method: 'POST',

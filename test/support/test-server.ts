@@ -8,6 +8,7 @@ import { loadEscalationFile, loadTopologyFile } from '../../server/config-files.
 import { seedDemoAccounts } from '../../server/domain/seed.ts';
 import { createLogger } from '../../server/logger.ts';
 import { EscalationConfig } from '../../shared/escalation.ts';
+import type { Role } from '../../shared/roles.ts';
 import { Topology, type TopologyInput } from '../../shared/topology.ts';
 
 export const TEST_JWT_SECRET = 'test-secret-that-is-at-least-32-characters-long';
@@ -68,4 +69,21 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
   await new Promise<void>((resolve) => app.httpServer.listen(0, '127.0.0.1', resolve));
   const { port } = app.httpServer.address() as AddressInfo;
   return { url: `http://127.0.0.1:${port}`, app, prefix, close: () => app.close() };
+}
+
+/**
+ * An account made the way an administrator makes one, beyond the demo accounts, for a test that will
+ * disable it or spend its limits. Returns it with its (random) password.
+ */
+export async function addAccount(
+  server: TestServer,
+  account: { username: string; role: Role; unitId: string },
+) {
+  const password = randomUUID();
+  const user = await server.app.services.users.create({
+    ...account,
+    displayName: account.username,
+    password,
+  });
+  return { user, password };
 }
