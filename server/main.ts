@@ -1,29 +1,19 @@
 import type { AddressInfo } from 'node:net';
-import { createApp } from './app.ts';
+import { assemble } from './assemble.ts';
 import { type Config, ConfigError, loadConfig } from './config.ts';
-import { loadEscalationFile, loadTopologyFile } from './config-files.ts';
 import { DEMO_PASSWORD, demoAccounts, ensureFirstAdmin, seedDemoAccounts } from './domain/seed.ts';
 import { createLogger } from './logger.ts';
-import { openRedisStore } from './redis/redis-store.ts';
-import { resolveJwtSecret } from './secrets.ts';
 import { StartupError } from './startup-error.ts';
 
 async function main(config: Config) {
   const logger = createLogger(config.logLevel);
-  const topology = await loadTopologyFile(config.topologyFile);
-  const escalation = await loadEscalationFile(config.escalation.file);
-  const store = await openRedisStore(config, { sockets: true });
-  logger.info(
-    { embedded: store.embedded, url: store.url, socketUrl: store.socketUrl, version: store.version },
-    'redis ready',
-  );
+  const { app, store, topology } = await assemble(config, logger);
 
-  let app: ReturnType<typeof createApp> | undefined;
   let shuttingDown: Promise<void> | undefined;
   const shutdown = (reason: string, code: number) => {
     shuttingDown ??= (async () => {
       logger.info({ reason }, 'shutting down');
-      await app?.close();
+      await app.close();
       await store.release();
       logger.info('stopped');
       process.exit(code);
@@ -45,16 +35,6 @@ async function main(config: Config) {
   });
 
   try {
-    const jwtSecret = await resolveJwtSecret(config.auth.jwtSecret, config.dataDir);
-    app = createApp({
-      config,
-      logger,
-      redisUrl: store.url,
-      socketRedisUrl: store.socketUrl,
-      topology,
-      escalation,
-      jwtSecret,
-    });
     await app.start();
 
     const users = app.services.users;
@@ -86,7 +66,7 @@ async function main(config: Config) {
     process.stdout.write(`${lines.join('\n')}\n`);
     logger.info({ port, host: config.http.host }, 'listening');
   } catch (error) {
-    await app?.close();
+    await app.close();
     await store.release();
     throw error;
   }

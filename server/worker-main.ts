@@ -1,9 +1,6 @@
-import { createApp } from './app.ts';
+import { assemble } from './assemble.ts';
 import { ConfigError, loadConfig } from './config.ts';
-import { loadEscalationFile, loadTopologyFile } from './config-files.ts';
 import { createLogger } from './logger.ts';
-import { openRedisStore } from './redis/redis-store.ts';
-import { resolveJwtSecret } from './secrets.ts';
 import { StartupError } from './startup-error.ts';
 
 /**
@@ -14,22 +11,7 @@ import { StartupError } from './startup-error.ts';
 async function main() {
   const config = loadConfig();
   const logger = createLogger(config.logLevel, 'sinergi-worker');
-  const [topology, escalation] = await Promise.all([
-    loadTopologyFile(config.topologyFile),
-    loadEscalationFile(config.escalation.file),
-  ]);
-  const store = await openRedisStore(config, { sockets: true });
-  const jwtSecret = await resolveJwtSecret(config.auth.jwtSecret, config.dataDir);
-  const app = createApp({
-    config,
-    logger,
-    redisUrl: store.url,
-    socketRedisUrl: store.socketUrl,
-    topology,
-    escalation,
-    jwtSecret,
-    worker: true,
-  });
+  const { app, store } = await assemble(config, logger, { worker: true });
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
