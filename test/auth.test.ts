@@ -1,8 +1,10 @@
 import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
 import { SignJWT, UnsecuredJWT } from 'jose';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { DEMO_PASSWORD } from '../server/domain/seed.ts';
 import { redisKeys } from '../server/storage/keys.ts';
+import { USED_SECRETS_KEPT } from '../server/storage/sessions.repository.ts';
 import { createUserRepository } from '../server/storage/users.repository.ts';
 import { LoginResponse } from '../shared/auth.ts';
 import { HttpErrorResponse } from '../shared/envelope.ts';
@@ -197,6 +199,50 @@ describe('refresh token rotation', () => {
 
     expect((await refresh(third.refreshToken)).status).toBe(401);
     expect((await topology(third.accessToken)).status).toBe(401);
+  });
+
+  it('keeps a record of fixed size for a console that refreshes for days, and still catches a recent token replayed', async () => {
+    const first = await login(server.url, 'operator.permisan');
+    const [userId = '', sessionId = ''] = first.refreshToken.split('.');
+    const keys = redisKeys(server.prefix);
+    const redis = new Redis(inject('redisUrl'));
+    const footprint = async () => {
+      let bytes = 0;
+      for (const key of [keys.session(userId, sessionId), keys.sessionUsed(userId, sessionId)])
+        bytes += Number(await redis.memory('USAGE', key, 'SAMPLES', 0)) || 0;
+      return bytes;
+    };
+    try {
+      const tokens = [first];
+      const rotate = async (times: number) => {
+        for (let i = 0; i < times; i++) {
+          const last = tokens.at(-1) as LoginResponse;
+          tokens.push(LoginResponse.parse((await refresh(last.refreshToken)).body));
+        }
+      };
+      await rotate(USED_SECRETS_KEPT);
+      const afterADay = await footprint();
+      await rotate(USED_SECRETS_KEPT);
+      // Twice the refreshes, the same record (a few bytes of encoding aside).
+      expect(await footprint()).toBeLessThanOrEqual(afterADay * 1.05);
+
+      // A token older than the record is refused, and does not end the session it no longer belongs to.
+      const ancient = await refresh(first.refreshToken);
+      expect(ancient.status).toBe(401);
+      expect(ancient.body).toMatchObject({ error: { message: 'Invalid refresh token' } });
+      const current = tokens.at(-1) as LoginResponse;
+      expect((await topology(current.accessToken)).status).toBe(200);
+
+      // A recent one replayed still ends it.
+      const recent = tokens.at(-5) as LoginResponse;
+      expect((await refresh(recent.refreshToken)).body).toMatchObject({
+        error: { message: 'Refresh token reused; the session has been ended' },
+      });
+      expect((await topology(current.accessToken)).status).toBe(401);
+      expect(await footprint()).toBe(0);
+    } finally {
+      redis.disconnect();
+    }
   });
 
   it('refuses a malformed or made-up refresh token with 401', async () => {

@@ -1,3 +1,6 @@
+/** A session's key plus this is its list of used refresh secrets: scripts given only the prefix find it. */
+export const SESSION_USED_SUFFIX = ':used';
+
 /**
  * Every Redis key Sinergi writes, in one place. Keys that a later Lua script must touch together share a
  * hash tag (`{…}`) so the layout also holds on a Redis Cluster.
@@ -11,6 +14,9 @@ export function redisKeys(prefix: string) {
     usernames: `${prefix}usernames`,
     /** Same hash tag as the user: revoking every session of a user is one single-slot script. */
     session: (userId: string, sessionId: string) => `${prefix}{user:${userId}}:session:${sessionId}`,
+    /** The hashes of a session's recently rotated-away refresh secrets, newest first. */
+    sessionUsed: (userId: string, sessionId: string) =>
+      `${prefix}{user:${userId}}:session:${sessionId}${SESSION_USED_SUFFIX}`,
     incident: (id: string) => `${prefix}{inc:${id}}`,
     incidentEvents: (id: string) => `${prefix}{inc:${id}}:events`,
     incidentAlerts: (id: string) => `${prefix}{inc:${id}}:alerts`,
