@@ -20,7 +20,7 @@ export async function assemble(
     loadTopologyFile(config.topologyFile),
     loadEscalationFile(config.escalation.file),
   ]);
-  const store = await openRedisStore(config, { sockets: true });
+  const store = await openRedisStore(config, { serving: true });
   logger.info(
     { embedded: store.embedded, url: store.url, socketUrl: store.socketUrl, version: store.version },
     'redis ready',

@@ -22,9 +22,13 @@ const started: EmbeddedRedis[] = [];
 const clients: Redis[] = [];
 const dirs: string[] = [];
 const children: ChildProcessByStdio<null, Readable, Readable>[] = [];
+const childRedisPids: number[] = [];
 
 afterEach(async () => {
   for (const child of children.splice(0)) if (child.exitCode === null) child.kill('SIGKILL');
+  // A killed child's redis-server stops a moment later; its data dir can go only then.
+  for (const pid of childRedisPids.splice(0))
+    await waitFor(() => !isRunning(pid), { timeoutMs: 10_000, what: `redis-server ${pid} to exit` });
   for (const client of clients.splice(0)) client.disconnect();
   await Promise.all(started.splice(0).map((r) => r.stop()));
   await Promise.all(dirs.splice(0).map((d) => rm(d, { recursive: true, force: true })));
@@ -36,10 +40,34 @@ async function tempDataDir(): Promise<string> {
   return dir;
 }
 
-async function start(dataDir: string, appendfsync: 'always' | 'everysec' = 'always'): Promise<EmbeddedRedis> {
-  const redis = await startEmbeddedRedis({ dataDir, appendfsync });
+async function start(
+  dataDir: string,
+  appendfsync: 'always' | 'everysec' = 'always',
+  lasting = false,
+): Promise<EmbeddedRedis> {
+  const redis = await startEmbeddedRedis({ dataDir, appendfsync, lasting });
   started.push(redis);
   return redis;
+}
+
+/** Another process holding the embedded Redis on `dataDir`, as a short-lived tool or a lasting server would. */
+async function startInChild(dataDir: string, kind: 'tool' | 'lasting') {
+  const parent = spawn(
+    process.execPath,
+    ['--import', 'tsx', 'test/fixtures/embedded-redis-parent.ts', dataDir, kind],
+    { stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 },
+  );
+  children.push(parent);
+  let output = '';
+  parent.stdout.on('data', (chunk: Buffer) => {
+    output += chunk.toString();
+  });
+  const { pid } = await waitFor(
+    () => (output.includes('\n') ? (JSON.parse(output) as { pid: number; url: string }) : undefined),
+    { timeoutMs: 15_000, what: 'the child to report its redis-server' },
+  );
+  childRedisPids.push(pid);
+  return { parent, pid };
 }
 
 function connect(url: string): Redis {
@@ -126,25 +154,39 @@ describe('the embedded Redis', () => {
   });
 
   it('When its parent process is killed with SIGKILL, Then redis-server does not outlive it', async () => {
-    const dataDir = await tempDataDir();
-    const parent = spawn(
-      process.execPath,
-      ['--import', 'tsx', 'test/fixtures/embedded-redis-parent.ts', dataDir],
-      { stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 },
-    );
-    children.push(parent);
-    let output = '';
-    parent.stdout.on('data', (chunk: Buffer) => {
-      output += chunk.toString();
-    });
-    const { pid } = await waitFor(
-      () => (output.includes('\n') ? (JSON.parse(output) as { pid: number; url: string }) : undefined),
-      { timeoutMs: 15_000, what: 'the child to report its redis-server' },
-    );
+    const { parent, pid } = await startInChild(await tempDataDir(), 'tool');
     expect(isRunning(pid)).toBe(true);
 
     parent.kill('SIGKILL');
     await waitFor(() => !isRunning(pid), { timeoutMs: 10_000, what: `redis-server ${pid} to exit` });
+  });
+
+  it('When a command-line tool runs the embedded Redis, Then a server waits for it to finish and starts its own instead of attaching to it', async () => {
+    const dataDir = await tempDataDir();
+    const tool = await startInChild(dataDir, 'tool');
+    let served: EmbeddedRedis | undefined;
+    const serving = startEmbeddedRedis({ dataDir, appendfsync: 'everysec', lasting: true }).then((r) => {
+      served = r;
+      started.push(r);
+      return r;
+    });
+    await new Promise((r) => setTimeout(r, 500));
+    expect(served).toBeUndefined();
+
+    tool.parent.kill('SIGKILL');
+    const redis = await serving;
+    expect(redis.owned).toBe(true);
+    expect(redis.pid).not.toBe(tool.pid);
+    expect(await connect(redis.url).ping()).toBe('PONG');
+  });
+
+  it('When a server runs the embedded Redis, Then a tool and another server attach to it', async () => {
+    const dataDir = await tempDataDir();
+    const server = await startInChild(dataDir, 'lasting');
+    for (const lasting of [false, true]) {
+      const redis = await start(dataDir, 'everysec', lasting);
+      expect(redis).toMatchObject({ owned: false, pid: server.pid });
+    }
   });
 
   it('When redis-server is not installed, Then says how to install it or set REDIS_URL', async () => {
@@ -189,7 +231,7 @@ describe('openRedisStore with a broadcast Redis of its own', () => {
         dataDir: await tempDataDir(),
         redis: { url: store.url, socketUrl: sockets.url, appendfsync: 'always' },
       },
-      { sockets: true },
+      { serving: true },
     ).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(StartupError);
     expect((error as Error).message).toMatch(/^the broadcast Redis: .*"allkeys-lru"/);

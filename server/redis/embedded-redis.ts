@@ -12,6 +12,11 @@ export interface EmbeddedRedisOptions {
   name?: string;
   /** False for a Redis whose data is worthless after a restart: no append-only file at all. */
   appendonly?: boolean;
+  /**
+   * This process serves for hours (a server, a worker). It never attaches to a Redis that a short-lived tool
+   * started, which stops when the tool does: it waits for that one to stop and starts its own.
+   */
+  lasting?: boolean;
   /** Defaults to the `redis-server` found on PATH. */
   binary?: string;
   startTimeoutMs?: number;
@@ -34,7 +39,12 @@ interface AddressRecord {
   port: number;
   pid: number;
   dir: string;
+  /** Started by a lasting process; absent in records written before tools were told apart. */
+  lasting?: boolean;
 }
+
+/** How long a lasting process waits for a tool's Redis to stop before giving up. */
+const OUTLAST_TOOL_MS = 60_000;
 
 // The wrapper holds the write end of a pipe from the parent: when the parent dies, even by SIGKILL,
 // `read` sees end-of-file and the child redis-server is stopped instead of being orphaned.
@@ -86,7 +96,8 @@ export async function startEmbeddedRedis(options: EmbeddedRedisOptions): Promise
   const dir = redisDir(options.dataDir, options.name);
   await mkdir(dir, { recursive: true });
 
-  const running = await findRunning(dir);
+  let running = await findRunning(dir);
+  if (running?.lasting === false && options.lasting) running = await outlast(dir, running);
   if (running) return attached(running);
 
   const binary = options.binary ?? (await findOnPath('redis-server'));
@@ -141,7 +152,7 @@ async function launch(
     if (pid === undefined) await new Promise((r) => setTimeout(r, 50));
   }
 
-  const record: AddressRecord = { host: '127.0.0.1', port, pid, dir };
+  const record: AddressRecord = { host: '127.0.0.1', port, pid, dir, lasting: options.lasting ?? false };
   await writeFile(addressFile(dir), `${JSON.stringify(record)}\n`, { mode: 0o600 });
 
   let stopping: Promise<void> | undefined;
@@ -193,6 +204,35 @@ async function findRunning(dir: string): Promise<AddressRecord | undefined> {
   }
   await rm(addressFile(dir), { force: true });
   return undefined;
+}
+
+/**
+ * Waits until the tool that started the Redis in `dir` has finished and stopped it. Resolves with a
+ * lasting process's record should one have started there meanwhile, else with nothing (start one).
+ */
+async function outlast(dir: string, tool: AddressRecord): Promise<AddressRecord | undefined> {
+  const deadline = Date.now() + OUTLAST_TOOL_MS;
+  for (;;) {
+    // Its process, not a connection attempt, says when it is gone: a connection that fails once under load
+    // must not let a second redis-server start on the same files.
+    if (!processExists(tool.pid)) return findRunning(dir);
+    if (Date.now() > deadline)
+      throw new StartupError(
+        `a command-line tool (pid ${tool.pid} runs its redis-server) holds the embedded Redis in ${dir} and ` +
+          `did not finish within ${OUTLAST_TOOL_MS / 1000} s; let it finish, then start again`,
+      );
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    // EPERM: it exists, under another user.
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 function attached(record: AddressRecord): EmbeddedRedis {

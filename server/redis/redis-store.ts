@@ -26,17 +26,18 @@ const SOCKET_REDIS_NAME = 'redis-socket';
 
 /**
  * The Redis every part of Sinergi uses: `REDIS_URL` when set, otherwise the embedded redis-server on
- * `<DATA_DIR>/redis` (started here, or the one another Sinergi process already runs on that data).
+ * `<DATA_DIR>/redis` (started here, or the one another Sinergi process already runs on that data; a
+ * serving process waits out one a command-line tool started rather than lose it when the tool ends).
  *
- * Processes that serve consoles (`sockets: true`) also get a Redis for the Socket.IO adapter's stream:
- * `SOCKET_REDIS_URL`, else with the embedded store a second embedded redis-server without an append-only
- * file, else the store itself. That stream is a delivery buffer holding every broadcast of the recovery
+ * Processes that serve (`serving: true`: the server, the worker) also get a Redis for the Socket.IO
+ * adapter's stream: `SOCKET_REDIS_URL`, else with the embedded store a second embedded redis-server
+ * without an append-only file, else the store itself. That stream is a delivery buffer holding every broadcast of the recovery
  * window; in the store it made every broadcast a synced disk write and most of what each AOF rewrite
  * copies, while nothing in it is worth keeping across a Redis restart.
  */
 export async function openRedisStore(
   settings: RedisStoreSettings,
-  options: { sockets?: boolean } = {},
+  options: { serving?: boolean } = {},
 ): Promise<RedisStore> {
   const started: EmbeddedRedis[] = [];
   const release = async () => {
@@ -48,6 +49,7 @@ export async function openRedisStore(
         dataDir: settings.dataDir,
         appendfsync: settings.redis.appendfsync,
         appendonly,
+        lasting: options.serving ?? false,
         ...(name && { name }),
       });
       started.push(redis);
@@ -55,8 +57,8 @@ export async function openRedisStore(
     };
     const url = settings.redis.url ?? (await embed(undefined, true));
     const socketUrl =
-      (options.sockets && settings.redis.socketUrl) ||
-      (options.sockets && !settings.redis.url ? await embed(SOCKET_REDIS_NAME, false) : url);
+      (options.serving && settings.redis.socketUrl) ||
+      (options.serving && !settings.redis.url ? await embed(SOCKET_REDIS_NAME, false) : url);
     const version = await checked(url, 'the store');
     if (socketUrl !== url) await checked(socketUrl, 'the broadcast Redis');
     return { url, socketUrl, embedded: !settings.redis.url, version, release };
