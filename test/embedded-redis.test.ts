@@ -180,6 +180,14 @@ describe('the embedded Redis', () => {
     expect(await connect(redis.url).ping()).toBe('PONG');
   });
 
+  it('When three processes start it at the same moment on an empty data dir, Then one redis-server runs and the others attach to it', async () => {
+    const dataDir = await tempDataDir();
+    const redis = await Promise.all([start(dataDir), start(dataDir), start(dataDir)]);
+    expect(redis.filter((r) => r.owned)).toHaveLength(1);
+    expect(new Set(redis.map((r) => r.pid)).size).toBe(1);
+    expect(await connect(redis[0]?.url ?? '').ping()).toBe('PONG');
+  });
+
   it('When a server runs the embedded Redis, Then a tool and another server attach to it', async () => {
     const dataDir = await tempDataDir();
     const server = await startInChild(dataDir, 'lasting');

@@ -96,10 +96,30 @@ export async function startEmbeddedRedis(options: EmbeddedRedisOptions): Promise
   const dir = redisDir(options.dataDir, options.name);
   await mkdir(dir, { recursive: true });
 
-  let running = await findRunning(dir);
-  if (running?.lasting === false && options.lasting) running = await outlast(dir, running);
-  if (running) return attached(running);
+  // Long enough for another process's launch, which has the start-up timeout of its own.
+  const deadline = Date.now() + 2 * (options.startTimeoutMs ?? 15_000);
+  for (;;) {
+    let running = await findRunning(dir);
+    if (running?.lasting === false && options.lasting) running = await outlast(dir, running);
+    if (running) return attached(running);
+    // Two processes starting together must not both launch a redis-server on the same files: one launches,
+    // the other waits for its address and attaches.
+    const unlock = await lockLaunch(dir);
+    if (unlock) {
+      try {
+        const launched = await findRunning(dir);
+        return launched ? attached(launched) : await launchFree(dir, options);
+      } finally {
+        await unlock();
+      }
+    }
+    if (Date.now() > deadline)
+      throw new StartupError(`another process has been starting the embedded Redis in ${dir} for too long`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
 
+async function launchFree(dir: string, options: EmbeddedRedisOptions): Promise<EmbeddedRedis> {
   const binary = options.binary ?? (await findOnPath('redis-server'));
   if (!binary) throw new StartupError(REDIS_MISSING_MESSAGE);
   // Otherwise the shell wrapper fails, and the report would point at an empty redis log.
@@ -117,6 +137,23 @@ export async function startEmbeddedRedis(options: EmbeddedRedisOptions): Promise
     }
   }
   throw lastError;
+}
+
+/**
+ * Takes the right to launch in `dir`: a file created exclusively, holding this process's pid. Resolves with
+ * its release, or with nothing while a live process holds it; a dead holder's file is removed.
+ */
+async function lockLaunch(dir: string): Promise<(() => Promise<void>) | undefined> {
+  const file = path.join(dir, 'launching.pid');
+  try {
+    await writeFile(file, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
+    return () => rm(file, { force: true });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    const holder = Number((await readFile(file, 'utf8').catch(() => '')).trim());
+    if (holder && !processExists(holder)) await rm(file, { force: true });
+    return undefined;
+  }
 }
 
 async function launch(
@@ -138,7 +175,8 @@ async function launch(
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
 
   const url = `redis://127.0.0.1:${port}`;
-  const deadline = Date.now() + (options.startTimeoutMs ?? 15_000);
+  // Long enough for another process's launch, which has the start-up timeout of its own.
+  const deadline = Date.now() + 2 * (options.startTimeoutMs ?? 15_000);
   let pid: number | undefined;
   while (pid === undefined) {
     if (child.exitCode !== null || child.signalCode !== null) {
