@@ -205,9 +205,10 @@ export function createEscalationQueue(deps: {
       if (!MOVES_CHAINS.has(change.event.type)) return;
       if (change.event.type === 'alert_attached' && !change.event.data.escalation) return;
       if (change.event.type === 'opened') {
-        // A brand-new incident has no timers to look up or replace: one round trip adds them all.
-        const jobs = openingTimers(change);
-        if (jobs.length > 0) await queue.addBulk(jobs);
+        // A brand-new incident has no timers to look up or replace: they are added at once, in one round
+        // trip. Not with addBulk: its MULTI builds an ioredis pipeline that copies every BullMQ script onto
+        // itself, which cost a raise about 1.5x the CPU of the separate adds.
+        await Promise.all(openingTimers(change).map((j) => queue.add(j.name, j.data, j.opts)));
         return;
       }
       await Promise.all(movedChains(change.event).map((chain) => syncChain(change.incident, chain, change)));
