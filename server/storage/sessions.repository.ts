@@ -53,6 +53,14 @@ return #ids
 `;
 
 export function createSessionRepository(redis: Redis, keys: RedisKeys) {
+  // The KEYS of ROTATE and END, in their order.
+  const scriptKeys = (userId: string, sessionId: string) =>
+    [
+      keys.session(userId, sessionId),
+      keys.userSessions(userId),
+      keys.sessionUsed(userId, sessionId),
+    ] as const;
+
   return {
     async create(sessionId: string, userId: string, secretHash: string, ttlSeconds: number): Promise<void> {
       await redis
@@ -79,9 +87,7 @@ export function createSessionRepository(redis: Redis, keys: RedisKeys) {
       const [status] = (await redis.eval(
         ROTATE,
         3,
-        keys.session(userId, sessionId),
-        keys.userSessions(userId),
-        keys.sessionUsed(userId, sessionId),
+        ...scriptKeys(userId, sessionId),
         presented,
         next,
         ttlSeconds,
@@ -93,15 +99,9 @@ export function createSessionRepository(redis: Redis, keys: RedisKeys) {
 
     /** Logout: ends the session when `presented` is the hash of one of its refresh secrets. */
     async end(sessionId: string, userId: string, presented: string): Promise<EndOutcome> {
-      const [status] = (await redis.eval(
-        END,
-        3,
-        keys.session(userId, sessionId),
-        keys.userSessions(userId),
-        keys.sessionUsed(userId, sessionId),
-        presented,
-        sessionId,
-      )) as [EndOutcome];
+      const [status] = (await redis.eval(END, 3, ...scriptKeys(userId, sessionId), presented, sessionId)) as [
+        EndOutcome,
+      ];
       return status;
     },
 
