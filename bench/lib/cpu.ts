@@ -19,14 +19,33 @@ export interface CpuSnapshot {
 
 const TICKS_PER_SECOND = 100;
 
-async function processSeconds(pid: number): Promise<number> {
+/** Seconds of CPU (user + system) a process has used since it started; undefined once it is gone. */
+export async function cpuSecondsOf(pid: number | undefined): Promise<number | undefined> {
+  if (pid === undefined) return undefined;
   try {
     const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the parenthesised command name; utime and stime are the 14th and 15th fields.
+    // Fields after the command name, which may itself contain spaces and parentheses; utime and stime are
+    // the 14th and 15th fields.
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
   } catch {
-    return 0;
+    return undefined;
+  }
+}
+
+/**
+ * Read and write system calls a process has made since it started. On loopback each one is a trip through
+ * the kernel's TCP stack, and on a virtual machine often the costliest part of a request, so a result
+ * gives them per request beside the CPU.
+ */
+export async function syscallsOf(pid: number | undefined): Promise<number | undefined> {
+  if (pid === undefined) return undefined;
+  try {
+    const io = await readFile(`/proc/${pid}/io`, 'utf8');
+    const field = (name: string) => Number(new RegExp(`^${name}: (\\d+)$`, 'm').exec(io)?.[1] ?? Number.NaN);
+    return field('syscr') + field('syscw');
+  } catch {
+    return undefined;
   }
 }
 
@@ -40,7 +59,7 @@ export async function cpuSnapshot(
   const measured = new Map<string, number>();
   for (const [role, pids] of Object.entries({ ...roles, bench: [process.pid] })) {
     let seconds = 0;
-    for (const pid of pids) if (pid !== undefined) seconds += await processSeconds(pid);
+    for (const pid of pids) seconds += (await cpuSecondsOf(pid)) ?? 0;
     measured.set(role, seconds);
   }
   return {

@@ -111,20 +111,6 @@ export async function loginAll(
   return tokens;
 }
 
-/** CPU seconds (user + system) a process has used so far, from /proc; undefined where there is none. */
-export async function cpuSecondsOf(pid: number | undefined): Promise<number | undefined> {
-  if (pid === undefined) return undefined;
-  try {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the command name, which may itself contain spaces and parentheses.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const ticks = Number(fields[11]) + Number(fields[12]);
-    return ticks / 100;
-  } catch {
-    return undefined;
-  }
-}
-
 /**
  * A Sinergi escalation worker in its own process, exactly as `npm run worker` runs it, with the same settings
  * as the server (which then runs with ESCALATION_WORKER=off). Resolves once it says it is running.

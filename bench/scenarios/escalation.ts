@@ -5,12 +5,12 @@ import { Redis } from 'ioredis';
 import { EscalationConfig } from '../../shared/escalation.ts';
 import type { IncidentEvent } from '../../shared/incident.ts';
 import { type BenchRedis, startBenchRedis } from '../lib/bench-redis.ts';
+import { cpuSecondsOf } from '../lib/cpu.ts';
 import { serverNodeArgs, startGenerator, startServerProcess } from '../lib/processes.ts';
 import type { BenchContext, ScenarioResult } from '../lib/results.ts';
 import {
   type BenchAccount,
   connectRaisers,
-  cpuSecondsOf,
   facilitiesOf,
   loginAll,
   seedAccounts,

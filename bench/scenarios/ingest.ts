@@ -1,12 +1,12 @@
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import { startBenchRedis } from '../lib/bench-redis.ts';
+import { cpuSecondsOf, syscallsOf } from '../lib/cpu.ts';
 import { serverNodeArgs, type startGenerator, startServerProcess } from '../lib/processes.ts';
 import type { BenchContext, ScenarioResult } from '../lib/results.ts';
 import {
   type BenchAccount,
   connectRaisers,
-  cpuSecondsOf,
   facilitiesOf,
   loginAll,
   seedAccounts,
@@ -47,6 +47,9 @@ interface StepFigures {
   redisCpu: number;
   generatorCpu: number;
   generatorLagMs: number;
+  /** Read and write system calls per raise sent. */
+  serverSyscalls: number;
+  redisSyscalls: number;
 }
 
 export async function run(ctx: BenchContext): Promise<ScenarioResult> {
@@ -90,11 +93,18 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
     const totals = { stored: 0, opened: 0, duplicatesOk: 0, duplicatesWrong: 0, errors: 0, unanswered: 0 };
     for (const rate of rates) {
       const request: StepRequest = { rate: rate / GENERATORS, durationMs: stepMs, settleMs: 10_000, ...MIX };
-      const cpuBefore = [await cpuSecondsOf(server.child.pid), await cpuSecondsOf(redis.pid)];
+      const usage = () =>
+        Promise.all([
+          cpuSecondsOf(server?.child.pid),
+          cpuSecondsOf(redis.pid),
+          syscallsOf(server?.child.pid),
+          syscallsOf(redis.pid),
+        ]);
+      const before = await usage();
       const reports = await Promise.all(
         generators.map((g) => g.request<StepReport>('step', request, stepMs + 30_000)),
       );
-      const cpuAfter = [await cpuSecondsOf(server.child.pid), await cpuSecondsOf(redis.pid)];
+      const after = await usage();
       const d = distribution(reports.flatMap((r) => r.latencies));
       const errors = reports.reduce((n, r) => n + Object.values(r.errors).reduce((a, b) => a + b, 0), 0);
       const unanswered = reports.reduce((n, r) => n + r.unanswered, 0);
@@ -107,10 +117,12 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
       totals.errors += errors;
       totals.unanswered += unanswered;
       const seconds = stepMs / 1000;
-      const cpu = (i: number) => ((cpuAfter[i] ?? Number.NaN) - (cpuBefore[i] ?? Number.NaN)) / seconds;
+      const used = (i: number) => (after[i] ?? Number.NaN) - (before[i] ?? Number.NaN);
+      const cpu = (i: number) => used(i) / seconds;
+      const sent = reports.reduce((n, r) => n + r.sent, 0);
       const figures: StepFigures = {
         rate,
-        sent: reports.reduce((n, r) => n + r.sent, 0),
+        sent,
         p50: round(d.p50),
         p99: round(d.p99),
         max: round(d.max),
@@ -121,13 +133,16 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
         redisCpu: round(cpu(1)),
         generatorCpu: round(reports.reduce((n, r) => n + r.cpuSeconds, 0) / seconds),
         generatorLagMs: round(Math.max(...reports.map((r) => r.maxScheduleLagMs))),
+        serverSyscalls: round(used(2) / sent),
+        redisSyscalls: round(used(3) / sent),
       };
       steps.push(figures);
       const errorDetail = reports.map((r) => JSON.stringify(r.errors)).join(' ');
       ctx.log(
         `${rate}/s × ${seconds} s: ack p50 ${figures.p50} ms p99 ${figures.p99} ms max ${figures.max} ms; ` +
           `errors ${errors} ${errors ? errorDetail : ''}unanswered ${unanswered}; CPU cores: server ${figures.serverCpu}, ` +
-          `redis ${figures.redisCpu}, generators ${figures.generatorCpu} (worst generator lag ${figures.generatorLagMs} ms) → ${figures.passed ? 'pass' : 'MISS'}`,
+          `redis ${figures.redisCpu}, generators ${figures.generatorCpu} (worst generator lag ${figures.generatorLagMs} ms); ` +
+          `syscalls per raise: server ${figures.serverSyscalls}, redis ${figures.redisSyscalls} → ${figures.passed ? 'pass' : 'MISS'}`,
       );
       if (!figures.passed) break;
       // Let the timers and broadcasts of this step drain before the next one.
@@ -170,6 +185,8 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
             [`step${s.rate}.serverCpu`, s.serverCpu],
             [`step${s.rate}.redisCpu`, s.redisCpu],
             [`step${s.rate}.generatorCpu`, s.generatorCpu],
+            [`step${s.rate}.serverSyscalls`, s.serverSyscalls],
+            [`step${s.rate}.redisSyscalls`, s.redisSyscalls],
           ]),
         ),
       },
