@@ -1,5 +1,6 @@
 import { Redis, type RedisOptions } from 'ioredis';
 import { StartupError } from '../startup-error.ts';
+import { coalesceWrites } from './write-coalescing.ts';
 
 export type RedisRole = 'commands' | 'adapter' | 'queue' | 'worker' | 'subscriber' | 'tool';
 
@@ -23,7 +24,10 @@ export function createRedis(
     ...extra,
   };
   if (!blocking) options.commandTimeout = 3000;
-  return new Redis(url, options);
+  const redis = new Redis(url, options);
+  // A subscriber only listens, and a tool's commands go one at a time.
+  if (role !== 'subscriber' && role !== 'tool') coalesceWrites(redis);
+  return redis;
 }
 
 /** Waits until the connection is ready, or fails with a readable message. */
