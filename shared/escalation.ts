@@ -188,21 +188,64 @@ export function initialChains(snapshot: EscalationSnapshot, at: string): Escalat
   };
 }
 
+const repeatMs = (levels: readonly EscalationLevel[], level: number) => {
+  const seconds = levels[level]?.repeatSeconds;
+  return seconds ? Math.round(seconds * 1000) : undefined;
+};
+
 /**
- * When a waiting chain's level is next paged again, counting from `fromMs`; undefined when it is not: a level
- * is never reminded at or after the moment the chain climbs past it, since the next level's page supersedes it
- * (with the default waits and repeats, 30 s and 15 s, the second reminder would land on the escalation itself).
+ * When a chain waiting at its level since `waitFromMs` is next paged again after `afterMs`; undefined when it
+ * is not. Rounds fall every `repeatSeconds` counted from the start of the wait, so a late round never pushes
+ * the later ones back, and rounds missed while no worker ran are not all sent at once. A level is never
+ * reminded at or after the moment the chain climbs past it, since the next level's page supersedes it (with
+ * the default waits and repeats, 30 s and 15 s, the second reminder would land on the escalation itself).
  */
 export function nextReminderAt(
   chain: ChainState,
   levels: readonly EscalationLevel[],
-  fromMs: number,
+  waitFromMs: number,
+  afterMs: number,
 ): number | undefined {
-  const repeat = levels[chain.level]?.repeatSeconds;
-  if (!repeat) return undefined;
-  const at = fromMs + repeat * 1000;
+  const every = repeatMs(levels, chain.level);
+  if (!every) return undefined;
+  const at = waitFromMs + (Math.max(0, Math.floor((afterMs - waitFromMs) / every)) + 1) * every;
   if (chain.status === 'running' && chain.dueAt !== null && at >= Date.parse(chain.dueAt)) return undefined;
   return at;
+}
+
+/**
+ * The one timer of a waiting chain (a BullMQ job; see ChainTimerJob): when it next wakes, at the level's next
+ * reminder or else at the climb; undefined for a chain that waits for nothing.
+ */
+export function nextWakeAt(
+  chain: ChainState,
+  levels: readonly EscalationLevel[],
+  waitFromMs: number,
+  afterMs: number,
+): number | undefined {
+  if (chain.status !== 'running' && chain.status !== 'exhausted') return undefined;
+  return (
+    nextReminderAt(chain, levels, waitFromMs, afterMs) ??
+    (chain.status === 'running' && chain.dueAt !== null ? Date.parse(chain.dueAt) : undefined)
+  );
+}
+
+/**
+ * A chain timer that woke before its climb: the reminder round now due (none when it woke early), and when to
+ * wake next. Undefined when the chain has moved on since the timer was set: it does nothing more.
+ */
+export function decideReminder(
+  chain: ChainState,
+  levels: readonly EscalationLevel[],
+  timer: Pick<ChainTimerJob, 'level' | 'generation' | 'waitFrom'>,
+  nowMs: number,
+): { round: number | undefined; wakeAt: number | undefined } | undefined {
+  if (chain.generation !== timer.generation || chain.level !== timer.level - 1) return undefined;
+  if (chain.status !== 'running' && chain.status !== 'exhausted') return undefined;
+  const from = Date.parse(timer.waitFrom);
+  const every = repeatMs(levels, chain.level);
+  const round = every ? Math.floor((nowMs - from) / every) : 0;
+  return { round: round > 0 ? round : undefined, wakeAt: nextWakeAt(chain, levels, from, nowMs) };
 }
 
 /** The units a level makes parties to the incident, and the rooms it pages. */
@@ -249,20 +292,21 @@ export function resolveTargets(
 }
 
 /** BullMQ job payloads of the escalation queue; parsed on arrival, so a poisoned job fails for good. */
-export const EscalateJob = z.object({
+export const ChainTimerJob = z.object({
   incidentId: z.uuid(),
   chain: Chain,
+  /** The level the chain climbs to when the timer runs out: one above the level it waits at. */
   level: z.number().int().positive(),
   generation: z.number().int().positive(),
-  dueAt: z.iso.datetime(),
+  /** When the chain climbs; null for a chain at its top level, whose timer only pages it again. */
+  dueAt: z.iso.datetime().nullable(),
+  /** When the chain began waiting at its level: the reminder rounds count from here. */
+  waitFrom: z.iso.datetime(),
 });
-export type EscalateJob = z.infer<typeof EscalateJob>;
+export type ChainTimerJob = z.infer<typeof ChainTimerJob>;
 
-export const RemindJob = EscalateJob.extend({
-  level: z.number().int().nonnegative(),
-  round: z.number().int().positive(),
-});
-export type RemindJob = z.infer<typeof RemindJob>;
+/** A timer whose climb has come: what `decideEscalation` needs of it. */
+export type EscalateJob = Pick<ChainTimerJob, 'chain' | 'level' | 'generation'> & { dueAt: string };
 
 export const ResumeJob = z.object({
   incidentId: z.uuid(),

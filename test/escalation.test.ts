@@ -4,7 +4,7 @@ import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { z } from 'zod';
 import { ESCALATION_QUEUE, jobIds } from '../server/jobs/escalation-queue.ts';
-import type { Chain, EscalateJob, EscalationFired } from '../shared/escalation.ts';
+import type { Chain, ChainTimerJob, EscalationFired } from '../shared/escalation.ts';
 import type { Incident, IncidentEvent, IncidentUpdated } from '../shared/incident.ts';
 import type { Severity } from '../shared/severity.ts';
 import { uniqueAlert } from './support/alerts.ts';
@@ -524,20 +524,22 @@ describe('exactly once', () => {
     const incident = await raise(3);
     const police = incident.escalation.chains.police;
     if (!police.dueAt) throw new Error('police chain not running');
-    const job: EscalateJob = {
+    const job: ChainTimerJob = {
       incidentId: incident.id,
       chain: 'police',
       level: 1,
       generation: police.generation,
-      dueAt: police.dueAt,
+      // Its climb has come whenever it runs: the level was due when the incident opened.
+      dueAt: incident.openedAt,
+      waitFrom: incident.openedAt,
     };
     const copyId = `copy-${randomUUID()}`;
     const [runs] = await Promise.all([
-      Promise.all(Array.from({ length: 5 }, () => server.app.services.escalation.fire(job))),
+      Promise.all(Array.from({ length: 5 }, () => server.app.services.escalation.wake(job))),
       queue.add('escalate', job, { jobId: copyId, removeOnComplete: false }),
     ]);
     const copy = await jobOnce(copyId, 'completed');
-    const firedBy = runs.filter((r) => r !== undefined).length + (copy.returnvalue === null ? 0 : 1);
+    const firedBy = runs.filter((r) => r.kind === 'fired').length + (copy.returnvalue === null ? 0 : 1);
     expect(firedBy).toBe(1);
     // Fired early by the runs above, the level is not fired again when the job scheduled at raise runs.
     await waitFor(async () => (await queue.getJob(jobIds.escalate(incident.id, 'police', 1))) === undefined, {

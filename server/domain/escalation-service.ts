@@ -2,10 +2,9 @@ import type { z } from 'zod';
 import type { PublicUser } from '../../shared/auth.ts';
 import {
   type Chain,
-  type EscalateJob,
+  type ChainTimerJob,
+  decideReminder,
   type HoldEscalation,
-  nextReminderAt,
-  type RemindJob,
   type ResumeJob,
   resolveTargets,
 } from '../../shared/escalation.ts';
@@ -21,12 +20,21 @@ import type { TopologyIndex } from '../../shared/topology.ts';
 import type { IncidentRepository } from '../storage/incidents.repository.ts';
 import type { IncidentWriter } from './incident-writer.ts';
 
-/** The timers the engine needs beyond the writer's per-change sync. */
+/** What the auditor asks of the timers beyond the writer's per-change sync. */
 export interface EscalationClock {
-  /** The chains of an incident whose running timer (escalate or resume) is missing. */
+  /** The chains of an incident whose running timer (chain timer or resume) is missing. */
   missingTimers(incident: Incident): Promise<Chain[]>;
-  remindLater(job: RemindJob, delayMs: number): Promise<void>;
 }
+
+/** What a chain timer did when it woke. */
+export type TimerOutcome =
+  | { kind: 'fired'; lateMs: number }
+  /** Its climb had come, but the chain had already moved on: acknowledged, held, or fired by another run. */
+  | { kind: 'skipped' }
+  /** It paged the waiting level again, or woke early: it wakes again then. */
+  | { kind: 'sleep'; untilMs: number }
+  /** Before its climb: the chain has moved on, or waits for nothing more. */
+  | { kind: 'done' };
 
 export interface ReminderPublisher {
   reminded(reminder: {
@@ -62,48 +70,45 @@ export function createEscalationService(deps: {
   const now = () => (deps.now?.() ?? new Date()).toISOString();
 
   return {
-    /** A due escalation timer. Returns the fired event's lateness, or undefined when it had nothing to do. */
-    async fire(job: EscalateJob): Promise<{ lateMs: number } | undefined> {
-      const { event } = await writer.change(
-        job.incidentId,
-        ({ incident, policy }) => decideEscalation(incident, policy, job, topology, now()),
-        async (fired) => {
-          if (fired.type !== 'escalated' || fired.data.addedUnits.length === 0) return {};
-          const alert = await repo.openingAlert(job.incidentId);
-          return alert ? { alert } : {};
-        },
-      );
-      return event?.type === 'escalated' ? { lateMs: event.data.lateMs } : undefined;
-    },
-
-    /** Pages the chain's current level again while it waits; schedules the next round. */
-    async remind(job: RemindJob): Promise<boolean> {
-      const stored = await repo.load(job.incidentId);
-      const chain = stored?.incident.escalation.chains[job.chain];
-      if (
-        !stored ||
-        !chain ||
-        chain.status !== 'running' ||
-        chain.generation !== job.generation ||
-        chain.level !== job.level
-      ) {
-        return false;
+    /**
+     * A chain's timer woke: once its climb has come it fires the next level; before that it pages the
+     * waiting level again when a round is due, and says when to wake next.
+     */
+    async wake(timer: ChainTimerJob): Promise<TimerOutcome> {
+      const nowMs = Date.parse(now());
+      const { dueAt } = timer;
+      if (dueAt !== null && nowMs >= Date.parse(dueAt)) {
+        const { event } = await writer.change(
+          timer.incidentId,
+          ({ incident, policy }) => decideEscalation(incident, policy, { ...timer, dueAt }, topology, now()),
+          async (fired) => {
+            if (fired.type !== 'escalated' || fired.data.addedUnits.length === 0) return {};
+            const alert = await repo.openingAlert(timer.incidentId);
+            return alert ? { alert } : {};
+          },
+        );
+        return event?.type === 'escalated'
+          ? { kind: 'fired', lateMs: event.data.lateMs }
+          : { kind: 'skipped' };
       }
-      const levels = stored.policy.chains[job.chain].levels;
-      const level = levels[job.level];
-      if (!level?.repeatSeconds) return false;
-      const { rooms } = resolveTargets(topology, stored.incident.facilityId, level.notify);
-      deps.publisher.reminded({
-        incident: stored.incident,
-        chain: job.chain,
-        level: job.level,
-        round: job.round,
-        rooms,
-      });
-      const from = Date.parse(now());
-      const next = nextReminderAt(chain, levels, from);
-      if (next !== undefined) await clock.remindLater({ ...job, round: job.round + 1 }, next - from);
-      return true;
+      const stored = await repo.load(timer.incidentId);
+      if (!stored) return { kind: 'done' };
+      const chain = stored.incident.escalation.chains[timer.chain];
+      const levels = stored.policy.chains[timer.chain].levels;
+      const decided = decideReminder(chain, levels, timer, nowMs);
+      if (!decided) return { kind: 'done' };
+      const level = levels[chain.level];
+      if (decided.round !== undefined && level) {
+        const { rooms } = resolveTargets(topology, stored.incident.facilityId, level.notify);
+        deps.publisher.reminded({
+          incident: stored.incident,
+          chain: timer.chain,
+          level: chain.level,
+          round: decided.round,
+          rooms,
+        });
+      }
+      return decided.wakeAt === undefined ? { kind: 'done' } : { kind: 'sleep', untilMs: decided.wakeAt };
     },
 
     async resume(job: ResumeJob): Promise<void> {

@@ -2,27 +2,26 @@ import { type Job, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import {
   type Chain,
+  type ChainTimerJob,
   chains,
-  type EscalateJob,
-  nextReminderAt,
-  type RemindJob,
+  nextWakeAt,
   type ResumeJob,
 } from '../../shared/escalation.ts';
-import type { Incident, IncidentEvent } from '../../shared/incident.ts';
+import type { IncidentEvent } from '../../shared/incident.ts';
 import type { EscalationClock } from '../domain/escalation-service.ts';
 import type { EscalationTimers, IncidentChange } from '../domain/incident-writer.ts';
 import type { Metrics } from '../metrics.ts';
 
 export const ESCALATION_QUEUE = 'escalation';
 
-export type EscalationJobName = 'escalate' | 'remind' | 'resume' | 'audit';
+export type EscalationJobName = 'escalate' | 'resume' | 'audit';
 
-// BullMQ forbids ':' in job ids; ids are deterministic so that scheduling twice is a no-op.
+// BullMQ forbids ':' in job ids; ids are deterministic so that scheduling twice is a no-op. A chain timer is
+// named for the level it climbs to; one at the top level, which only pages again, for the level above it.
 export const jobIds = {
   escalate: (incidentId: string, chain: Chain, level: number) => `esc.${incidentId}.${chain}.${level}`,
   resume: (incidentId: string, chain: Chain, generation: number) =>
     `res.${incidentId}.${chain}.${generation}`,
-  remind: (j: RemindJob) => `rem.${j.incidentId}.${j.chain}.${j.level}.${j.generation}.${j.round}`,
 };
 
 // Events after which a chain's timers may have to change; notes never move a chain, and an attached alert
@@ -38,7 +37,7 @@ const MOVES_CHAINS = new Set<IncidentChange['event']['type']>([
   'escalation_repaired',
 ]);
 
-// A new waiting period starts at these: the level's reminders start over.
+// A new waiting period starts at these: the level's reminders count from the event.
 const STARTS_WAIT = new Set<IncidentChange['event']['type']>([
   'opened',
   'alert_attached',
@@ -46,10 +45,6 @@ const STARTS_WAIT = new Set<IncidentChange['event']['type']>([
   'escalation_resumed',
   'status_changed',
 ]);
-
-// BullMQ hands out jobs without a priority before any prioritized one. Reminders carry one, so that when the
-// engine is busy a level climbing, or a hold running out, goes before a repeat page to a level already paged.
-const REMINDER_PRIORITY = 10;
 
 const PENDING = new Set(['delayed', 'waiting', 'active', 'prioritized', 'waiting-children']);
 
@@ -68,7 +63,12 @@ function movedChains(event: IncidentEvent): readonly Chain[] {
   }
 }
 
-/** The escalation timers as BullMQ delayed jobs: one per (incident, chain, level), removed when the chain stops. */
+/**
+ * The escalation timers as BullMQ delayed jobs. A waiting chain has one: it wakes for each reminder round of
+ * the level it waits at, moving itself back to the delayed set, and then for the climb; it is removed when
+ * the chain stops. One job instead of a climb and a reminder each halves what opening an incident costs
+ * Redis and the server, and a page can never be due at once with the climb that supersedes it.
+ */
 export function createEscalationQueue(deps: {
   connection: Redis;
   prefix: string;
@@ -90,14 +90,14 @@ export function createEscalationQueue(deps: {
   // listener at all, each one would go raw to stderr on every reconnect attempt while Redis is down.
   queue.on('error', () => undefined);
   const now = deps.now ?? Date.now;
-  const delayUntil = (iso: string) => Math.max(0, Date.parse(iso) - now());
+  const delayUntil = (ms: number) => Math.max(0, ms - now());
 
   /** Adds the job unless an identical one is pending; replaces a stale, finished or different one. */
   async function ensure(
     name: EscalationJobName,
     jobId: string,
-    data: EscalateJob | ResumeJob,
-    dueAt: string,
+    data: ChainTimerJob | ResumeJob,
+    wakeAt: number,
   ) {
     const existing = await queue.getJob(jobId);
     if (existing) {
@@ -106,7 +106,7 @@ export function createEscalationQueue(deps: {
       // An active job cannot be removed; its run finds the chain moved on and does nothing.
       await existing.remove().catch(() => undefined);
     }
-    await queue.add(name, data, { jobId, delay: delayUntil(dueAt) });
+    await queue.add(name, data, { jobId, delay: delayUntil(wakeAt) });
   }
 
   async function cancel(jobId: string) {
@@ -119,85 +119,45 @@ export function createEscalationQueue(deps: {
     if (removed) deps.metrics.escalationCancelled.inc();
   }
 
-  async function syncChain(incident: Incident, chain: Chain, change: IncidentChange) {
-    const reminder = firstReminder(incident, chain, change);
-    // The reminder has its own id and does not depend on the next level's timer: both go at once.
-    await Promise.all([
-      syncNextLevel(incident, chain, change),
-      reminder && queue.add(reminder.name, reminder.data, reminder.opts),
-    ]);
-  }
-
-  async function syncNextLevel(incident: Incident, chain: Chain, change: IncidentChange) {
+  /** The timer a chain needs after a change, if it waits for anything: the next reminder or the climb. */
+  function chainTimer(change: IncidentChange, chain: Chain) {
+    const { incident, event } = change;
     const c = incident.escalation.chains[chain];
-    const next = jobIds.escalate(incident.id, chain, c.level + 1);
-    if (c.status === 'running' && c.dueAt) {
-      const data = {
-        incidentId: incident.id,
-        chain,
-        level: c.level + 1,
-        generation: c.generation,
-        dueAt: c.dueAt,
-      };
-      // Right after a level fired, the next level's timer has never been set in this generation: add it
-      // without looking for one to replace (a leftover from an older generation is a no-op, and the
-      // auditor's to repair), which saves the firing path two round trips.
-      if (change.event.type === 'escalated')
-        await queue.add('escalate', data, { jobId: next, delay: delayUntil(c.dueAt) });
-      else await ensure('escalate', next, data, c.dueAt);
-    } else {
-      await cancel(next);
-    }
-    if (c.status === 'held' && c.heldUntil) {
-      const data = { incidentId: incident.id, chain, generation: c.generation, dueAt: c.heldUntil };
-      await ensure('resume', jobIds.resume(incident.id, chain, c.generation), data, c.heldUntil);
-    }
-  }
-
-  /** Round 1 of the reminders of the level a chain now waits at, when a new waiting period starts. */
-  function firstReminder(incident: Incident, chain: Chain, change: IncidentChange) {
-    const c = incident.escalation.chains[chain];
-    if (!(c.status === 'running' || c.status === 'exhausted') || !STARTS_WAIT.has(change.event.type))
-      return undefined;
-    const from = now();
-    const at = nextReminderAt(c, change.policy.chains[chain].levels, from);
-    if (at === undefined) return undefined;
-    const job: RemindJob = {
+    const levels = change.policy.chains[chain].levels;
+    const wait = levels[c.level]?.waitSeconds;
+    // Repairs and policy-neutral changes keep the wait the climb was counted from.
+    const waitFromMs =
+      !STARTS_WAIT.has(event.type) && c.status === 'running' && c.dueAt !== null && wait !== undefined
+        ? Date.parse(c.dueAt) - wait * 1000
+        : Date.parse(event.at);
+    const wakeAt = nextWakeAt(c, levels, waitFromMs, now());
+    if (wakeAt === undefined) return undefined;
+    const data: ChainTimerJob = {
       incidentId: incident.id,
       chain,
-      level: c.level,
+      level: c.level + 1,
       generation: c.generation,
-      dueAt: new Date(at).toISOString(),
-      round: 1,
+      dueAt: c.status === 'running' ? c.dueAt : null,
+      waitFrom: new Date(waitFromMs).toISOString(),
     };
-    return {
-      name: 'remind' as const,
-      data: job,
-      opts: { jobId: jobIds.remind(job), delay: at - from, priority: REMINDER_PRIORITY },
-    };
+    return { jobId: jobIds.escalate(incident.id, chain, c.level + 1), data, wakeAt };
   }
 
-  /** Every timer of an incident that has just opened. */
-  function openingTimers(change: IncidentChange) {
-    const { incident } = change;
-    return chains.flatMap((chain) => {
-      const c = incident.escalation.chains[chain];
-      const reminder = firstReminder(incident, chain, change);
-      const jobs: {
-        name: EscalationJobName;
-        data: EscalateJob | RemindJob;
-        opts: { jobId: string; delay: number; priority?: number };
-      }[] = reminder ? [reminder] : [];
-      if (c.status === 'running' && c.dueAt) {
-        const level = c.level + 1;
-        jobs.push({
-          name: 'escalate',
-          data: { incidentId: incident.id, chain, level, generation: c.generation, dueAt: c.dueAt },
-          opts: { jobId: jobIds.escalate(incident.id, chain, level), delay: delayUntil(c.dueAt) },
-        });
-      }
-      return jobs;
-    });
+  async function syncChain(change: IncidentChange, chain: Chain) {
+    const { incident, event } = change;
+    const c = incident.escalation.chains[chain];
+    const timer = chainTimer(change, chain);
+    if (!timer) await cancel(jobIds.escalate(incident.id, chain, c.level + 1));
+    // Right after a level fired, the next level's timer has never been set in this generation: add it
+    // without looking for one to replace (a leftover from an older generation is a no-op, and the
+    // auditor's to repair), which saves the firing path two round trips.
+    else if (event.type === 'escalated')
+      await queue.add('escalate', timer.data, { jobId: timer.jobId, delay: delayUntil(timer.wakeAt) });
+    else await ensure('escalate', timer.jobId, timer.data, timer.wakeAt);
+    if (c.status === 'held' && c.heldUntil) {
+      const data = { incidentId: incident.id, chain, generation: c.generation, dueAt: c.heldUntil };
+      await ensure('resume', jobIds.resume(incident.id, chain, c.generation), data, Date.parse(c.heldUntil));
+    }
   }
 
   const timers: EscalationTimers = {
@@ -208,10 +168,13 @@ export function createEscalationQueue(deps: {
         // A brand-new incident has no timers to look up or replace: they are added at once, in one round
         // trip. Not with addBulk: its MULTI builds an ioredis pipeline that copies every BullMQ script onto
         // itself, which cost a raise about 1.5x the CPU of the separate adds.
-        await Promise.all(openingTimers(change).map((j) => queue.add(j.name, j.data, j.opts)));
+        const timers = chains.flatMap((chain) => chainTimer(change, chain) ?? []);
+        await Promise.all(
+          timers.map((t) => queue.add('escalate', t.data, { jobId: t.jobId, delay: delayUntil(t.wakeAt) })),
+        );
         return;
       }
-      await Promise.all(movedChains(change.event).map((chain) => syncChain(change.incident, chain, change)));
+      await Promise.all(movedChains(change.event).map((chain) => syncChain(change, chain)));
     },
   };
 
@@ -232,13 +195,6 @@ export function createEscalationQueue(deps: {
           missing.push(chain);
       }
       return missing;
-    },
-    async remindLater(job, delayMs) {
-      await queue.add(
-        'remind',
-        { ...job, dueAt: new Date(now() + delayMs).toISOString() },
-        { jobId: jobIds.remind(job), delay: delayMs, priority: REMINDER_PRIORITY },
-      );
     },
   };
 

@@ -1,7 +1,7 @@
-import { type Job, UnrecoverableError, Worker } from 'bullmq';
+import { DelayedError, type Job, UnrecoverableError, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { z } from 'zod';
-import { EscalateJob, RemindJob, ResumeJob } from '../../shared/escalation.ts';
+import { ChainTimerJob, ResumeJob } from '../../shared/escalation.ts';
 import type { EscalationService } from '../domain/escalation-service.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics.ts';
@@ -26,7 +26,7 @@ function parseJob<S extends z.ZodType>(schema: S, job: Job): z.output<S> {
 }
 
 /**
- * Runs escalation, reminder, resume and audit jobs; any number of these may run on one Redis. The worker
+ * Runs chain timers (reminders and climbs), resume and audit jobs; any number of these may run on one Redis. The worker
  * owns `connection`: closing the worker closes it.
  */
 export function startEscalationWorker(deps: {
@@ -38,18 +38,26 @@ export function startEscalationWorker(deps: {
   settings: WorkerSettings;
 }) {
   const { service, metrics, logger } = deps;
-  const processors: Record<EscalationJobName, (job: Job) => Promise<unknown>> = {
-    async escalate(job) {
-      const fired = await service.fire(parseJob(EscalateJob, job));
-      if (fired) {
-        metrics.escalationFired.inc();
-        metrics.escalationLateness.observe(fired.lateMs / 1000);
-      } else {
-        metrics.escalationSkipped.inc();
+  const processors: Record<EscalationJobName, (job: Job, token?: string) => Promise<unknown>> = {
+    async escalate(job, token) {
+      const outcome = await service.wake(parseJob(ChainTimerJob, job));
+      switch (outcome.kind) {
+        case 'fired':
+          metrics.escalationFired.inc();
+          metrics.escalationLateness.observe(outcome.lateMs / 1000);
+          return { lateMs: outcome.lateMs };
+        case 'sleep':
+          // The same job waits for the next round or the climb: it stays the chain's one timer, under the
+          // id the auditor and every later change look it up by.
+          await job.moveToDelayed(outcome.untilMs, token);
+          throw new DelayedError();
+        case 'skipped':
+          metrics.escalationSkipped.inc();
+          return null;
+        case 'done':
+          return null;
       }
-      return fired ?? null;
     },
-    remind: (job) => service.remind(parseJob(RemindJob, job)),
     resume: (job) => service.resume(parseJob(ResumeJob, job)),
     async audit() {
       const report = await service.audit();
@@ -62,10 +70,10 @@ export function startEscalationWorker(deps: {
 
   const worker = new Worker(
     ESCALATION_QUEUE,
-    async (job) => {
+    async (job, token) => {
       const process = processors[job.name as EscalationJobName];
       if (!process) throw new UnrecoverableError(`unknown job ${job.name}`);
-      return process(job);
+      return process(job, token);
     },
     {
       connection: deps.connection,
