@@ -2,6 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { sealingSpeed, stealSeconds } from './lib/machine-speed.ts';
 import { type BenchContext, type ScenarioResult, writeResults } from './lib/results.ts';
 
 type Scenario = { run(ctx: BenchContext): Promise<ScenarioResult> };
@@ -47,6 +48,10 @@ const ctx: BenchContext = {
 };
 const results: ScenarioResult[] = [];
 let failed = false;
+const speedBefore = sealingSpeed();
+const stealFrom = await stealSeconds();
+const runStarted = performance.now();
+process.stderr.write(`machine speed: sealing 2,000 timeline events takes ${speedBefore.toFixed(0)} ms\n`);
 try {
   for (const name of chosen) {
     process.stderr.write(`▶ ${name}${ctx.quick ? ' (quick)' : ''}\n`);
@@ -69,12 +74,22 @@ try {
   await rm(tmpDir, { recursive: true, force: true });
 }
 const cpus = os.cpus();
+const speedAfter = sealingSpeed();
+const steal = Math.round(
+  (((await stealSeconds()) - stealFrom) / ((performance.now() - runStarted) / 1000) / cpus.length) * 100,
+);
+process.stdout.write(
+  `machine: sealing 2,000 events ${speedBefore.toFixed(0)} ms before the run, ${speedAfter.toFixed(0)} ms after; ` +
+    `the hypervisor took ${steal} % of the CPUs during it\n`,
+);
 const files = await writeResults(results, {
   quick: ctx.quick,
   node: process.version,
   cpus: cpus.length,
   cpuModel: cpus[0]?.model ?? 'unknown',
   memory: `${Math.round(os.totalmem() / 2 ** 30)} GiB`,
+  sealing2000EventsMs: [Math.round(speedBefore), Math.round(speedAfter)].join(' / '),
+  stealPercent: steal,
   at: new Date().toISOString(),
 });
 process.stdout.write(

@@ -34,6 +34,7 @@ export async function writeResults(
     `# Sinergi benchmark — ${new Date().toISOString()}`,
     '',
     `Machine: ${String(meta.cpus)} × ${String(meta.cpuModel)}, ${String(meta.memory)}; Node ${String(meta.node)}; ${meta.quick ? 'quick run' : 'full run'}.`,
+    `Speed: sealing 2,000 timeline events took ${String(meta.sealing2000EventsMs)} ms (before / after the run); the hypervisor took ${String(meta.stealPercent)} % of the CPUs (steal).`,
     '',
     '| scenario | summary |',
     '|---|---|',
