@@ -3,6 +3,7 @@ import { type App, createApp } from './app.ts';
 import type { Config } from './config.ts';
 import { loadEscalationFile, loadTopologyFile } from './config-files.ts';
 import type { Logger } from './logger.ts';
+import type { SupervisionEvent } from './redis/embedded-redis.ts';
 import { openRedisStore, type RedisStore } from './redis/redis-store.ts';
 import { resolveJwtSecret } from './secrets.ts';
 
@@ -20,7 +21,7 @@ export async function assemble(
     loadTopologyFile(config.topologyFile),
     loadEscalationFile(config.escalation.file),
   ]);
-  const store = await openRedisStore(config, { serving: true });
+  const store = await openRedisStore(config, { serving: true, supervise: redisSupervisionLog(logger) });
   logger.info(
     { embedded: store.embedded, url: store.url, socketUrl: store.socketUrl, version: store.version },
     'redis ready',
@@ -42,4 +43,37 @@ export async function assemble(
     await store.release();
     throw error;
   }
+}
+
+/**
+ * An embedded redis-server that dies is started again on its address; until it is back, raises fail with
+ * `unavailable` (the store) or consoles wait for their broadcasts (the broadcast Redis): an operator must see why.
+ */
+function redisSupervisionLog(logger: Logger) {
+  return (event: SupervisionEvent) => {
+    const { dir, port } = event;
+    switch (event.type) {
+      case 'exited':
+        logger.error(
+          { dir, port, code: event.code, signal: event.signal },
+          'embedded redis-server exited; restarting it',
+        );
+        return;
+      case 'restarted':
+        logger.warn({ dir, port, pid: event.pid }, 'embedded redis-server restarted');
+        return;
+      case 'restart_failed':
+        logger.error(
+          { dir, port, err: event.error, retryInMs: event.retryInMs },
+          'embedded redis-server did not restart; retrying',
+        );
+        return;
+      case 'superseded':
+        logger.fatal(
+          { dir, port, otherPort: event.otherPort },
+          'another process restarted the embedded redis-server on another port; restart this process to reach it',
+        );
+        return;
+    }
+  };
 }

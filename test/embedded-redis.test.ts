@@ -8,8 +8,10 @@ import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   type EmbeddedRedis,
+  findOnPath,
   freePort,
   redisDir,
+  type SupervisionEvent,
   startEmbeddedRedis,
 } from '../server/redis/embedded-redis.ts';
 import { checkRedisServer } from '../server/redis/redis-connection.ts';
@@ -208,6 +210,57 @@ describe('the embedded Redis', () => {
     expect((error as Error).message).toContain('apt-get install redis-server');
     expect((error as Error).message).toContain('REDIS_URL');
   });
+});
+
+describe('a supervised embedded Redis', () => {
+  it('When its redis-server dies and cannot start again at first, Then it retries at a slowing pace and comes back on the same address with its data', async () => {
+    const dataDir = await tempDataDir();
+    // A redis-server that refuses to start while the flag file exists, as one would on a full disk.
+    const flag = path.join(dataDir, 'refuse-to-start');
+    const binary = path.join(dataDir, 'redis-server-or-refuse');
+    const real = await findOnPath('redis-server');
+    await writeFile(binary, `#!/bin/sh\n[ -e "${flag}" ] && exit 1\nexec "${real}" "$@"\n`, { mode: 0o755 });
+    const events: SupervisionEvent[] = [];
+    const redis = await startEmbeddedRedis({
+      dataDir,
+      appendfsync: 'always',
+      binary,
+      supervise: (event) => events.push(event),
+    });
+    started.push(redis);
+    const client = new Redis(redis.url, { maxRetriesPerRequest: null });
+    client.on('error', () => {});
+    clients.push(client);
+    await client.set('incident', 'kept');
+    const first = redis.pid;
+    if (first === undefined) throw new Error('no pid');
+
+    await writeFile(flag, '');
+    process.kill(first, 'SIGKILL');
+    await waitFor(() => events.filter((e) => e.type === 'restart_failed').length >= 2, {
+      what: 'two failed restarts',
+    });
+    expect(events[0]).toMatchObject({ type: 'exited', port: redis.port, signal: null });
+    const delays = events.flatMap((e) => (e.type === 'restart_failed' ? [e.retryInMs] : []));
+    expect(delays.slice(0, 2)).toEqual([250, 1000]);
+
+    await rm(flag);
+    await waitFor(() => events.some((e) => e.type === 'restarted'), {
+      what: 'the restart',
+      timeoutMs: 15_000,
+    });
+    expect(redis.pid).not.toBe(first);
+    expect(isRunning(redis.pid ?? 0)).toBe(true);
+    // The client reconnects by itself to the same address, and the append-only file kept the data.
+    expect(await client.get('incident')).toBe('kept');
+
+    // A stop is not a death: nothing starts again.
+    const last = redis.pid ?? 0;
+    await redis.stop();
+    await new Promise((r) => setTimeout(r, 500));
+    expect(isRunning(last)).toBe(false);
+    expect(events.filter((e) => e.type === 'restarted')).toHaveLength(1);
+  }, 30_000);
 });
 
 describe('checkRedisServer', () => {

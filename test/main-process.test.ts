@@ -179,6 +179,49 @@ describe('npm start (server/main.ts) with the embedded Redis', () => {
     }
   }, 60_000);
 
+  it('When both embedded redis-servers die under a running server, Then it starts them again on their addresses, the store keeps what it held, and alerts reach consoles again', async () => {
+    const dataDir = await tempDir();
+    const { server, url } = await startServer(dataDir, await freePort());
+    const dispatch = await consoleFor(url, 'dispatch.nusakambangan');
+    const heard: string[] = [];
+    dispatch.socket.on('alert:new', ({ incidentId }) => heard.push(incidentId));
+    const operator = await consoleFor(url, 'operator.permisan');
+    const before = await operator.socket.emitWithAck('alert:raise', uniqueAlert());
+    if (!before.ok) throw new Error(JSON.stringify(before.error));
+    await waitFor(() => heard.includes(before.data.incident.id), { what: 'the first alert at the Polsek' });
+
+    const [store, sockets] = [await embeddedRedis(dataDir), await embeddedRedis(dataDir, 'redis-socket')];
+    process.kill(store.pid, 'SIGKILL');
+    process.kill(sockets.pid, 'SIGKILL');
+    await waitFor(
+      async () => {
+        // Each address record is rewritten as its redis-server comes back.
+        const [s, b] = await Promise.all([
+          embeddedRedis(dataDir).catch(() => undefined),
+          embeddedRedis(dataDir, 'redis-socket').catch(() => undefined),
+        ]);
+        return (
+          !!s && !!b && s.pid !== store.pid && b.pid !== sockets.pid && isRunning(s.pid) && isRunning(b.pid)
+        );
+      },
+      { what: 'both redis-servers to be started again', timeoutMs: 20_000 },
+    );
+    expect(await embeddedRedis(dataDir)).toMatchObject({ port: store.port });
+    expect(await embeddedRedis(dataDir, 'redis-socket')).toMatchObject({ port: sockets.port });
+    await waitFor(async () => (await get(url, '/readyz')).status === 200, {
+      what: 'ready again',
+      timeoutMs: 20_000,
+    });
+    expect(server.stdout).toContain('embedded redis-server exited; restarting it');
+
+    // The same console connections go on: a new alert is stored and delivered, and the old one is still there.
+    const after = await operator.socket.emitWithAck('alert:raise', uniqueAlert());
+    if (!after.ok) throw new Error(JSON.stringify(after.error));
+    await waitFor(() => heard.includes(after.data.incident.id), { what: 'the second alert at the Polsek' });
+    const { accessToken } = await login(url, 'dispatch.nusakambangan');
+    expect((await get(url, `/api/incidents/${before.data.incident.id}`, accessToken)).status).toBe(200);
+  }, 60_000);
+
   it('When sent SIGTERM, Then exits 0 and stops its redis-server; started again it keeps CLI-made users and its JWT secret', async () => {
     const dataDir = await tempDir();
     const port = await freePort();

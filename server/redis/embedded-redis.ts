@@ -22,7 +22,23 @@ export interface EmbeddedRedisOptions {
   startTimeoutMs?: number;
   /** A fixed port, e.g. to restart on the address clients already use; a free one by default. */
   port?: number;
+  /**
+   * Keep the redis-server this process launches running: should it exit other than through `stop()`, start
+   * it again on the same address and files (clients reconnect by themselves), reporting each step here.
+   */
+  supervise?: (event: SupervisionEvent) => void;
 }
+
+export type SupervisionEvent =
+  | { type: 'exited'; dir: string; port: number; code: number | null; signal: NodeJS.Signals | null }
+  | { type: 'restarted'; dir: string; port: number; pid: number }
+  | { type: 'restart_failed'; dir: string; port: number; error: unknown; retryInMs: number }
+  /** Another process launched one on the same files while this one's was down: supervision ends. */
+  | { type: 'superseded'; dir: string; port: number; otherPort: number };
+
+// A redis-server that dies at once again (a full disk, a damaged append-only file) is retried at a slowing
+// pace; each failure is reported, and none stops the process that serves.
+const RESTART_BACKOFF_MS = [250, 1000, 2000, 5000, 10_000];
 
 export interface EmbeddedRedis {
   readonly url: string;
@@ -156,12 +172,90 @@ async function lockLaunch(dir: string): Promise<(() => Promise<void>) | undefine
   }
 }
 
+interface RedisChild {
+  child: ChildProcess;
+  exited: Promise<void>;
+  pid: number;
+}
+
 async function launch(
   binary: string,
   dir: string,
   port: number,
   options: EmbeddedRedisOptions,
 ): Promise<EmbeddedRedis> {
+  let current = await spawnRedis(binary, dir, port, options);
+  const url = `redis://127.0.0.1:${port}`;
+  let stopping: Promise<void> | undefined;
+
+  const supervise = (running: RedisChild) => {
+    const report = options.supervise;
+    if (!report) return;
+    running.child.once('exit', (code, signal) => {
+      if (stopping) return;
+      // The wrapper's watcher still waits on the pipe to signal the old pid; let it go now, before that pid
+      // can be anyone else's.
+      running.child.stdin?.end();
+      report({ type: 'exited', dir, port, code, signal });
+      void restart(report);
+    });
+  };
+  const restart = async (report: (event: SupervisionEvent) => void) => {
+    for (let attempt = 0; !stopping; attempt++) {
+      let failure: unknown;
+      // Under the launch lock, as at start-up: two redis-servers must never run on the same files.
+      const unlock = await lockLaunch(dir);
+      try {
+        if (!unlock) throw new Error('another process is launching a redis-server on these files');
+        const other = await findRunning(dir);
+        if (other) {
+          report({ type: 'superseded', dir, port, otherPort: other.port });
+          return;
+        }
+        current = await spawnRedis(binary, dir, port, options);
+        if (stopping) {
+          await stopChild(current.child, current.exited);
+          return;
+        }
+        supervise(current);
+        report({ type: 'restarted', dir, port, pid: current.pid });
+        return;
+      } catch (error) {
+        failure = error;
+      } finally {
+        await unlock?.();
+      }
+      const retryInMs = RESTART_BACKOFF_MS[Math.min(attempt, RESTART_BACKOFF_MS.length - 1)] ?? 10_000;
+      report({ type: 'restart_failed', dir, port, error: failure, retryInMs });
+      await new Promise((r) => setTimeout(r, retryInMs).unref());
+    }
+  };
+  supervise(current);
+
+  return {
+    url,
+    port,
+    owned: true,
+    get pid() {
+      return current.pid;
+    },
+    stop: () => {
+      stopping ??= (async () => {
+        await stopChild(current.child, current.exited);
+        await rm(addressFile(dir), { force: true });
+      })();
+      return stopping;
+    },
+  };
+}
+
+/** Starts redis-server on `port`, serving `dir`, and records its address once it answers. */
+async function spawnRedis(
+  binary: string,
+  dir: string,
+  port: number,
+  options: EmbeddedRedisOptions,
+): Promise<RedisChild> {
   const logFile = path.join(dir, 'redis.log');
   const args = [
     ...['--bind', '127.0.0.1', '--port', String(port), '--protected-mode', 'yes'],
@@ -192,21 +286,7 @@ async function launch(
 
   const record: AddressRecord = { host: '127.0.0.1', port, pid, dir, lasting: options.lasting ?? false };
   await writeFile(addressFile(dir), `${JSON.stringify(record)}\n`, { mode: 0o600 });
-
-  let stopping: Promise<void> | undefined;
-  return {
-    url,
-    port,
-    owned: true,
-    pid,
-    stop: () => {
-      stopping ??= (async () => {
-        await stopChild(child, exited);
-        await rm(addressFile(dir), { force: true });
-      })();
-      return stopping;
-    },
-  };
+  return { child, exited, pid };
 }
 
 async function stopChild(child: ChildProcess, exited: Promise<void>): Promise<void> {

@@ -1,5 +1,5 @@
 import { StartupError } from '../startup-error.ts';
-import { type EmbeddedRedis, startEmbeddedRedis } from './embedded-redis.ts';
+import { type EmbeddedRedis, type SupervisionEvent, startEmbeddedRedis } from './embedded-redis.ts';
 import { checkRedisServer, createRedis, waitReady } from './redis-connection.ts';
 
 export interface RedisStore {
@@ -37,7 +37,11 @@ const SOCKET_REDIS_NAME = 'redis-socket';
  */
 export async function openRedisStore(
   settings: RedisStoreSettings,
-  options: { serving?: boolean } = {},
+  options: {
+    serving?: boolean;
+    /** Restarts an embedded redis-server of this process's that dies, reporting each step here. */
+    supervise?: (event: SupervisionEvent) => void;
+  } = {},
 ): Promise<RedisStore> {
   const started: EmbeddedRedis[] = [];
   const release = async () => {
@@ -51,6 +55,7 @@ export async function openRedisStore(
         appendonly,
         lasting: options.serving ?? false,
         ...(name && { name }),
+        ...(options.supervise && { supervise: options.supervise }),
       });
       started.push(redis);
       return redis.url;
