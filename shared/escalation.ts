@@ -213,21 +213,28 @@ export function nextReminderAt(
   return at;
 }
 
+/** When a chain's timer next wakes, and whether for the climb or for a reminder round. */
+export interface ChainWake {
+  at: number;
+  climb: boolean;
+}
+
 /**
  * The one timer of a waiting chain (a BullMQ job; see ChainTimerJob): when it next wakes, at the level's next
  * reminder or else at the climb; undefined for a chain that waits for nothing.
  */
-export function nextWakeAt(
+export function nextWake(
   chain: ChainState,
   levels: readonly EscalationLevel[],
   waitFromMs: number,
   afterMs: number,
-): number | undefined {
+): ChainWake | undefined {
   if (chain.status !== 'running' && chain.status !== 'exhausted') return undefined;
-  return (
-    nextReminderAt(chain, levels, waitFromMs, afterMs) ??
-    (chain.status === 'running' && chain.dueAt !== null ? Date.parse(chain.dueAt) : undefined)
-  );
+  const reminder = nextReminderAt(chain, levels, waitFromMs, afterMs);
+  if (reminder !== undefined) return { at: reminder, climb: false };
+  return chain.status === 'running' && chain.dueAt !== null
+    ? { at: Date.parse(chain.dueAt), climb: true }
+    : undefined;
 }
 
 /**
@@ -239,13 +246,13 @@ export function decideReminder(
   levels: readonly EscalationLevel[],
   timer: Pick<ChainTimerJob, 'level' | 'generation' | 'waitFrom'>,
   nowMs: number,
-): { round: number | undefined; wakeAt: number | undefined } | undefined {
+): { round: number | undefined; wake: ChainWake | undefined } | undefined {
   if (chain.generation !== timer.generation || chain.level !== timer.level - 1) return undefined;
   if (chain.status !== 'running' && chain.status !== 'exhausted') return undefined;
   const from = Date.parse(timer.waitFrom);
   const every = repeatMs(levels, chain.level);
   const round = every ? Math.floor((nowMs - from) / every) : 0;
-  return { round: round > 0 ? round : undefined, wakeAt: nextWakeAt(chain, levels, from, nowMs) };
+  return { round: round > 0 ? round : undefined, wake: nextWake(chain, levels, from, nowMs) };
 }
 
 /** The units a level makes parties to the incident, and the rooms it pages. */

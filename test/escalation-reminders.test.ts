@@ -186,4 +186,26 @@ describe('a repeat page and the climb it precedes, both overdue', () => {
     await sleep(500);
     expect(heard).toEqual([expect.objectContaining({ kind: 'fired', chain: 'police', level: 1 })]);
   });
+
+  it('When a climb and another incident’s repeat page are both overdue, Then the climb goes first though the page fell due before it', async () => {
+    const scheduler = await server({ ESCALATION_WORKER: 'off' });
+    const chief = await consoleFor(scheduler.url, 'chief.permisan');
+    // Paged again at 0.3 s, then a hostage-taking whose corrections chain climbs at 0.3 s, with no page before.
+    const paging = await raise(scheduler.url, 2);
+    const climbing = await raise(scheduler.url, 3, 'hostage');
+    const order: string[] = [];
+    chief.socket.on('escalation:reminder', (r) => {
+      if (r.incidentId === paging.id) order.push('page');
+    });
+    chief.socket.on('escalation:fired', (f) => {
+      if (f.incidentId === climbing.id) order.push('climb');
+    });
+    await sleep(900);
+    expect(order).toEqual([]);
+    await server({ WORKER_CONCURRENCY: '1' }, scheduler.prefix);
+    await waitFor(() => order.includes('climb') && order.includes('page'), {
+      what: 'the climb and the page',
+    });
+    expect(order[0]).toBe('climb');
+  });
 });

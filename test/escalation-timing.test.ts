@@ -4,7 +4,7 @@ import {
   decideReminder,
   type EscalationLevel,
   nextReminderAt,
-  nextWakeAt,
+  nextWake,
 } from '../shared/escalation.ts';
 
 const T0 = Date.parse('2026-11-28T03:00:00.000Z');
@@ -28,34 +28,43 @@ describe('reminder rounds of a waiting level', () => {
     expect(nextReminderAt(waiting, LEVELS, T0, at(14))).toBe(at(20));
     // The round at 30 s would land on the climb, whose page supersedes it.
     expect(nextReminderAt(waiting, LEVELS, T0, at(20))).toBeUndefined();
-    expect(nextWakeAt(waiting, LEVELS, T0, at(20))).toBe(at(30));
+    expect(nextWake(waiting, LEVELS, T0, at(20))).toEqual({ at: at(30), climb: true });
   });
 
   it('go on for ever at the top level, and not at all for a chain that waits for nothing', () => {
-    expect(nextWakeAt(atTop, LEVELS, T0, at(600))).toBe(at(660));
-    expect(nextWakeAt({ ...waiting, status: 'acknowledged' }, LEVELS, T0, T0)).toBeUndefined();
-    expect(nextWakeAt({ ...waiting, status: 'held' }, LEVELS, T0, T0)).toBeUndefined();
+    expect(nextWake(atTop, LEVELS, T0, at(600))).toEqual({ at: at(660), climb: false });
+    expect(nextWake({ ...waiting, status: 'acknowledged' }, LEVELS, T0, T0)).toBeUndefined();
+    expect(nextWake({ ...waiting, status: 'held' }, LEVELS, T0, T0)).toBeUndefined();
     const silent = LEVELS.map(({ repeatSeconds: _, ...level }) => level);
-    expect(nextWakeAt(waiting, silent, T0, T0)).toBe(at(30));
-    expect(nextWakeAt(atTop, silent, T0, T0)).toBeUndefined();
+    expect(nextWake(waiting, silent, T0, T0)).toEqual({ at: at(30), climb: true });
+    expect(nextWake(atTop, silent, T0, T0)).toBeUndefined();
   });
 });
 
 describe('a chain timer that wakes before its climb', () => {
   it('pages the round now due and sleeps until the next round, then until the climb', () => {
-    expect(decideReminder(waiting, LEVELS, timer, at(10))).toEqual({ round: 1, wakeAt: at(20) });
-    expect(decideReminder(waiting, LEVELS, timer, at(20.5))).toEqual({ round: 2, wakeAt: at(30) });
+    expect(decideReminder(waiting, LEVELS, timer, at(10))).toEqual({
+      round: 1,
+      wake: { at: at(20), climb: false },
+    });
+    expect(decideReminder(waiting, LEVELS, timer, at(20.5))).toEqual({
+      round: 2,
+      wake: { at: at(30), climb: true },
+    });
   });
 
   it('sends one page, not a burst, for rounds missed while no worker ran', () => {
     expect(decideReminder(atTop, LEVELS, { ...timer, level: 2 }, at(250))).toEqual({
       round: 4,
-      wakeAt: at(300),
+      wake: { at: at(300), climb: false },
     });
   });
 
   it('pages nothing when woken early, as after a retry, and sleeps until the round', () => {
-    expect(decideReminder(waiting, LEVELS, timer, at(9))).toEqual({ round: undefined, wakeAt: at(10) });
+    expect(decideReminder(waiting, LEVELS, timer, at(9))).toEqual({
+      round: undefined,
+      wake: { at: at(10), climb: false },
+    });
   });
 
   it('does nothing once the chain has moved on: acknowledged, held, climbed or restarted', () => {

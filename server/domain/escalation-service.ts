@@ -3,6 +3,7 @@ import type { PublicUser } from '../../shared/auth.ts';
 import {
   type Chain,
   type ChainTimerJob,
+  type ChainWake,
   decideReminder,
   type HoldEscalation,
   type ResumeJob,
@@ -31,8 +32,8 @@ export type TimerOutcome =
   | { kind: 'fired'; lateMs: number }
   /** Its climb had come, but the chain had already moved on: acknowledged, held, or fired by another run. */
   | { kind: 'skipped' }
-  /** It paged the waiting level again, or woke early: it wakes again then. */
-  | { kind: 'sleep'; untilMs: number }
+  /** It paged the waiting level again, or woke early: it wakes again then, for a round or the climb. */
+  | { kind: 'sleep'; wake: ChainWake }
   /** Before its climb: the chain has moved on, or waits for nothing more. */
   | { kind: 'done' };
 
@@ -108,7 +109,7 @@ export function createEscalationService(deps: {
           rooms,
         });
       }
-      return decided.wakeAt === undefined ? { kind: 'done' } : { kind: 'sleep', untilMs: decided.wakeAt };
+      return decided.wake ? { kind: 'sleep', wake: decided.wake } : { kind: 'done' };
     },
 
     async resume(job: ResumeJob): Promise<void> {

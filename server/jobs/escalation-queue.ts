@@ -3,8 +3,9 @@ import type { Redis } from 'ioredis';
 import {
   type Chain,
   type ChainTimerJob,
+  type ChainWake,
   chains,
-  nextWakeAt,
+  nextWake,
   type ResumeJob,
 } from '../../shared/escalation.ts';
 import type { IncidentEvent } from '../../shared/incident.ts';
@@ -45,6 +46,11 @@ const STARTS_WAIT = new Set<IncidentChange['event']['type']>([
   'escalation_resumed',
   'status_changed',
 ]);
+
+// BullMQ hands out jobs without a priority before any prioritized one. A chain timer waiting for a reminder
+// round carries one, so that when the engine is busy a level climbing, or a hold running out, goes before a
+// repeat page to a level already paged; waiting for its climb, it has none.
+const REMINDER_PRIORITY = 10;
 
 const PENDING = new Set(['delayed', 'waiting', 'active', 'prioritized', 'waiting-children']);
 
@@ -92,21 +98,26 @@ export function createEscalationQueue(deps: {
   const now = deps.now ?? Date.now;
   const delayUntil = (ms: number) => Math.max(0, ms - now());
 
+  const timerOptions = (jobId: string, wake: ChainWake) => ({
+    jobId,
+    delay: delayUntil(wake.at),
+    ...(!wake.climb && { priority: REMINDER_PRIORITY }),
+  });
+
   /** Adds the job unless an identical one is pending; replaces a stale, finished or different one. */
   async function ensure(
     name: EscalationJobName,
-    jobId: string,
     data: ChainTimerJob | ResumeJob,
-    wakeAt: number,
+    opts: { jobId: string; delay: number; priority?: number },
   ) {
-    const existing = await queue.getJob(jobId);
+    const existing = await queue.getJob(opts.jobId);
     if (existing) {
       const state = await existing.getState();
       if (PENDING.has(state) && JSON.stringify(existing.data) === JSON.stringify(data)) return;
       // An active job cannot be removed; its run finds the chain moved on and does nothing.
       await existing.remove().catch(() => undefined);
     }
-    await queue.add(name, data, { jobId, delay: delayUntil(wakeAt) });
+    await queue.add(name, data, opts);
   }
 
   async function cancel(jobId: string) {
@@ -130,8 +141,8 @@ export function createEscalationQueue(deps: {
       !STARTS_WAIT.has(event.type) && c.status === 'running' && c.dueAt !== null && wait !== undefined
         ? Date.parse(c.dueAt) - wait * 1000
         : Date.parse(event.at);
-    const wakeAt = nextWakeAt(c, levels, waitFromMs, now());
-    if (wakeAt === undefined) return undefined;
+    const wake = nextWake(c, levels, waitFromMs, now());
+    if (!wake) return undefined;
     const data: ChainTimerJob = {
       incidentId: incident.id,
       chain,
@@ -140,7 +151,7 @@ export function createEscalationQueue(deps: {
       dueAt: c.status === 'running' ? c.dueAt : null,
       waitFrom: new Date(waitFromMs).toISOString(),
     };
-    return { jobId: jobIds.escalate(incident.id, chain, c.level + 1), data, wakeAt };
+    return { data, opts: timerOptions(jobIds.escalate(incident.id, chain, c.level + 1), wake) };
   }
 
   async function syncChain(change: IncidentChange, chain: Chain) {
@@ -151,12 +162,12 @@ export function createEscalationQueue(deps: {
     // Right after a level fired, the next level's timer has never been set in this generation: add it
     // without looking for one to replace (a leftover from an older generation is a no-op, and the
     // auditor's to repair), which saves the firing path two round trips.
-    else if (event.type === 'escalated')
-      await queue.add('escalate', timer.data, { jobId: timer.jobId, delay: delayUntil(timer.wakeAt) });
-    else await ensure('escalate', timer.jobId, timer.data, timer.wakeAt);
+    else if (event.type === 'escalated') await queue.add('escalate', timer.data, timer.opts);
+    else await ensure('escalate', timer.data, timer.opts);
     if (c.status === 'held' && c.heldUntil) {
       const data = { incidentId: incident.id, chain, generation: c.generation, dueAt: c.heldUntil };
-      await ensure('resume', jobIds.resume(incident.id, chain, c.generation), data, Date.parse(c.heldUntil));
+      const jobId = jobIds.resume(incident.id, chain, c.generation);
+      await ensure('resume', data, { jobId, delay: delayUntil(Date.parse(c.heldUntil)) });
     }
   }
 
@@ -169,9 +180,7 @@ export function createEscalationQueue(deps: {
         // trip. Not with addBulk: its MULTI builds an ioredis pipeline that copies every BullMQ script onto
         // itself, which cost a raise about 1.5x the CPU of the separate adds.
         const timers = chains.flatMap((chain) => chainTimer(change, chain) ?? []);
-        await Promise.all(
-          timers.map((t) => queue.add('escalate', t.data, { jobId: t.jobId, delay: delayUntil(t.wakeAt) })),
-        );
+        await Promise.all(timers.map((t) => queue.add('escalate', t.data, t.opts)));
         return;
       }
       await Promise.all(movedChains(change.event).map((chain) => syncChain(change, chain)));

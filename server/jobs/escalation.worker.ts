@@ -48,8 +48,10 @@ export function startEscalationWorker(deps: {
           return { lateMs: outcome.lateMs };
         case 'sleep':
           // The same job waits for the next round or the climb: it stays the chain's one timer, under the
-          // id the auditor and every later change look it up by.
-          await job.moveToDelayed(outcome.untilMs, token);
+          // id the auditor and every later change look it up by. Waiting for the climb, it gives up the
+          // low priority it had for its rounds.
+          if (outcome.wake.climb && job.priority) await job.changePriority({ priority: 0 });
+          await job.moveToDelayed(outcome.wake.at, token);
           throw new DelayedError();
         case 'skipped':
           metrics.escalationSkipped.inc();
