@@ -33,6 +33,8 @@ const DEDUP_WINDOW_SECONDS = 1;
 // Operators raise far faster here than the per-user production limit (120 a minute) allows.
 const RAISE_RATE_PER_MINUTE = 10_000_000;
 const MIX = { attachShare: 0.1, retryShare: 0.05 };
+// A pace every machine of this kind keeps up with, for the cost of one raise.
+const COST_RATE = 200;
 
 interface StepFigures {
   rate: number;
@@ -91,29 +93,70 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
 
     const steps: StepFigures[] = [];
     const totals = { stored: 0, opened: 0, duplicatesOk: 0, duplicatesWrong: 0, errors: 0, unanswered: 0 };
-    for (const rate of rates) {
-      const request: StepRequest = { rate: rate / GENERATORS, durationMs: stepMs, settleMs: 10_000, ...MIX };
-      const usage = () =>
-        Promise.all([
-          cpuSecondsOf(server?.child.pid),
-          cpuSecondsOf(redis.pid),
-          syscallsOf(server?.child.pid),
-          syscallsOf(redis.pid),
-        ]);
-      const before = await usage();
+    const usage = () =>
+      Promise.all([
+        cpuSecondsOf(server?.child.pid),
+        cpuSecondsOf(redis.pid),
+        syscallsOf(server?.child.pid),
+        syscallsOf(redis.pid),
+      ]);
+    const runStep = async (request: StepRequest) => {
       const reports = await Promise.all(
-        generators.map((g) => g.request<StepReport>('step', request, stepMs + 30_000)),
+        generators.map((g) => g.request<StepReport>('step', request, request.durationMs + 30_000)),
       );
-      const after = await usage();
-      const d = distribution(reports.flatMap((r) => r.latencies));
-      const errors = reports.reduce((n, r) => n + Object.values(r.errors).reduce((a, b) => a + b, 0), 0);
-      const unanswered = reports.reduce((n, r) => n + r.unanswered, 0);
       for (const r of reports) {
         totals.stored += r.stored;
         totals.opened += r.opened;
         totals.duplicatesOk += r.duplicatesOk;
         totals.duplicatesWrong += r.duplicatesWrong;
       }
+      return reports;
+    };
+
+    // What one new critical incident costs, at a pace the server keeps up with: the figures to compare
+    // before and after a change, steadier on a noisy host than any latency. Redis's own accounting
+    // (INFO commandstats) gives its time in commands and how many it ran, scripts' inner calls included.
+    const costRequest = (durationMs: number): StepRequest => ({
+      rate: COST_RATE / GENERATORS,
+      durationMs,
+      settleMs: 10_000,
+      attachShare: 0,
+      retryShare: 0,
+      severity: 4,
+    });
+    await runStep(costRequest(stepMs / 2));
+    await client.config('RESETSTAT');
+    const costBefore = await usage();
+    const costReports = await runStep(costRequest(stepMs));
+    const costAfter = await usage();
+    const commandStats = parseCommandStats(await client.info('commandstats'));
+    const raised = costReports.reduce((n, r) => n + r.stored, 0);
+    const per = (value: number) => round(value / raised);
+    const microsPer = (seconds: number) => Math.round((seconds * 1e6) / raised);
+    const cost = {
+      raises: raised,
+      serverCpuUs: microsPer((costAfter[0] ?? 0) - (costBefore[0] ?? 0)),
+      redisCpuUs: microsPer((costAfter[1] ?? 0) - (costBefore[1] ?? 0)),
+      redisCommandUs: microsPer(commandStats.usec / 1e6),
+      redisCalls: per(commandStats.calls),
+      scripts: per(commandStats.byName.get('evalsha')?.calls ?? 0),
+      timerJobs: per(commandStats.byName.get('hmset')?.calls ?? 0),
+      serverSyscalls: per((costAfter[2] ?? 0) - (costBefore[2] ?? 0)),
+    };
+    ctx.log(
+      `a new critical incident at ${COST_RATE}/s (${raised} raises): server CPU ${cost.serverCpuUs} µs, Redis CPU ` +
+        `${cost.redisCpuUs} µs of which ${cost.redisCommandUs} µs in commands; ${cost.redisCalls} Redis calls ` +
+        `(${cost.scripts} scripts, ${cost.timerJobs} BullMQ jobs); ${cost.serverSyscalls} server system calls`,
+    );
+
+    for (const rate of rates) {
+      const request: StepRequest = { rate: rate / GENERATORS, durationMs: stepMs, settleMs: 10_000, ...MIX };
+      const before = await usage();
+      const reports = await runStep(request);
+      const after = await usage();
+      const d = distribution(reports.flatMap((r) => r.latencies));
+      const errors = reports.reduce((n, r) => n + Object.values(r.errors).reduce((a, b) => a + b, 0), 0);
+      const unanswered = reports.reduce((n, r) => n + r.unanswered, 0);
       totals.errors += errors;
       totals.unanswered += unanswered;
       const seconds = stepMs / 1000;
@@ -162,7 +205,8 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
       scenario: 'ingest',
       summary:
         `${bestRate} alerts/s persisted with raise-ack p99 < ${P99_LIMIT_MS} ms (appendfsync ${appendfsync}; ` +
-        `steps ${stepsText}); Redis holds ${ids.length} incidents / ${storedAlerts} alerts = ${totals.opened} / ${totals.stored} acknowledged`,
+        `steps ${stepsText}); a new incident costs the server ${cost.serverCpuUs} µs of CPU and Redis ${cost.redisCpuUs} µs ` +
+        `(${cost.redisCalls} calls); Redis holds ${ids.length} incidents / ${storedAlerts} alerts = ${totals.opened} / ${totals.stored} acknowledged`,
       figures: {
         appendfsync,
         bestRate,
@@ -177,6 +221,7 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
         storedAlerts,
         storedIncidents: ids.length,
         duplicatesAnswered: totals.duplicatesOk,
+        ...Object.fromEntries(Object.entries(cost).map(([k, v]) => [`cost.${k}`, v])),
         ...Object.fromEntries(
           steps.flatMap((s) => [
             [`step${s.rate}.p50`, s.p50],
@@ -222,4 +267,13 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
     client.disconnect();
     await redis.stop();
   }
+}
+
+/** Calls and microseconds per command from INFO commandstats, and their sums. */
+function parseCommandStats(info: string) {
+  const byName = new Map<string, { calls: number; usec: number }>();
+  for (const [, name, calls, usec] of info.matchAll(/^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/gm))
+    if (name) byName.set(name, { calls: Number(calls), usec: Number(usec) });
+  const sum = (key: 'calls' | 'usec') => [...byName.values()].reduce((n, s) => n + s[key], 0);
+  return { byName, calls: sum('calls'), usec: sum('usec') };
 }
