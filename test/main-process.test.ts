@@ -169,6 +169,9 @@ describe('npm start (server/main.ts) with the embedded Redis', () => {
     const [store, sockets] = [await open('redis'), await open('redis-socket')];
     try {
       expect(await sockets.config('GET', 'appendonly')).toEqual(['appendonly', 'no']);
+      // The store ends escalation workers' waits on a 10 ms clock; the broadcast Redis has no such waits.
+      expect(await store.config('GET', 'hz')).toEqual(['hz', '100']);
+      expect(await sockets.config('GET', 'hz')).toEqual(['hz', '10']);
       expect(await sockets.exists(stream)).toBe(1);
       expect(await store.config('GET', 'appendonly')).toEqual(['appendonly', 'yes']);
       expect(await store.exists(stream)).toBe(0);

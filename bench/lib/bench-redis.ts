@@ -1,4 +1,5 @@
 import { startEmbeddedRedis } from '../../server/redis/embedded-redis.ts';
+import { STORE_HZ } from '../../server/redis/redis-store.ts';
 
 export interface BenchRedis {
   /** The store, as the server's REDIS_URL. */
@@ -18,7 +19,7 @@ export async function startBenchRedis(
   dataDir: string,
   appendfsync: 'always' | 'everysec' = 'always',
 ): Promise<BenchRedis> {
-  const store = await startEmbeddedRedis({ dataDir, appendfsync });
+  const store = await startEmbeddedRedis({ dataDir, appendfsync, hz: STORE_HZ });
   try {
     const sockets = await startEmbeddedRedis({
       dataDir,

@@ -100,15 +100,16 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
       roundTripsPerJob: 5,
       workers: 4,
     });
-    // Redis checks blocked clients' timeouts on its `hz` clock: a faster one shows what the marker wait costs.
-    let fastClock: Awaited<ReturnType<typeof stockRun>> | undefined;
+    // Redis checks blocked clients' timeouts on its `hz` clock; Sinergi's embedded Redis runs at 100, and
+    // Redis's own default of 10 shows what the marker wait costs on a Redis nobody tuned.
+    let slowClock: Awaited<ReturnType<typeof stockRun>> | undefined;
     if (!ctx.quick) {
       const hz = await client.config('GET', 'hz');
-      await client.config('SET', 'hz', '100');
+      await client.config('SET', 'hz', '10');
       try {
-        fastClock = await stockRun('defaults, Redis hz 100');
+        slowClock = await stockRun('defaults, Redis hz 10');
       } finally {
-        await client.config('SET', 'hz', String(hz[1] ?? '10'));
+        await client.config('SET', 'hz', String(hz[1] ?? '100'));
       }
     }
     await stock.stop();
@@ -141,7 +142,7 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
         `${incidents} incidents (${expected} first levels) due over ${windowMs / 1000} s: lateness ${fmt(d)}; ` +
         (apart ? `(worker in its own process: ${fmt(apart.d)}); ` : '') +
         `stock BullMQ defaults ${fmt(baseline.d)}, concurrency 50 ${fmt(concurrent.d)}` +
-        (fastClock ? `, Redis hz 100 ${fmt(fastClock.d)}` : ''),
+        (slowClock ? `, Redis hz 10 ${fmt(slowClock.d)}` : ''),
       figures: {
         incidents: ids.length,
         windowSeconds: windowMs / 1000,
@@ -166,9 +167,9 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
         'stockConcurrency50RoundTrips5.p99': round(working.d.p99),
         'stock4WorkersRoundTrips5.p50': round(spread.d.p50),
         'stock4WorkersRoundTrips5.p99': round(spread.d.p99),
-        ...(fastClock && {
-          'stockHz100.p50': round(fastClock.d.p50),
-          'stockHz100.p99': round(fastClock.d.p99),
+        ...(slowClock && {
+          'stockHz10.p50': round(slowClock.d.p50),
+          'stockHz10.p99': round(slowClock.d.p99),
         }),
         'bzpopminOvershoot.p50': round(blockProbe.overshoot.p50),
         redisHz: blockProbe.hz,
@@ -215,7 +216,7 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
           : []),
         {
           name: 'stock BullMQ ran each job exactly once',
-          passed: [baseline, concurrent, working, spread, ...(fastClock ? [fastClock] : [])].every(
+          passed: [baseline, concurrent, working, spread, ...(slowClock ? [slowClock] : [])].every(
             (r) => r.report.processed === jobs && r.report.repeated === 0,
           ),
         },

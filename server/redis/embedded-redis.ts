@@ -22,6 +22,8 @@ export interface EmbeddedRedisOptions {
   startTimeoutMs?: number;
   /** A fixed port, e.g. to restart on the address clients already use; a free one by default. */
   port?: number;
+  /** How often a second Redis runs its timers (its `hz`); Redis's own default (10) when unset. */
+  hz?: number;
   /**
    * Keep the redis-server this process launches running: should it exit other than through `stop()`, start
    * it again on the same address and files (clients reconnect by themselves), reporting each step here.
@@ -264,6 +266,7 @@ async function spawnRedis(
       ? ['--appendonly', 'no']
       : ['--appendonly', 'yes', '--appendfsync', options.appendfsync]),
     ...['--maxmemory-policy', 'noeviction'],
+    ...(options.hz ? ['--hz', String(options.hz)] : []),
   ];
   const child = spawn('/bin/sh', ['-c', WRAPPER, binary, ...args], { stdio: ['pipe', 'ignore', 'ignore'] });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { TestProject } from 'vitest/node';
 import { startEmbeddedRedis } from '../../server/redis/embedded-redis.ts';
+import { STORE_HZ } from '../../server/redis/redis-store.ts';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -18,7 +19,8 @@ export default async function setup(project: TestProject) {
   }
   const dataDir = await mkdtemp(path.join(tmpdir(), 'sinergi-test-redis-'));
   // everysec: the suite's own store needs no crash durability, and fsync on every write would slow it.
-  const redis = await startEmbeddedRedis({ dataDir, appendfsync: 'everysec' });
+  // The store's clock, as `npm start` runs it.
+  const redis = await startEmbeddedRedis({ dataDir, appendfsync: 'everysec', hz: STORE_HZ });
   project.provide('redisUrl', redis.url);
   return async () => {
     await redis.stop();
