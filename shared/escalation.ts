@@ -249,6 +249,10 @@ export function decideReminder(
 ): { round: number | undefined; wake: ChainWake | undefined } | undefined {
   if (chain.generation !== timer.generation || chain.level !== timer.level - 1) return undefined;
   if (chain.status !== 'running' && chain.status !== 'exhausted') return undefined;
+  // The chain's own climb has come, though the timer was set for a later one (an alert that brought a
+  // quicker policy while this timer ran): no page, the climb is due now.
+  if (chain.status === 'running' && chain.dueAt !== null && nowMs >= Date.parse(chain.dueAt))
+    return { round: undefined, wake: { at: Date.parse(chain.dueAt), climb: true } };
   const from = Date.parse(timer.waitFrom);
   const every = repeatMs(levels, chain.level);
   const round = every ? Math.floor((nowMs - from) / every) : 0;

@@ -67,6 +67,14 @@ describe('a chain timer that wakes before its climb', () => {
     });
   });
 
+  it('climbs now, with no page, when the chain’s own climb has come sooner than the timer was set for', () => {
+    const sooner = { ...waiting, dueAt: iso(12) };
+    expect(decideReminder(sooner, LEVELS, timer, at(13))).toEqual({
+      round: undefined,
+      wake: { at: at(12), climb: true },
+    });
+  });
+
   it('does nothing once the chain has moved on: acknowledged, held, climbed or restarted', () => {
     for (const moved of [
       { ...waiting, status: 'acknowledged' as const, generation: 4 },

@@ -76,9 +76,7 @@ export function createEscalationService(deps: {
      * waiting level again when a round is due, and says when to wake next.
      */
     async wake(timer: ChainTimerJob): Promise<TimerOutcome> {
-      const nowMs = Date.parse(now());
-      const { dueAt } = timer;
-      if (dueAt !== null && nowMs >= Date.parse(dueAt)) {
+      const climb = async (dueAt: string): Promise<TimerOutcome> => {
         const { event } = await writer.change(
           timer.incidentId,
           ({ incident, policy }) => decideEscalation(incident, policy, { ...timer, dueAt }, topology, now()),
@@ -91,13 +89,17 @@ export function createEscalationService(deps: {
         return event?.type === 'escalated'
           ? { kind: 'fired', lateMs: event.data.lateMs }
           : { kind: 'skipped' };
-      }
+      };
+      const nowMs = Date.parse(now());
+      if (timer.dueAt !== null && nowMs >= Date.parse(timer.dueAt)) return climb(timer.dueAt);
       const stored = await repo.load(timer.incidentId);
       if (!stored) return { kind: 'done' };
       const chain = stored.incident.escalation.chains[timer.chain];
       const levels = stored.policy.chains[timer.chain].levels;
       const decided = decideReminder(chain, levels, timer, nowMs);
       if (!decided) return { kind: 'done' };
+      const { wake } = decided;
+      if (wake?.climb && wake.at <= nowMs) return climb(new Date(wake.at).toISOString());
       const level = levels[chain.level];
       if (decided.round !== undefined && level) {
         const { rooms } = resolveTargets(topology, stored.incident.facilityId, level.notify);
@@ -109,7 +111,7 @@ export function createEscalationService(deps: {
           rooms,
         });
       }
-      return decided.wake ? { kind: 'sleep', wake: decided.wake } : { kind: 'done' };
+      return wake ? { kind: 'sleep', wake } : { kind: 'done' };
     },
 
     async resume(job: ResumeJob): Promise<void> {

@@ -179,8 +179,8 @@ export function createEscalationQueue(deps: {
         // A brand-new incident has no timers to look up or replace: they are added at once, in one round
         // trip. Not with addBulk: its MULTI builds an ioredis pipeline that copies every BullMQ script onto
         // itself, which cost a raise about 1.5x the CPU of the separate adds.
-        const timers = chains.flatMap((chain) => chainTimer(change, chain) ?? []);
-        await Promise.all(timers.map((t) => queue.add('escalate', t.data, t.opts)));
+        const opening = chains.flatMap((chain) => chainTimer(change, chain) ?? []);
+        await Promise.all(opening.map((t) => queue.add('escalate', t.data, t.opts)));
         return;
       }
       await Promise.all(movedChains(change.event).map((chain) => syncChain(change, chain)));
