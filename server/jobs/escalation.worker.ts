@@ -39,8 +39,8 @@ function parseJob<S extends z.ZodType>(schema: S, job: Job): z.output<S> {
 }
 
 /**
- * Runs chain timers (reminders and climbs), resume and audit jobs; any number of these may run on one Redis. The worker
- * owns `connection`: closing the worker closes it.
+ * Runs chain timers (reminders and climbs), resume and audit jobs; any number of these may run on one
+ * Redis. The worker owns `connection`: closing the worker closes it.
  */
 export function startEscalationWorker(deps: {
   connection: Redis;
