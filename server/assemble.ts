@@ -47,7 +47,8 @@ export async function assemble(
 
 /**
  * An embedded redis-server that dies is started again on its address; until it is back, raises fail with
- * `unavailable` (the store) or consoles wait for their broadcasts (the broadcast Redis): an operator must see why.
+ * `unavailable` (the store) or consoles wait for their broadcasts (the broadcast Redis): an operator must
+ * see why.
  */
 function redisSupervisionLog(logger: Logger) {
   return (event: SupervisionEvent) => {

@@ -56,7 +56,8 @@ interface StepFigures {
 
 export async function run(ctx: BenchContext): Promise<ScenarioResult> {
   const appendfsync = 'always' as const;
-  // From well below the target, so the highest passing rate is found even far below it; the first step also warms the server up.
+  // From well below the target, so the highest passing rate is found even far below it; the first step also
+  // warms the server up.
   const rates = ctx.quick
     ? [100, 250, 500, 1000, 2000, 3000]
     : [100, 250, 500, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 6000, 8000];

@@ -38,9 +38,9 @@ export const STORE_HZ = 100;
  *
  * Processes that serve (`serving: true`: the server, the worker) also get a Redis for the Socket.IO
  * adapter's stream: `SOCKET_REDIS_URL`, else with the embedded store a second embedded redis-server
- * without an append-only file, else the store itself. That stream is a delivery buffer holding every broadcast of the recovery
- * window; in the store it made every broadcast a synced disk write and most of what each AOF rewrite
- * copies, while nothing in it is worth keeping across a Redis restart.
+ * without an append-only file, else the store itself. That stream is a delivery buffer holding every
+ * broadcast of the recovery window; in the store it made every broadcast a synced disk write and most of
+ * what each AOF rewrite copies, while nothing in it is worth keeping across a Redis restart.
  */
 export async function openRedisStore(
   settings: RedisStoreSettings,
