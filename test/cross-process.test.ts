@@ -1,7 +1,4 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { Redis } from 'ioredis';
 import type { Server } from 'socket.io';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -10,6 +7,7 @@ import { redisKeys } from '../server/storage/keys.ts';
 import { rooms } from '../shared/rooms.ts';
 import { uniqueAlert } from './support/alerts.ts';
 import { closeConsoles, connectConsole, consoleFor, get, login } from './support/consoles.ts';
+import { startOwnRedis } from './support/own-redis.ts';
 import { addAccount, startTestServer, TEST_JWT_SECRET, type TestServer } from './support/test-server.ts';
 import { waitFor } from './support/wait-for.ts';
 
@@ -103,21 +101,22 @@ describe('two servers on one Redis', () => {
 });
 
 describe('two servers whose broadcasts go through a Redis of their own (SOCKET_REDIS_URL)', () => {
+  let own: Awaited<ReturnType<typeof startOwnRedis>>;
   let sockets: EmbeddedRedis;
-  let dataDir: string;
   let c: TestServer;
   let d: TestServer;
   beforeAll(async () => {
-    dataDir = await mkdtemp(path.join(tmpdir(), 'sinergi-socket-redis-'));
-    sockets = await startEmbeddedRedis({ dataDir, appendfsync: 'everysec', appendonly: false });
+    own = await startOwnRedis('socket-redis', { appendonly: false });
+    sockets = own.redis;
     const env = { SOCKET_REDIS_URL: sockets.url };
     c = await startTestServer({ env });
     d = await startTestServer({ env, prefix: c.prefix, seedDemo: false });
   });
   afterAll(async () => {
     await Promise.all([c?.close(), d?.close()]);
+    // The one restarted below, then the first (stopped already) and its directory.
     await sockets?.stop();
-    await rm(dataDir, { recursive: true, force: true });
+    await own?.stop();
   });
 
   it('delivers an alert raised on one to the Polsek console on the other, and leaves no broadcast in the store', async () => {
@@ -148,7 +147,12 @@ describe('two servers whose broadcasts go through a Redis of their own (SOCKET_R
     await sockets.stop();
     await waitFor(async () => (await get(c.url, '/readyz')).status === 503, { what: 'readyz 503' });
     expect((await get(c.url, '/readyz')).body).toMatchObject({ failing: ['socket_redis'] });
-    sockets = await startEmbeddedRedis({ dataDir, appendfsync: 'everysec', appendonly: false, port });
+    sockets = await startEmbeddedRedis({
+      dataDir: own.dataDir,
+      appendfsync: 'everysec',
+      appendonly: false,
+      port,
+    });
     await waitFor(async () => (await get(c.url, '/readyz')).status === 200, {
       what: 'readyz 200',
       timeoutMs: 15_000,

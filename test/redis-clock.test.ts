@@ -1,25 +1,22 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type EmbeddedRedis, startEmbeddedRedis } from '../server/redis/embedded-redis.ts';
+import type { EmbeddedRedis } from '../server/redis/embedded-redis.ts';
 import { STORE_HZ } from '../server/redis/redis-store.ts';
+import { startOwnRedis } from './support/own-redis.ts';
 import { startTestServer } from './support/test-server.ts';
 
 // A Redis of its own: the PINGs counted must be the escalation worker's.
+let own: Awaited<ReturnType<typeof startOwnRedis>>;
 let redis: EmbeddedRedis;
-let dataDir: string;
 let observer: Redis;
 beforeAll(async () => {
-  dataDir = await mkdtemp(path.join(tmpdir(), 'sinergi-clock-'));
-  redis = await startEmbeddedRedis({ dataDir, appendfsync: 'everysec', hz: STORE_HZ });
+  own = await startOwnRedis('clock', { hz: STORE_HZ });
+  redis = own.redis;
   observer = new Redis(redis.url);
 });
 afterAll(async () => {
   observer.disconnect();
-  await redis.stop();
-  await rm(dataDir, { recursive: true, force: true });
+  await own.stop();
 });
 
 /** PINGs Redis answered while a server with its escalation worker ran for a while. */

@@ -1,25 +1,22 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type EmbeddedRedis, startEmbeddedRedis } from '../server/redis/embedded-redis.ts';
+import type { EmbeddedRedis } from '../server/redis/embedded-redis.ts';
 import { createRedis, waitReady } from '../server/redis/redis-connection.ts';
+import { startOwnRedis } from './support/own-redis.ts';
 import { waitFor } from './support/wait-for.ts';
 
 // A Redis of its own: its count of socket reads must see only this file's traffic.
+let own: Awaited<ReturnType<typeof startOwnRedis>>;
 let redis: EmbeddedRedis;
-let dataDir: string;
 let observer: Redis;
 beforeAll(async () => {
-  dataDir = await mkdtemp(path.join(tmpdir(), 'sinergi-coalescing-'));
-  redis = await startEmbeddedRedis({ dataDir, appendfsync: 'everysec', appendonly: false });
+  own = await startOwnRedis('coalescing', { appendonly: false });
+  redis = own.redis;
   observer = new Redis(redis.url);
 });
 afterAll(async () => {
   observer.disconnect();
-  await redis.stop();
-  await rm(dataDir, { recursive: true, force: true });
+  await own.stop();
 });
 
 /** How many times Redis has read from client sockets so far, the observer's own INFO included. */
