@@ -113,6 +113,26 @@ async function embeddedRedisPid(dataDir: string): Promise<number> {
   return (await embeddedRedis(dataDir)).pid;
 }
 
+/**
+ * The Permisan operator's console and the Polsek dispatch console that covers it. `raise` raises an alert
+ * and resolves with its incident's id once the Polsek console has it.
+ */
+async function permisanAndItsPolsek(url: string) {
+  const dispatch = await consoleFor(url, 'dispatch.nusakambangan');
+  const heard: string[] = [];
+  dispatch.socket.on('alert:new', ({ incidentId }) => heard.push(incidentId));
+  const operator = await consoleFor(url, 'operator.permisan');
+  return {
+    async raise(): Promise<string> {
+      const raised = await operator.socket.emitWithAck('alert:raise', uniqueAlert());
+      if (!raised.ok) throw new Error(JSON.stringify(raised.error));
+      const { id } = raised.data.incident;
+      await waitFor(() => heard.includes(id), { what: `alert:new for ${id} at the Polsek console` });
+      return id;
+    },
+  };
+}
+
 async function stopWithSigterm(proc: Running) {
   proc.child.kill('SIGTERM');
   const outcome = await Promise.race([
@@ -152,13 +172,8 @@ describe('npm start (server/main.ts) with the embedded Redis', () => {
   it('When an alert is raised, Then consoles get it through a second redis-server that keeps no append-only file, and the store keeps no broadcasts', async () => {
     const dataDir = await tempDir();
     const { url } = await startServer(dataDir, await freePort());
-    const dispatch = await consoleFor(url, 'dispatch.nusakambangan');
-    const heard: string[] = [];
-    dispatch.socket.on('alert:new', ({ incidentId }) => heard.push(incidentId));
-    const operator = await consoleFor(url, 'operator.permisan');
-    const raised = await operator.socket.emitWithAck('alert:raise', uniqueAlert());
-    if (!raised.ok) throw new Error(JSON.stringify(raised.error));
-    await waitFor(() => heard.includes(raised.data.incident.id), { what: 'alert:new at the Polsek console' });
+    const { raise } = await permisanAndItsPolsek(url);
+    const raised = await raise();
 
     const stream = redisKeys('sng:').socketStream;
     const open = async (name: string) => {
@@ -175,7 +190,7 @@ describe('npm start (server/main.ts) with the embedded Redis', () => {
       expect(await sockets.exists(stream)).toBe(1);
       expect(await store.config('GET', 'appendonly')).toEqual(['appendonly', 'yes']);
       expect(await store.exists(stream)).toBe(0);
-      expect(await store.exists(redisKeys('sng:').incident(raised.data.incident.id))).toBe(1);
+      expect(await store.exists(redisKeys('sng:').incident(raised))).toBe(1);
     } finally {
       store.disconnect();
       sockets.disconnect();
@@ -185,13 +200,8 @@ describe('npm start (server/main.ts) with the embedded Redis', () => {
   it('When both embedded redis-servers die under a running server, Then it starts them again on their addresses, the store keeps what it held, and alerts reach consoles again', async () => {
     const dataDir = await tempDir();
     const { server, url } = await startServer(dataDir, await freePort());
-    const dispatch = await consoleFor(url, 'dispatch.nusakambangan');
-    const heard: string[] = [];
-    dispatch.socket.on('alert:new', ({ incidentId }) => heard.push(incidentId));
-    const operator = await consoleFor(url, 'operator.permisan');
-    const before = await operator.socket.emitWithAck('alert:raise', uniqueAlert());
-    if (!before.ok) throw new Error(JSON.stringify(before.error));
-    await waitFor(() => heard.includes(before.data.incident.id), { what: 'the first alert at the Polsek' });
+    const { raise } = await permisanAndItsPolsek(url);
+    const before = await raise();
 
     const [store, sockets] = [await embeddedRedis(dataDir), await embeddedRedis(dataDir, 'redis-socket')];
     process.kill(store.pid, 'SIGKILL');
@@ -218,11 +228,9 @@ describe('npm start (server/main.ts) with the embedded Redis', () => {
     expect(server.stdout).toContain('embedded redis-server exited; restarting it');
 
     // The same console connections go on: a new alert is stored and delivered, and the old one is still there.
-    const after = await operator.socket.emitWithAck('alert:raise', uniqueAlert());
-    if (!after.ok) throw new Error(JSON.stringify(after.error));
-    await waitFor(() => heard.includes(after.data.incident.id), { what: 'the second alert at the Polsek' });
+    await raise();
     const { accessToken } = await login(url, 'dispatch.nusakambangan');
-    expect((await get(url, `/api/incidents/${before.data.incident.id}`, accessToken)).status).toBe(200);
+    expect((await get(url, `/api/incidents/${before}`, accessToken)).status).toBe(200);
   }, 60_000);
 
   it('When sent SIGTERM, Then exits 0 and stops its redis-server; started again it keeps CLI-made users and its JWT secret', async () => {
