@@ -2,7 +2,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { sealingSpeed, stealSeconds } from './lib/machine-speed.ts';
+import { stealSeconds } from './lib/cpu.ts';
+import { sealingSpeed } from './lib/machine-speed.ts';
 import { type BenchContext, type ScenarioResult, writeResults } from './lib/results.ts';
 
 type Scenario = { run(ctx: BenchContext): Promise<ScenarioResult> };

@@ -49,12 +49,22 @@ export async function syscallsOf(pid: number | undefined): Promise<number | unde
   }
 }
 
+/** The whole machine's CPU ticks since boot, by kind: user, nice, system, idle, iowait, irq, softirq, steal… */
+async function machineTicks(): Promise<number[]> {
+  const stat = await readFile('/proc/stat', 'utf8').catch(() => '');
+  return (/^cpu\s+(.*)$/m.exec(stat)?.[1] ?? '').trim().split(/\s+/).map(Number);
+}
+
+/** Seconds the hypervisor ran something else while this machine's CPUs wanted to run (since boot). */
+export async function stealSeconds(): Promise<number> {
+  return ((await machineTicks())[7] ?? Number.NaN) / TICKS_PER_SECOND;
+}
+
 export async function cpuSnapshot(
   roles: Record<string, readonly (number | undefined)[]>,
 ): Promise<CpuSnapshot> {
-  const stat = await readFile('/proc/stat', 'utf8').catch(() => '');
-  const ticks = (/^cpu\s+(.*)$/m.exec(stat)?.[1] ?? '').trim().split(/\s+/).map(Number);
-  const [user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0] = ticks;
+  const [user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0] =
+    await machineTicks();
   const busy = user + nice + system + irq + softirq + steal;
   const measured = new Map<string, number>();
   for (const [role, pids] of Object.entries({ ...roles, bench: [process.pid] })) {

@@ -1,4 +1,3 @@
-import { readFile } from 'node:fs/promises';
 import { eventHash, GENESIS_HASH } from '../../server/domain/timeline-seal.ts';
 import type { IncidentEvent } from '../../shared/incident.ts';
 
@@ -36,11 +35,4 @@ export function sealingSpeed(): number {
   }
   passes.sort((a, b) => a - b);
   return passes[2] ?? Number.NaN;
-}
-
-/** Seconds the hypervisor ran something else while this machine's CPUs wanted to run (since boot). */
-export async function stealSeconds(): Promise<number> {
-  const stat = await readFile('/proc/stat', 'utf8').catch(() => '');
-  const ticks = (/^cpu\s+(.*)$/m.exec(stat)?.[1] ?? '').trim().split(/\s+/).map(Number);
-  return (ticks[7] ?? Number.NaN) / 100;
 }
