@@ -43,6 +43,8 @@ export interface AppDeps {
   jwtSecret: Uint8Array;
   /** Run escalation workers in this process (default: as configured by ESCALATION_WORKER). */
   worker?: boolean;
+  /** What `/metrics` serves when this process is one of several on a port: every process's metrics. */
+  clusterMetrics?: () => Promise<string>;
 }
 
 export interface App {
@@ -169,6 +171,7 @@ export function createApp(deps: AppDeps): App {
     logger,
     metrics,
     readiness,
+    ...(deps.clusterMetrics && { metricsText: deps.clusterMetrics }),
     auth,
     users: userService,
     incidents,

@@ -1,5 +1,5 @@
 import type { Topology } from '../shared/topology.ts';
-import { type App, createApp } from './app.ts';
+import { type App, type AppDeps, createApp } from './app.ts';
 import type { Config } from './config.ts';
 import { loadEscalationFile, loadTopologyFile } from './config-files.ts';
 import type { Logger } from './logger.ts';
@@ -15,7 +15,7 @@ import { resolveJwtSecret } from './secrets.ts';
 export async function assemble(
   config: Config,
   logger: Logger,
-  options: { worker?: boolean } = {},
+  options: Pick<AppDeps, 'worker' | 'clusterMetrics'> = {},
 ): Promise<{ app: App; store: RedisStore; topology: Topology }> {
   const [topology, escalation] = await Promise.all([
     loadTopologyFile(config.topologyFile),
@@ -36,7 +36,7 @@ export async function assemble(
       topology,
       escalation,
       jwtSecret,
-      ...(options.worker && { worker: true }),
+      ...options,
     });
     return { app, store, topology };
   } catch (error) {
@@ -50,7 +50,7 @@ export async function assemble(
  * `unavailable` (the store) or consoles wait for their broadcasts (the broadcast Redis): an operator must
  * see why.
  */
-function redisSupervisionLog(logger: Logger) {
+export function redisSupervisionLog(logger: Logger) {
   return (event: SupervisionEvent) => {
     const { dir, port } = event;
     switch (event.type) {

@@ -8,7 +8,7 @@ export function createMetrics() {
     registry,
     socketsConnected: new Gauge({
       name: 'sinergi_sockets_connected',
-      help: 'Sockets connected to this process, by the type of the user’s unit',
+      help: 'Sockets connected (to every server process on the port), by the type of the user’s unit',
       labelNames: ['unit_type'] as const,
       registers: [registry],
     }),

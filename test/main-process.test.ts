@@ -10,8 +10,16 @@ import { DEMO_PASSWORD } from '../server/domain/seed.ts';
 import { freePort } from '../server/redis/embedded-redis.ts';
 import { redisKeys } from '../server/storage/keys.ts';
 import { uniqueAlert } from './support/alerts.ts';
-import { closeConsoles, consoleFor, get, login, post } from './support/consoles.ts';
-import { isRunning } from './support/processes.ts';
+import {
+  type ConsoleClient,
+  closeConsoles,
+  connectConsole,
+  consoleFor,
+  get,
+  login,
+  post,
+} from './support/consoles.ts';
+import { childPids, isRunning } from './support/processes.ts';
 import { waitFor } from './support/wait-for.ts';
 
 const TSX = 'node_modules/.bin/tsx';
@@ -28,7 +36,8 @@ const dirs: string[] = [];
 
 afterEach(async () => {
   closeConsoles();
-  // Each spawn leads its own process group (tsx, its node child, the redis wrapper): end the whole group.
+  // Each spawn leads its own process group (a server and the server processes it forked): end the whole
+  // group; its redis-servers stop when their parent goes.
   for (const proc of running.splice(0)) {
     if (proc.child.exitCode !== null || proc.child.signalCode !== null || proc.child.pid === undefined)
       continue;
@@ -84,8 +93,12 @@ function launch(command: string, args: string[], env: NodeJS.ProcessEnv, timeout
 }
 
 /** `npm start`, as an operator runs it. */
-async function startServer(dataDir: string, port: number) {
-  const server = launch(TSX, ['server/main.ts'], envFor(dataDir, { PORT: String(port), SEED_DEMO: '1' }));
+async function startServer(dataDir: string, port: number, extra: Record<string, string> = {}) {
+  const server = launch(
+    process.execPath,
+    ['--import', 'tsx', 'server/main.ts'],
+    envFor(dataDir, { PORT: String(port), SEED_DEMO: '1', ...extra }),
+  );
   await waitFor(
     async () => {
       if (server.child.exitCode !== null)
@@ -296,6 +309,108 @@ describe('npm start (server/main.ts) with the embedded Redis', () => {
     expect(proc.stderr).not.toMatch(/\n\s+at /);
     expect(proc.stdout).not.toContain('Sinergi is listening');
   }, 60_000);
+});
+
+/** The server processes `npm start` forked: its children that run main.ts. */
+async function serverProcesses(proc: Running): Promise<number[]> {
+  const children = await childPids(proc.child.pid ?? -1);
+  const cmdlines = await Promise.all(
+    children.map((pid) => readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')),
+  );
+  return children.filter((_, i) => cmdlines[i]?.includes('server/main.ts'));
+}
+
+/** Dispatch consoles of the Polsek covering Permisan, each recording the incidents it was told of. */
+async function dispatchConsoles(url: string, count: number, transports: string[]) {
+  const { accessToken } = await login(url, 'dispatch.nusakambangan');
+  const consoles: { socket: ConsoleClient; heard: string[] }[] = [];
+  // One after another: the balancer counts a console once it has connected.
+  for (let i = 0; i < count; i++) {
+    const socket = await connectConsole(url, accessToken, { transports, timeout: 5000 });
+    const heard: string[] = [];
+    socket.on('alert:new', ({ incidentId }) => heard.push(incidentId));
+    consoles.push({ socket, heard });
+  }
+  return consoles;
+}
+
+async function raiseAtPermisan(url: string, transports: string[]): Promise<string> {
+  const { accessToken } = await login(url, 'operator.permisan');
+  const operator = await connectConsole(url, accessToken, { transports });
+  const raised = await operator.emitWithAck('alert:raise', uniqueAlert());
+  if (!raised.ok) throw new Error(JSON.stringify(raised.error));
+  return raised.data.incident.id;
+}
+
+describe('npm start with several server processes (SERVER_PROCESSES=2)', () => {
+  it('When consoles use HTTP long-polling only, Then every request reaches the process that holds its session, an alert reaches consoles on both processes, /metrics counts the sockets of both, and Ctrl-C stops them all', async () => {
+    const dataDir = await tempDir();
+    const { server, url } = await startServer(dataDir, await freePort(), { SERVER_PROCESSES: '2' });
+    const servers = await serverProcesses(server);
+    expect(servers).toHaveLength(2);
+
+    // The balancer gives each new console to the process with fewer: two on each.
+    const consoles = await dispatchConsoles(url, 4, ['polling']);
+    const id = await raiseAtPermisan(url, ['polling']);
+    for (const c of consoles)
+      await waitFor(() => c.heard.includes(id), { what: 'alert:new at every dispatch console' });
+    const metrics = (await fetch(`${url}/metrics`).then((r) => r.text())).split('\n');
+    expect(metrics).toContain('sinergi_sockets_connected{unit_type="precinct"} 4');
+    expect(metrics).toContain('sinergi_sockets_connected{unit_type="facility"} 1');
+    for (const c of consoles) expect(c.socket.io.engine.transport.name).toBe('polling');
+
+    // A terminal's Ctrl-C reaches the whole process group.
+    const redis = [await embeddedRedisPid(dataDir), (await embeddedRedis(dataDir, 'redis-socket')).pid];
+    process.kill(-(server.child.pid ?? 0), 'SIGINT');
+    const outcome = await Promise.race([
+      server.exited,
+      new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 10_000).unref()),
+    ]);
+    expect(outcome).toEqual({ code: 0, signal: null });
+    for (const pid of [...servers, ...redis]) expect(isRunning(pid)).toBe(false);
+  }, 60_000);
+
+  it('When a server process is killed, Then its consoles lose it and the others do not, new consoles connect while its replacement starts, the replacement serves, and SIGTERM stops everything', async () => {
+    const dataDir = await tempDir();
+    const { server, url } = await startServer(dataDir, await freePort(), {
+      SERVER_PROCESSES: '2',
+      LOG_LEVEL: 'info',
+    });
+    const [victim, survivor] = await serverProcesses(server);
+    if (!victim || !survivor) throw new Error('expected two server processes');
+    const first = await dispatchConsoles(url, 2, ['websocket']);
+    const lost: number[] = [];
+    for (const [i, c] of first.entries()) c.socket.on('disconnect', () => void lost.push(i));
+
+    process.kill(victim, 'SIGKILL');
+    const replacement = await waitFor(
+      async () => (await serverProcesses(server)).find((pid) => pid !== victim && pid !== survivor),
+      { what: 'a replacement process', timeoutMs: 10_000 },
+    );
+    // Connected while the replacement starts: none of them may be handed to it before it serves.
+    const during = (
+      await Promise.all(Array.from({ length: 6 }, () => dispatchConsoles(url, 1, ['websocket'])))
+    ).flat();
+    await waitFor(() => lost.length === 1, { what: 'the killed process’s console to be disconnected' });
+    await waitFor(() => server.stdout.includes('server process replaced'), {
+      what: 'the replacement',
+      timeoutMs: 20_000,
+    });
+    expect(await serverProcesses(server)).toEqual(expect.arrayContaining([survivor, replacement]));
+    // The survivor holds seven consoles; the next ones go to the replacement.
+    const after = await dispatchConsoles(url, 2, ['websocket']);
+
+    const id = await raiseAtPermisan(url, ['websocket']);
+    const connected = [...first.filter((_, i) => !lost.includes(i)), ...during, ...after];
+    expect(connected).toHaveLength(9);
+    for (const c of connected)
+      await waitFor(() => c.heard.includes(id), { what: 'alert:new at every connected console' });
+    expect(lost).toHaveLength(1);
+
+    const redis = [await embeddedRedisPid(dataDir), (await embeddedRedis(dataDir, 'redis-socket')).pid];
+    expect(await stopWithSigterm(server)).toEqual({ code: 0, signal: null });
+    for (const pid of [survivor, replacement, ...redis]) expect(isRunning(pid)).toBe(false);
+  }, 90_000);
 });
 
 describe('npm run users (server/cli/users.ts)', () => {

@@ -3,6 +3,7 @@ import { access, constants, mkdir, readFile, rm, writeFile } from 'node:fs/promi
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { Redis } from 'ioredis';
+import { restartDelayMs } from '../restart-backoff.ts';
 import { StartupError } from '../startup-error.ts';
 
 export interface EmbeddedRedisOptions {
@@ -37,10 +38,6 @@ export type SupervisionEvent =
   | { type: 'restart_failed'; dir: string; port: number; error: unknown; retryInMs: number }
   /** Another process launched one on the same files while this one's was down: supervision ends. */
   | { type: 'superseded'; dir: string; port: number; otherPort: number };
-
-// A redis-server that dies at once again (a full disk, a damaged append-only file) is retried at a slowing
-// pace; each failure is reported, and none stops the process that serves.
-const RESTART_BACKOFF_MS = [250, 1000, 2000, 5000, 10_000];
 
 export interface EmbeddedRedis {
   readonly url: string;
@@ -227,7 +224,7 @@ async function launch(
       } finally {
         await unlock?.();
       }
-      const retryInMs = RESTART_BACKOFF_MS[Math.min(attempt, RESTART_BACKOFF_MS.length - 1)] ?? 10_000;
+      const retryInMs = restartDelayMs(attempt);
       report({ type: 'restart_failed', dir, port, error: failure, retryInMs });
       await new Promise((r) => setTimeout(r, retryInMs).unref());
     }
@@ -268,7 +265,12 @@ async function spawnRedis(
     ...['--maxmemory-policy', 'noeviction'],
     ...(options.hz ? ['--hz', String(options.hz)] : []),
   ];
-  const child = spawn('/bin/sh', ['-c', WRAPPER, binary, ...args], { stdio: ['pipe', 'ignore', 'ignore'] });
+  // Its own process group: a terminal's Ctrl-C goes to Sinergi alone, which stops Redis last, after the
+  // servers' in-flight writes (the pipe above still ends it if Sinergi dies).
+  const child = spawn('/bin/sh', ['-c', WRAPPER, binary, ...args], {
+    stdio: ['pipe', 'ignore', 'ignore'],
+    detached: true,
+  });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
 
   const url = `redis://127.0.0.1:${port}`;

@@ -22,6 +22,7 @@ export interface HttpDeps {
   logger: Logger;
   metrics: Metrics;
   readiness: Readiness;
+  metricsText?: () => Promise<string>;
   auth: AuthService;
   users: UserService;
   incidents: IncidentService;
@@ -62,7 +63,7 @@ export function createHttpApp(deps: HttpDeps): Express {
   });
   app.use(express.json({ limit: deps.settings.jsonLimit }));
 
-  app.use(opsRoutes(deps.metrics, deps.readiness));
+  app.use(opsRoutes(deps.metrics, deps.readiness, deps.metricsText));
   app.use('/api/auth', authRoutes(deps.auth));
   app.use('/api/alerts', alertRoutes(deps));
 

@@ -6,7 +6,15 @@ export interface Readiness {
   check(): Promise<string[]>;
 }
 
-export function opsRoutes(metrics: Metrics, readiness: Readiness): Router {
+/**
+ * `metricsText`: the exposition `/metrics` serves, this process's registry by default; under several server
+ * processes on one port, all of theirs summed, since a scrape reaches whichever process the balancer picks.
+ */
+export function opsRoutes(
+  metrics: Metrics,
+  readiness: Readiness,
+  metricsText: () => Promise<string> = () => metrics.registry.metrics(),
+): Router {
   const router = Router();
   router.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
@@ -18,7 +26,7 @@ export function opsRoutes(metrics: Metrics, readiness: Readiness): Router {
       .json({ status: failing.length === 0 ? 'ready' : 'not_ready', failing });
   });
   router.get('/metrics', async (_req, res) => {
-    res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+    res.type(metrics.registry.contentType).send(await metricsText());
   });
   return router;
 }

@@ -1,0 +1,36 @@
+import { z } from 'zod';
+
+/**
+ * What the primary hands each server process it forks: the Redis servers it opened (embedded ones are the
+ * primary's to start, supervise and stop) and whether this process does the one-time start-up work
+ * (demo accounts, the first admin), which must not run twice at once.
+ */
+export const Handoff = z.object({
+  storeUrl: z.url({ protocol: /^rediss?$/ }),
+  socketUrl: z.url({ protocol: /^rediss?$/ }),
+  setUp: z.boolean(),
+});
+export type Handoff = z.infer<typeof Handoff>;
+
+/** The environment variable that carries the hand-off; set only on forked server processes. */
+export const HANDOFF_ENV = 'SINERGI_HANDOFF';
+
+/** Server process → primary. Other traffic on the channel (sticky sessions, prom-client) is not ours. */
+export const ToPrimary = z.discriminatedUnion('type', [
+  /** Started and serving; `banner`: the lines of its one-time start-up work, for the primary to print. */
+  z.object({ type: z.literal('sinergi:ready'), banner: z.array(z.string()) }),
+  z.object({ type: z.literal('sinergi:metrics-request'), id: z.number().int() }),
+]);
+export type ToPrimary = z.infer<typeof ToPrimary>;
+
+/** Primary → server process. */
+export const ToServer = z.discriminatedUnion('type', [
+  z.object({
+    type: z.literal('sinergi:metrics'),
+    id: z.number().int(),
+    text: z.string().optional(),
+    error: z.string().optional(),
+  }),
+  z.object({ type: z.literal('sinergi:shutdown') }),
+]);
+export type ToServer = z.infer<typeof ToServer>;

@@ -1,0 +1,176 @@
+import cluster, { type Worker } from 'node:cluster';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { availableParallelism } from 'node:os';
+import { setupMaster } from '@socket.io/sticky';
+import { AggregatorRegistry } from 'prom-client';
+import { redisSupervisionLog } from '../assemble.ts';
+import type { Config } from '../config.ts';
+import { createLogger } from '../logger.ts';
+import { openRedisStore } from '../redis/redis-store.ts';
+import { restartDelayMs } from '../restart-backoff.ts';
+import { listeningLine } from '../serve.ts';
+import { StartupError } from '../startup-error.ts';
+import { HANDOFF_ENV, type Handoff, ToPrimary, type ToServer } from './messages.ts';
+
+/** How many server processes `npm start` runs: `SERVER_PROCESSES`, `auto` being one per core. */
+export function serverProcessCount(config: Config): number {
+  return config.http.processes === 'auto' ? availableParallelism() : config.http.processes;
+}
+
+// Each process's shutdown is a handful of steps, each bounded by SHUTDOWN_GRACE_MS.
+const SHUTDOWN_STEPS = 6;
+
+/**
+ * Several server processes on one port, so one Socket.IO process is not the ceiling of a multi-core host:
+ * delivering an alert to hundreds of consoles is mostly writing WebSocket frames, and one process writes
+ * them on one core. The primary starts (and supervises) the embedded Redis servers, owns the port, and
+ * hands each new connection to a server process, keeping a Socket.IO session's HTTP long-polling requests
+ * on the process that holds it (`@socket.io/sticky`); the Redis adapter carries broadcasts between them as
+ * between separate hosts. A server process that dies is replaced; its consoles reconnect to the others.
+ */
+export async function runPrimary(config: Config, count: number): Promise<void> {
+  const logger = createLogger(config.logLevel).child({ primary: true });
+  const store = await openRedisStore(config, { serving: true, supervise: redisSupervisionLog(logger) });
+  logger.info({ embedded: store.embedded, url: store.url, socketUrl: store.socketUrl }, 'redis ready');
+
+  const httpServer = createServer();
+  setupMaster(httpServer, { loadBalancingMethod: 'least-connection' });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      httpServer.once('error', reject);
+      httpServer.listen(config.http.port, config.http.host, () => resolve());
+    });
+  } catch (error) {
+    await store.release();
+    throw error;
+  }
+  const { port } = httpServer.address() as AddressInfo;
+
+  // Sticky's chunks of a request are Buffers; the default JSON serialization would turn them into objects.
+  cluster.setupPrimary({ serialization: 'advanced' });
+  const handoff = (setUp: boolean): Handoff => ({ storeUrl: store.url, socketUrl: store.socketUrl, setUp });
+  const send = (worker: Worker, message: ToServer) => {
+    if (worker.isConnected()) worker.send(message);
+  };
+  const fork = (setUp: boolean) => {
+    const worker = cluster.fork({ [HANDOFF_ENV]: JSON.stringify(handoff(setUp)) });
+    // The balancer sends a new console to the process with the fewest; one still starting counts as full,
+    // since a connection handed to it before it listens for them would be lost.
+    unready(worker);
+    return worker;
+  };
+
+  const aggregator = new AggregatorRegistry();
+  const readyWaiters = new Map<number, (banner: string[]) => void>();
+  cluster.on('message', (worker, raw) => {
+    const parsed = ToPrimary.safeParse(raw);
+    if (!parsed.success) return;
+    const message = parsed.data;
+    if (message.type === 'sinergi:ready') {
+      ready(worker);
+      readyWaiters.get(worker.id)?.(message.banner);
+      readyWaiters.delete(worker.id);
+      return;
+    }
+    aggregator.clusterMetrics().then(
+      (text) => send(worker, { type: 'sinergi:metrics', id: message.id, text }),
+      (error: Error) => send(worker, { type: 'sinergi:metrics', id: message.id, error: error.message }),
+    );
+  });
+  const whenReady = (worker: Worker) =>
+    new Promise<string[]>((resolve, reject) => {
+      readyWaiters.set(worker.id, resolve);
+      worker.once('exit', (code, signal) => {
+        if (!readyWaiters.delete(worker.id)) return;
+        reject(
+          new StartupError(
+            `a server process could not start (${signal ?? `exit code ${code}`}); its error is above`,
+          ),
+        );
+      });
+    });
+
+  let stopping: Promise<void> | undefined;
+  /** Stops every server process (each finishes its in-flight work), then the embedded Redis servers. */
+  const stopAll = (reason: string) => {
+    stopping ??= (async () => {
+      logger.info({ reason }, 'shutting down');
+      httpServer.close();
+      const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined);
+      const exited = Promise.all(
+        workers.map(
+          (w) => new Promise<void>((resolve) => (w.isDead() ? resolve() : w.once('exit', () => resolve()))),
+        ),
+      );
+      for (const worker of workers) send(worker, { type: 'sinergi:shutdown' });
+      const deadline = setTimeout(
+        () => {
+          logger.warn('server processes did not stop in time; killing them');
+          for (const worker of workers) worker.process.kill('SIGKILL');
+        },
+        SHUTDOWN_STEPS * config.shutdownGraceMs + 1000,
+      );
+      await exited;
+      clearTimeout(deadline);
+      await store.release();
+      logger.info('stopped');
+    })();
+    return stopping;
+  };
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.on(signal, () => {
+      if (stopping) {
+        logger.warn('second signal: exiting now');
+        for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill('SIGKILL');
+        process.exit(1);
+      }
+      void stopAll(signal).then(() => process.exit(0));
+    });
+  }
+  process.on('uncaughtException', (err) => {
+    logger.fatal({ err }, 'uncaught exception');
+    void stopAll('uncaughtException').then(() => process.exit(1));
+  });
+
+  let banner: string[];
+  try {
+    const first = fork(true);
+    const others = Array.from({ length: count - 1 }, () => fork(false));
+    [banner = []] = await Promise.all([first, ...others].map(whenReady));
+  } catch (error) {
+    await stopAll('a server process failed to start');
+    throw error;
+  }
+
+  // Restarts back off while replacements keep dying; one that comes up resets the pace.
+  let failuresInARow = 0;
+  cluster.on('exit', (worker, code, signal) => {
+    if (stopping) return;
+    const retryInMs = restartDelayMs(failuresInARow++);
+    logger.error({ server: worker.id, code, signal, retryInMs }, 'a server process exited; starting another');
+    setTimeout(() => {
+      if (stopping) return;
+      const replacement = fork(false);
+      whenReady(replacement).then(
+        () => {
+          failuresInARow = 0;
+          logger.warn({ server: replacement.id }, 'server process replaced');
+        },
+        () => {},
+      );
+    }, retryInMs);
+  });
+
+  process.stdout.write(`${[listeningLine(config, port), ...banner].join('\n')}\n`);
+  logger.info({ port, host: config.http.host, processes: count }, 'listening');
+}
+
+// `clientsCount` is what @socket.io/sticky's least-connection balancing compares.
+function unready(worker: Worker) {
+  (worker as Worker & { clientsCount?: number }).clientsCount = Number.POSITIVE_INFINITY;
+}
+
+function ready(worker: Worker) {
+  (worker as Worker & { clientsCount?: number }).clientsCount = 0;
+}

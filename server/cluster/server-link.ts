@@ -1,0 +1,77 @@
+import cluster from 'node:cluster';
+import { HANDOFF_ENV, Handoff, type ToPrimary, ToServer } from './messages.ts';
+
+/** A server process's line to the primary that forked it (see `primary.ts`). */
+export interface ServerLink {
+  readonly id: number;
+  readonly handoff: Handoff;
+  /** Tells the primary this process serves; `banner`: lines for it to print. */
+  ready(banner: string[]): void;
+  /** The metrics of every server process, summed by the primary. */
+  clusterMetrics(): Promise<string>;
+  /** Runs `stop` when the primary orders a shutdown or is gone. */
+  onStop(stop: (reason: string) => void): void;
+}
+
+const METRICS_TIMEOUT_MS = 10_000;
+
+/** The link when this process is a forked server process; undefined when it serves alone. */
+export function serverLink(): ServerLink | undefined {
+  const worker = cluster.worker;
+  if (!cluster.isWorker || !worker) return undefined;
+  const handoff = Handoff.parse(JSON.parse(process.env[HANDOFF_ENV] ?? 'null'));
+  const send = (message: ToPrimary) => process.send?.(message);
+  const pending = new Map<number, { resolve: (text: string) => void; reject: (error: Error) => void }>();
+  const stops: ((reason: string) => void)[] = [];
+  // An order that comes while the process is still starting is kept for the stop it registers then.
+  let stopReason: string | undefined;
+  const stopNow = (reason: string) => {
+    stopReason ??= reason;
+    for (const stop of stops) stop(reason);
+  };
+  let seq = 0;
+  process.on('message', (raw) => {
+    const parsed = ToServer.safeParse(raw);
+    if (!parsed.success) return;
+    const message = parsed.data;
+    if (message.type === 'sinergi:shutdown') {
+      stopNow('ordered by the primary');
+      return;
+    }
+    const waiting = pending.get(message.id);
+    pending.delete(message.id);
+    if (message.text !== undefined) waiting?.resolve(message.text);
+    else waiting?.reject(new Error(message.error ?? 'no metrics'));
+  });
+  // An orphaned server process would hold its sockets with nobody to restart or stop it.
+  process.on('disconnect', () => stopNow('the primary is gone'));
+  return {
+    id: worker.id,
+    handoff,
+    ready: (banner) => send({ type: 'sinergi:ready', banner }),
+    clusterMetrics() {
+      const id = ++seq;
+      return new Promise<string>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          pending.delete(id);
+          reject(new Error('the primary did not answer with metrics'));
+        }, METRICS_TIMEOUT_MS);
+        pending.set(id, {
+          resolve: (text) => {
+            clearTimeout(timer);
+            resolve(text);
+          },
+          reject: (error) => {
+            clearTimeout(timer);
+            reject(error);
+          },
+        });
+        send({ type: 'sinergi:metrics-request', id });
+      });
+    },
+    onStop(stop) {
+      stops.push(stop);
+      if (stopReason) stop(stopReason);
+    },
+  };
+}

@@ -1,0 +1,112 @@
+import type { AddressInfo } from 'node:net';
+import { setupWorker } from '@socket.io/sticky';
+import { AggregatorRegistry } from 'prom-client';
+import type { Topology } from '../shared/topology.ts';
+import type { App } from './app.ts';
+import { assemble } from './assemble.ts';
+import type { ServerLink } from './cluster/server-link.ts';
+import type { Config } from './config.ts';
+import { DEMO_PASSWORD, demoAccounts, ensureFirstAdmin, seedDemoAccounts } from './domain/seed.ts';
+import { createLogger } from './logger.ts';
+
+/**
+ * One server process: alone, it listens on the port itself; as one of several (`link`), the primary owns
+ * the port and the embedded Redis servers and hands it connections and the Redis addresses.
+ */
+export async function serve(config: Config, link?: ServerLink): Promise<void> {
+  const base = createLogger(config.logLevel);
+  const logger = link ? base.child({ server: link.id }) : base;
+  const settings = link
+    ? { ...config, redis: { ...config.redis, url: link.handoff.storeUrl, socketUrl: link.handoff.socketUrl } }
+    : config;
+  const { app, store, topology } = await assemble(
+    settings,
+    logger,
+    link ? { clusterMetrics: () => link.clusterMetrics() } : {},
+  );
+  if (link) {
+    // The primary asks each process for its registry when `/metrics` is scraped; prom-client starts
+    // answering those requests when a process constructs an aggregator.
+    new AggregatorRegistry();
+    AggregatorRegistry.setRegistries([app.metrics.registry]);
+  }
+
+  let shuttingDown: Promise<void> | undefined;
+  const shutdown = (reason: string, code: number) => {
+    shuttingDown ??= (async () => {
+      logger.info({ reason }, 'shutting down');
+      await app.close();
+      await store.release();
+      logger.info('stopped');
+      process.exit(code);
+    })();
+    return shuttingDown;
+  };
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (shuttingDown) {
+      logger.warn('second signal: exiting now');
+      process.exit(1);
+    }
+    void shutdown(signal, 0);
+  };
+  process.on('SIGTERM', onSignal);
+  // A terminal's Ctrl-C reaches every process of the group; under a primary, the primary orders the stop.
+  process.on('SIGINT', link ? () => {} : onSignal);
+  link?.onStop((reason) => void shutdown(reason, 0));
+  process.on('uncaughtException', (err) => {
+    logger.fatal({ err }, 'uncaught exception');
+    void shutdown('uncaughtException', 1);
+  });
+
+  try {
+    await app.start();
+    const banner = !link || link.handoff.setUp ? await setUpOnce(config, app, topology) : [];
+    if (link) {
+      setupWorker(app.io);
+      link.ready(banner);
+      logger.info('serving');
+      return;
+    }
+    const server = app.httpServer;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(config.http.port, config.http.host, () => resolve());
+    });
+    const { port } = server.address() as AddressInfo;
+    process.stdout.write(`${[listeningLine(config, port), ...banner].join('\n')}\n`);
+    logger.info({ port, host: config.http.host }, 'listening');
+  } catch (error) {
+    await app.close();
+    await store.release();
+    throw error;
+  }
+}
+
+/** The start-up line operators (and scripts) wait for. */
+export function listeningLine(config: Config, port: number): string {
+  const shownHost =
+    config.http.host === '0.0.0.0' || config.http.host === '127.0.0.1' ? 'localhost' : config.http.host;
+  return `Sinergi is listening on http://${shownHost}:${port}`;
+}
+
+/** Demo accounts or the first admin: the lines that tell the operator how to sign in. */
+async function setUpOnce(config: Config, app: App, topology: Topology): Promise<string[]> {
+  const users = app.services.users;
+  const demo = config.seedDemo ? await seedDemoAccounts(users) : [];
+  const rootCommand = topology.units.find(
+    (u) => u.type === 'command' && u.agency === 'corrections' && u.parent === null,
+  );
+  const adminPassword = config.seedDemo
+    ? undefined
+    : await ensureFirstAdmin(users, rootCommand?.id ?? topology.units[0]?.id ?? '');
+  const lines: string[] = [];
+  if (config.seedDemo) {
+    lines.push(
+      `Demo mode: every demo account's password is "${DEMO_PASSWORD}"${demo.length ? ` (created ${demo.length} now)` : ''}:`,
+    );
+    for (const a of demoAccounts) lines.push(`  ${a.username.padEnd(24)} ${a.role.padEnd(15)} ${a.unitId}`);
+  }
+  if (adminPassword)
+    lines.push(`First start: created user "admin" with password ${adminPassword} — shown only this once.`);
+  return lines;
+}
