@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import { childPids } from '../../test/support/processes.ts';
 
 /**
  * CPU time per role over a measured window (Linux /proc), so a result says where the two cores went: the
@@ -19,34 +20,73 @@ export interface CpuSnapshot {
 
 const TICKS_PER_SECOND = 100;
 
-/** Seconds of CPU (user + system) a process has used since it started; undefined once it is gone. */
-export async function cpuSecondsOf(pid: number | undefined): Promise<number | undefined> {
+/**
+ * A process and every process it started, so a figure for "the server" counts each server process the
+ * primary forked.
+ */
+export async function processTree(pid: number): Promise<number[]> {
+  const children = await childPids(pid);
+  return [pid, ...(await Promise.all(children.map(processTree))).flat()];
+}
+
+/** Sums a per-process reading over a process tree (or the one process); undefined once its root is gone. */
+async function overTree(
+  pid: number | undefined,
+  read: (pid: number) => Promise<number | undefined>,
+  scope: 'tree' | 'process',
+): Promise<number | undefined> {
   if (pid === undefined) return undefined;
-  try {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the command name, which may itself contain spaces and parentheses; utime and stime are
-    // the 14th and 15th fields.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
-  } catch {
-    return undefined;
-  }
+  const pids = scope === 'tree' ? await processTree(pid) : [pid];
+  const [root, ...rest] = await Promise.all(pids.map(read));
+  if (root === undefined) return undefined;
+  return rest.reduce<number>((sum, v) => sum + (v ?? 0), root);
 }
 
 /**
- * Read and write system calls a process has made since it started. On loopback each one is a trip through
+ * Seconds of CPU (user + system) a process and its children have used (`process`: that process alone);
+ * undefined once it is gone.
+ */
+export function cpuSecondsOf(
+  pid: number | undefined,
+  scope: 'tree' | 'process' = 'tree',
+): Promise<number | undefined> {
+  return overTree(
+    pid,
+    async (p) => {
+      try {
+        const stat = await readFile(`/proc/${p}/stat`, 'utf8');
+        // Fields after the command name, which may itself contain spaces and parentheses; utime and stime are
+        // the 14th and 15th fields.
+        const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
+      } catch {
+        return undefined;
+      }
+    },
+    scope,
+  );
+}
+
+/**
+ * Read and write system calls a process and its children have made. On loopback each one is a trip through
  * the kernel's TCP stack, and on a virtual machine often the costliest part of a request, so a result
  * gives them per request beside the CPU.
  */
-export async function syscallsOf(pid: number | undefined): Promise<number | undefined> {
-  if (pid === undefined) return undefined;
-  try {
-    const io = await readFile(`/proc/${pid}/io`, 'utf8');
-    const field = (name: string) => Number(new RegExp(`^${name}: (\\d+)$`, 'm').exec(io)?.[1] ?? Number.NaN);
-    return field('syscr') + field('syscw');
-  } catch {
-    return undefined;
-  }
+export function syscallsOf(pid: number | undefined): Promise<number | undefined> {
+  return overTree(
+    pid,
+    async (p) => {
+      try {
+        const io = await readFile(`/proc/${p}/io`, 'utf8');
+        const field = (name: string) =>
+          Number(new RegExp(`^${name}: (\\d+)$`, 'm').exec(io)?.[1] ?? Number.NaN);
+        return field('syscr') + field('syscw');
+      } catch {
+        return undefined;
+      }
+    },
+    'tree',
+  );
 }
 
 /** The whole machine's CPU ticks since boot, by kind: user, nice, system, idle, iowait, irq, softirq, steal… */
@@ -69,7 +109,8 @@ export async function cpuSnapshot(
   const measured = new Map<string, number>();
   for (const [role, pids] of Object.entries({ ...roles, bench: [process.pid] })) {
     let seconds = 0;
-    for (const pid of pids) seconds += (await cpuSecondsOf(pid)) ?? 0;
+    // The runner's own tree is every process of the run.
+    for (const pid of pids) seconds += (await cpuSecondsOf(pid, role === 'bench' ? 'process' : 'tree')) ?? 0;
     measured.set(role, seconds);
   }
   return {

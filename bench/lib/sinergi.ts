@@ -1,11 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { loadTopologyFile } from '../../server/config-files.ts';
 import type { LoginResponse } from '../../shared/auth.ts';
 import type { Role } from '../../shared/roles.ts';
 import { indexTopology, type TopologyIndex, type Unit } from '../../shared/topology.ts';
 import { type BenchRedis, startBenchRedis } from './bench-redis.ts';
+import { processTree } from './cpu.ts';
 import { type ServerProcess, startServerProcess } from './processes.ts';
 import type { BenchContext } from './results.ts';
 
@@ -22,6 +24,8 @@ export interface SinergiStack {
   readonly redis: BenchRedis;
   readonly appendfsync: 'always';
   readonly servers: ServerProcess[];
+  /** How many server processes each of `servers` runs on its port (SERVER_PROCESSES, one per core by default). */
+  readonly processesPerServer: number;
   readonly topology: TopologyIndex;
   /** By unit id: one account for every unit of the topology. */
   readonly accounts: Map<string, UnitAccount>;
@@ -125,10 +129,12 @@ export async function startSinergi(ctx: BenchContext, options: SinergiOptions): 
       });
     });
     ctx.log(
-      `${options.name}: ${servers.length} server process(es) up in ${serversUp - started} ms, ` +
+      `${options.name}: ${servers.length} server(s) up in ${serversUp - started} ms, ` +
         `${accounts.size} unit accounts made and logged in in ${Date.now() - serversUp} ms`,
     );
-    return { redis, appendfsync: 'always', servers, topology, accounts, stop };
+    const processesPerServer =
+      Number(options.env?.SERVER_PROCESSES ?? process.env.SERVER_PROCESSES) || availableParallelism();
+    return { redis, appendfsync: 'always', servers, processesPerServer, topology, accounts, stop };
   } catch (error) {
     await stop();
     throw error;
@@ -160,10 +166,14 @@ export async function inBatches<T>(items: readonly T[], size: number, fn: (item:
   for (let i = 0; i < items.length; i += size) await Promise.all(items.slice(i, i + size).map(fn));
 }
 
-/** The server process's resident set size in bytes, from /proc (Linux). */
+/** Resident set size in bytes of a server: its process and every server process it forked (Linux /proc). */
 export async function residentBytes(pid: number): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8');
-  const kib = /^VmRSS:\s+(\d+)\s+kB$/m.exec(status)?.[1];
-  if (kib === undefined) throw new Error(`no VmRSS in /proc/${pid}/status`);
-  return Number(kib) * 1024;
+  let total = 0;
+  for (const member of await processTree(pid)) {
+    const status = await readFile(`/proc/${member}/status`, 'utf8').catch(() => '');
+    const kib = /^VmRSS:\s+(\d+)\s+kB$/m.exec(status)?.[1];
+    if (kib === undefined && member === pid) throw new Error(`no VmRSS in /proc/${pid}/status`);
+    total += Number(kib ?? 0) * 1024;
+  }
+  return total;
 }

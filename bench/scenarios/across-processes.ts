@@ -3,6 +3,8 @@
  * alert raised on the first, so half the deliveries cross through the Redis adapter's stream. Measured
  * against one process holding every console, in the same run with the same alerts, the two set-ups taking
  * turns round by round. The workload and the run-only settings are the fan-out scenario's (see fan-out.ts).
+ * Each server runs one process (SERVER_PROCESSES=1), as two hosts would: what this measures is the Redis
+ * adapter carrying broadcasts between processes, not `npm start`'s own processes sharing one port.
  */
 import {
   attach,
@@ -34,7 +36,7 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
   const fleet = startFleet(load.generators);
   const stacks: SinergiStack[] = [];
   try {
-    const options = { env: settings, extraNodeArgs: serverNodeArgs() };
+    const options = { env: { ...settings, SERVER_PROCESSES: '1' }, extraNodeArgs: serverNodeArgs() };
     // Both start at once; whichever started is stopped below even if the other failed.
     const started = await Promise.allSettled([
       startSinergi(ctx, { ...options, name: 'one-process' }),

@@ -81,12 +81,13 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
     return {
       scenario: 'fan-out',
       summary:
-        `${load.consoles} consoles, ${load.rate} alerts/s for ${load.durationMs / 1000} s: ` +
-        `p50 ${round(s.latency.p50)} ms p95 ${round(s.latency.p95)} ms p99 ${round(s.latency.p99)} ms ` +
+        `${load.consoles} consoles, ${load.rate} alerts/s for ${load.durationMs / 1000} s, ` +
+        `${stack.processesPerServer} server processes: p50 ${round(s.latency.p50)} ms p95 ${round(s.latency.p95)} ms p99 ${round(s.latency.p99)} ms ` +
         `max ${round(s.latency.max)} ms over ${s.delivered} deliveries; ` +
         `bare p99 ${round(b.latency.p99)} ms; ratio ${round(ratio)}×`,
       figures: {
         consoles: load.consoles,
+        serverProcesses: stack.processesPerServer,
         ratePerSecond: load.rate,
         durationSeconds: load.durationMs / 1000,
         rounds: load.rounds,

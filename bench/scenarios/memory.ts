@@ -144,9 +144,10 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
     return {
       scenario: 'memory',
       summary:
-        `RSS ${readings.map((r) => `${r.consoles}: ${round(r.rss / 2 ** 20, 1)} MiB`).join(', ')}; ` +
+        `${stack.processesPerServer} server processes, RSS of all ${readings.map((r) => `${r.consoles}: ${round(r.rss / 2 ** 20, 1)} MiB`).join(', ')}; ` +
         `${round(perConsole, 1)} KiB per idle console (${growth})`,
       figures: {
+        serverProcesses: stack.processesPerServer,
         steps: plan.join(' / '),
         consoleClient: client,
         consoleGenerators: generators,

@@ -1,6 +1,6 @@
 import cluster, { type Worker } from 'node:cluster';
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { setupMaster } from '@socket.io/sticky';
 import { AggregatorRegistry } from 'prom-client';
@@ -36,6 +36,7 @@ export async function runPrimary(config: Config, count: number): Promise<void> {
 
   const httpServer = createServer();
   setupMaster(httpServer, { loadBalancingMethod: 'least-connection' });
+  stopReadingHandedOff(httpServer);
   try {
     await new Promise<void>((resolve, reject) => {
       httpServer.once('error', reject);
@@ -164,6 +165,30 @@ export async function runPrimary(config: Config, count: number): Promise<void> {
 
   process.stdout.write(`${[listeningLine(config, port), ...banner].join('\n')}\n`);
   logger.info({ port, host: config.http.host, processes: count }, 'listening');
+}
+
+/**
+ * The balancer reads a connection's first chunk (to find its session), then sends the socket to a server
+ * process. Node detaches a sent socket from the primary without stopping its reads, and drops whatever the
+ * primary reads after that; until the server process acknowledges the socket, both read it. A client that
+ * answers the WebSocket handshake at once (a console's "connect" packet) could lose those bytes to the
+ * primary and hang half-connected, as the bench saw about once in a thousand connections on a busy host.
+ * So the primary stops reading a socket it hands over as soon as it has that first chunk. Requests with a
+ * body stay with the primary, which forwards them chunk by chunk; those it keeps reading.
+ */
+function stopReadingHandedOff(httpServer: Server) {
+  httpServer.on('connection', (socket: Socket) => {
+    // Runs before the balancer's own listener, which it added when the connection arrived.
+    socket.prependOnceListener('data', (chunk: Buffer) => {
+      const end = chunk.indexOf('\r\n\r\n');
+      const header = chunk
+        .subarray(0, end < 0 ? chunk.length : end)
+        .toString('latin1')
+        .toLowerCase();
+      if (header.includes('content-length:') || header.includes('transfer-encoding:')) return;
+      (socket as Socket & { _handle?: { readStop(): number } | null })._handle?.readStop();
+    });
+  });
 }
 
 // `clientsCount` is what @socket.io/sticky's least-connection balancing compares.
