@@ -4,6 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { serverProcessCount } from '../server/cluster/primary.ts';
 import { ConfigError, loadConfig } from '../server/config.ts';
 
 function configErrorOf(env: Record<string, string>): ConfigError {
@@ -25,11 +26,20 @@ describe('loadConfig', () => {
       logLevel: 'info',
       topologyFile: 'config/topology.json',
       seedDemo: true,
-      http: { host: '127.0.0.1', port: 8080, trustProxy: 0 },
+      http: { host: '127.0.0.1', port: 8080, trustProxy: 0, processes: 'auto' },
       redis: { url: undefined, keyPrefix: 'sng:', appendfsync: 'always' },
       auth: { jwtSecret: undefined, accessTtlSeconds: 900, refreshTtlSeconds: 86_400 },
     });
     expect(config.http.publicOrigins).toContain('http://localhost:8080');
+  });
+
+  it('When SERVER_PROCESSES is auto, Then a host keeps one core for Redis and never runs fewer than one process', () => {
+    const processesOn = (cores: number, setting = 'auto') =>
+      serverProcessCount(loadConfig({ SERVER_PROCESSES: setting }), cores);
+    expect([1, 2, 4, 8].map((cores) => processesOn(cores))).toEqual([1, 1, 3, 7]);
+    expect(processesOn(2, '3')).toBe(3);
+    for (const bad of ['0', '-1', '1.5', 'many', '65'])
+      expect(configErrorOf({ SERVER_PROCESSES: bad }).message).toContain('SERVER_PROCESSES');
   });
 
   it('treats an empty variable as unset, as `VAR= cmd` does in a shell', () => {

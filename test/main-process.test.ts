@@ -46,7 +46,11 @@ afterEach(async () => {
     } catch {}
     await proc.exited;
   }
-  await Promise.all(dirs.splice(0).map((d) => rm(d, { recursive: true, force: true })));
+  // A killed server's redis-servers stop a moment later (their own process group sees the parent go), and
+  // may still be writing their files.
+  await Promise.all(
+    dirs.splice(0).map((d) => rm(d, { recursive: true, force: true, maxRetries: 20, retryDelay: 100 })),
+  );
 });
 
 async function tempDir(): Promise<string> {

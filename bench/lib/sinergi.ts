@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { availableParallelism } from 'node:os';
 import path from 'node:path';
+import { serverProcessCount } from '../../server/cluster/primary.ts';
+import { loadConfig } from '../../server/config.ts';
 import { loadTopologyFile } from '../../server/config-files.ts';
 import type { LoginResponse } from '../../shared/auth.ts';
 import type { Role } from '../../shared/roles.ts';
@@ -24,7 +25,7 @@ export interface SinergiStack {
   readonly redis: BenchRedis;
   readonly appendfsync: 'always';
   readonly servers: ServerProcess[];
-  /** How many server processes each of `servers` runs on its port (SERVER_PROCESSES, one per core by default). */
+  /** How many server processes each of `servers` runs on its port (SERVER_PROCESSES). */
   readonly processesPerServer: number;
   readonly topology: TopologyIndex;
   /** By unit id: one account for every unit of the topology. */
@@ -132,8 +133,7 @@ export async function startSinergi(ctx: BenchContext, options: SinergiOptions): 
       `${options.name}: ${servers.length} server(s) up in ${serversUp - started} ms, ` +
         `${accounts.size} unit accounts made and logged in in ${Date.now() - serversUp} ms`,
     );
-    const processesPerServer =
-      Number(options.env?.SERVER_PROCESSES ?? process.env.SERVER_PROCESSES) || availableParallelism();
+    const processesPerServer = serverProcessCount(loadConfig({ ...process.env, ...env }));
     return { redis, appendfsync: 'always', servers, processesPerServer, topology, accounts, stop };
   } catch (error) {
     await stop();

@@ -3,8 +3,10 @@
  * alert raised on the first, so half the deliveries cross through the Redis adapter's stream. Measured
  * against one process holding every console, in the same run with the same alerts, the two set-ups taking
  * turns round by round. The workload and the run-only settings are the fan-out scenario's (see fan-out.ts).
- * Each server runs one process (SERVER_PROCESSES=1), as two hosts would: what this measures is the Redis
- * adapter carrying broadcasts between processes, not `npm start`'s own processes sharing one port.
+ * Each of those servers runs one process (SERVER_PROCESSES=1), as two hosts would: what the target measures
+ * is the Redis adapter carrying broadcasts between processes. A third set-up, taking its turn in the same
+ * rounds, is `npm start` with SERVER_PROCESSES=2: two server processes behind one port, every console
+ * connecting to it — the figure that decides how many processes `auto` runs.
  */
 import {
   attach,
@@ -37,16 +39,17 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
   const stacks: SinergiStack[] = [];
   try {
     const options = { env: { ...settings, SERVER_PROCESSES: '1' }, extraNodeArgs: serverNodeArgs() };
-    // Both start at once; whichever started is stopped below even if the other failed.
+    // They start at once; whichever started is stopped below even if another failed.
     const started = await Promise.allSettled([
       startSinergi(ctx, { ...options, name: 'one-process' }),
       startSinergi(ctx, { ...options, name: 'two-processes', processes: 2 }),
+      startSinergi(ctx, { ...options, env: { ...settings, SERVER_PROCESSES: '2' }, name: 'one-port' }),
     ]);
     for (const s of started) if (s.status === 'fulfilled') stacks.push(s.value);
     const failure = started.find((s) => s.status === 'rejected');
     if (failure) throw failure.reason;
-    const [single, pair] = stacks;
-    if (!single || !pair) throw new Error('a set-up did not start');
+    const [single, pair, port] = stacks;
+    if (!single || !pair || !port) throw new Error('a set-up did not start');
     const one = sinergiSystem('one process', single, {
       alerts,
       consoles: assignConsoles(topology, load.consoles),
@@ -59,22 +62,33 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
       urlOf: (key) => pair.servers[key % pair.servers.length]?.url ?? '',
       client: load.client,
     });
+    const shared = sinergiSystem('two processes on one port', port, {
+      alerts,
+      consoles: assignConsoles(topology, load.consoles, 2 * load.consoles),
+      urlOf: () => port.servers[0]?.url ?? '',
+      client: load.client,
+    });
     await attach(ctx, fleet, one);
     await attach(ctx, fleet, two);
-    const runs = await compareInRounds(ctx, fleet, [one, two], alerts);
+    await attach(ctx, fleet, shared);
+    const runs = await compareInRounds(ctx, fleet, [one, two, shared], alerts);
     const s = runs.get(one.name);
     const p = runs.get(two.name);
-    if (!s || !p) throw new Error('a set-up did not run');
+    const o = runs.get(shared.name);
+    if (!s || !p || !o) throw new Error('a set-up did not run');
     ctx.log(describeRun(one.name, s));
     ctx.log(describeRun(two.name, p));
+    ctx.log(describeRun(shared.name, o));
 
     const ratio = p.latency.p99 / s.latency.p99;
+    const sharedRatio = o.latency.p99 / s.latency.p99;
     return {
       scenario: 'across-processes',
       summary:
         `${load.consoles} consoles, ${load.rate} alerts/s for ${load.durationMs / 1000} s: two processes ` +
         `p50 ${round(p.latency.p50)} ms p99 ${round(p.latency.p99)} ms; one process p50 ${round(s.latency.p50)} ms ` +
-        `p99 ${round(s.latency.p99)} ms; ratio ${round(ratio)}×`,
+        `p99 ${round(s.latency.p99)} ms; ratio ${round(ratio)}×; two on one port (SERVER_PROCESSES=2) ` +
+        `p50 ${round(o.latency.p50)} ms p99 ${round(o.latency.p99)} ms, ${round(sharedRatio)}× one process`,
       figures: {
         consoles: load.consoles,
         ratePerSecond: load.rate,
@@ -95,8 +109,13 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
         oneMaxMs: round(s.latency.max),
         oneRoundP99sMs: s.roundP99s.map((v) => round(v)).join(' / '),
         p99RatioTwoToOne: round(ratio),
+        onePortP50Ms: round(o.latency.p50),
+        onePortP99Ms: round(o.latency.p99),
+        onePortRoundP99sMs: o.roundP99s.map((v) => round(v)).join(' / '),
+        p99RatioOnePortToOne: round(sharedRatio),
         ...cpuFigures('one', s),
         ...cpuFigures('two', p),
+        ...cpuFigures('onePort', o),
       },
       targets: [
         {
@@ -106,7 +125,11 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
           met: ratio <= TARGET_RATIO,
         },
       ],
-      checks: [...deliveryChecks('one process', s), ...deliveryChecks('two processes', p)],
+      checks: [
+        ...deliveryChecks('one process', s),
+        ...deliveryChecks('two processes', p),
+        ...deliveryChecks('two processes on one port', o),
+      ],
     };
   } finally {
     await detachAll(fleet);

@@ -13,9 +13,14 @@ import { listeningLine } from '../serve.ts';
 import { StartupError } from '../startup-error.ts';
 import { HANDOFF_ENV, type Handoff, ToPrimary, type ToServer } from './messages.ts';
 
-/** How many server processes `npm start` runs: `SERVER_PROCESSES`, `auto` being one per core. */
-export function serverProcessCount(config: Config): number {
-  return config.http.processes === 'auto' ? availableParallelism() : config.http.processes;
+/**
+ * How many server processes `npm start` runs: `SERVER_PROCESSES`, or for `auto` one per core but one, which
+ * is left to Redis (single-threaded, and in every raise's path) and the kernel's network work. On two
+ * cores that is one process: measured there, a second one cost 30-65 % more server CPU per raise (every
+ * process reads and decodes every broadcast) and did not lower fan-out p99.
+ */
+export function serverProcessCount(config: Pick<Config, 'http'>, cores = availableParallelism()): number {
+  return config.http.processes === 'auto' ? Math.max(1, cores - 1) : config.http.processes;
 }
 
 // Each process's shutdown is a handful of steps, each bounded by SHUTDOWN_GRACE_MS.

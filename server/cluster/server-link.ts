@@ -15,11 +15,15 @@ export interface ServerLink {
 
 const METRICS_TIMEOUT_MS = 10_000;
 
-/** The link when this process is a forked server process; undefined when it serves alone. */
+/**
+ * The link when this process is a server process Sinergi's primary forked; undefined when it serves alone
+ * (also under another cluster manager, which shares the port itself).
+ */
 export function serverLink(): ServerLink | undefined {
   const worker = cluster.worker;
-  if (!cluster.isWorker || !worker) return undefined;
-  const handoff = Handoff.parse(JSON.parse(process.env[HANDOFF_ENV] ?? 'null'));
+  const given = process.env[HANDOFF_ENV];
+  if (!cluster.isWorker || !worker || given === undefined) return undefined;
+  const handoff = Handoff.parse(JSON.parse(given));
   const send = (message: ToPrimary) => process.send?.(message);
   const pending = new Map<number, { resolve: (text: string) => void; reject: (error: Error) => void }>();
   const stops: ((reason: string) => void)[] = [];
