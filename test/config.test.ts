@@ -33,11 +33,11 @@ describe('loadConfig', () => {
     expect(config.http.publicOrigins).toContain('http://localhost:8080');
   });
 
-  it('When SERVER_PROCESSES is auto, Then a host keeps one core for Redis and never runs fewer than one process', () => {
+  it('When SERVER_PROCESSES is auto, Then a host runs one server process per core, at most four', () => {
     const processesOn = (cores: number, setting = 'auto') =>
       serverProcessCount(loadConfig({ SERVER_PROCESSES: setting }), cores);
-    expect([1, 2, 4, 8].map((cores) => processesOn(cores))).toEqual([1, 1, 3, 7]);
-    expect(processesOn(2, '3')).toBe(3);
+    expect([1, 2, 4, 8].map((cores) => processesOn(cores))).toEqual([1, 2, 4, 4]);
+    expect(processesOn(2, '6')).toBe(6);
     for (const bad of ['0', '-1', '1.5', 'many', '65'])
       expect(configErrorOf({ SERVER_PROCESSES: bad }).message).toContain('SERVER_PROCESSES');
   });

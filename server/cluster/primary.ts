@@ -14,14 +14,17 @@ import { StartupError } from '../startup-error.ts';
 import { HANDOFF_ENV, type Handoff, ToPrimary, type ToServer } from './messages.ts';
 
 /**
- * How many server processes `npm start` runs: `SERVER_PROCESSES`, or for `auto` one per core but one, which
- * is left to Redis (single-threaded, and in every raise's path) and the kernel's network work. On two
- * cores that is one process: measured there, a second one cost 30-65 % more server CPU per raise (every
- * process reads and decodes every broadcast) and did not lower fan-out p99.
+ * How many server processes `npm start` runs: `SERVER_PROCESSES`, or for `auto` one per core, at most
+ * `AUTO_MOST`. Measured on two cores, same run, rounds alternating: two processes delivered the fan-out
+ * load at about half one process's p99 (median of five runs), at 30-65 % more server CPU per raise and per
+ * escalation level, since every process reads and decodes every broadcast. That repeated work grows with
+ * each process while Redis stays one thread, hence the bound; it was not measured past two cores.
  */
 export function serverProcessCount(config: Pick<Config, 'http'>, cores = availableParallelism()): number {
-  return config.http.processes === 'auto' ? Math.max(1, cores - 1) : config.http.processes;
+  return config.http.processes === 'auto' ? Math.min(cores, AUTO_MOST) : config.http.processes;
 }
+
+const AUTO_MOST = 4;
 
 // Each process's shutdown is a handful of steps, each bounded by SHUTDOWN_GRACE_MS.
 const SHUTDOWN_STEPS = 6;
