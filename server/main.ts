@@ -2,14 +2,18 @@ import cluster from 'node:cluster';
 import { runPrimary, serverProcessCount } from './cluster/primary.ts';
 import { serverLink } from './cluster/server-link.ts';
 import { ConfigError, loadConfig } from './config.ts';
-import { serve } from './serve.ts';
 import { StartupError } from './startup-error.ts';
 
 async function main() {
   const config = loadConfig();
   const count = serverProcessCount(config);
-  if (cluster.isPrimary && count > 1) await runPrimary(config, count);
-  else await serve(config, serverLink());
+  if (cluster.isPrimary && count > 1) {
+    await runPrimary(config, count);
+    return;
+  }
+  // Loaded only where it serves: a primary starts sooner and holds less without the server's code.
+  const { serve } = await import('./serve.ts');
+  await serve(config, serverLink());
 }
 
 function fail(error: unknown): never {

@@ -7,6 +7,7 @@ import { assemble } from './assemble.ts';
 import type { ServerLink } from './cluster/server-link.ts';
 import type { Config } from './config.ts';
 import { DEMO_PASSWORD, demoAccounts, ensureFirstAdmin, seedDemoAccounts } from './domain/seed.ts';
+import { listeningLine } from './listening-line.ts';
 import { createLogger } from './logger.ts';
 
 /**
@@ -80,13 +81,6 @@ export async function serve(config: Config, link?: ServerLink): Promise<void> {
     await store.release();
     throw error;
   }
-}
-
-/** The start-up line operators (and scripts) wait for. */
-export function listeningLine(config: Config, port: number): string {
-  const shownHost =
-    config.http.host === '0.0.0.0' || config.http.host === '127.0.0.1' ? 'localhost' : config.http.host;
-  return `Sinergi is listening on http://${shownHost}:${port}`;
 }
 
 /** Demo accounts or the first admin: the lines that tell the operator how to sign in. */

@@ -4,12 +4,12 @@ import type { AddressInfo, Socket } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { setupMaster } from '@socket.io/sticky';
 import { AggregatorRegistry } from 'prom-client';
-import { redisSupervisionLog } from '../assemble.ts';
 import type { Config } from '../config.ts';
+import { listeningLine } from '../listening-line.ts';
 import { createLogger } from '../logger.ts';
 import { openRedisStore } from '../redis/redis-store.ts';
+import { redisSupervisionLog } from '../redis/supervision-log.ts';
 import { restartDelayMs } from '../restart-backoff.ts';
-import { listeningLine } from '../serve.ts';
 import { StartupError } from '../startup-error.ts';
 import { HANDOFF_ENV, type Handoff, ToPrimary, type ToServer } from './messages.ts';
 

@@ -1,0 +1,36 @@
+import type { Logger } from '../logger.ts';
+import type { SupervisionEvent } from './embedded-redis.ts';
+
+/**
+ * An embedded redis-server that dies is started again on its address; until it is back, raises fail with
+ * `unavailable` (the store) or consoles wait for their broadcasts (the broadcast Redis): an operator must
+ * see why.
+ */
+export function redisSupervisionLog(logger: Logger) {
+  return (event: SupervisionEvent) => {
+    const { dir, port } = event;
+    switch (event.type) {
+      case 'exited':
+        logger.error(
+          { dir, port, code: event.code, signal: event.signal },
+          'embedded redis-server exited; restarting it',
+        );
+        return;
+      case 'restarted':
+        logger.warn({ dir, port, pid: event.pid }, 'embedded redis-server restarted');
+        return;
+      case 'restart_failed':
+        logger.error(
+          { dir, port, err: event.error, retryInMs: event.retryInMs },
+          'embedded redis-server did not restart; retrying',
+        );
+        return;
+      case 'superseded':
+        logger.fatal(
+          { dir, port, otherPort: event.otherPort },
+          'another process restarted the embedded redis-server on another port; restart this process to reach it',
+        );
+        return;
+    }
+  };
+}
