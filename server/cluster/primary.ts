@@ -194,7 +194,9 @@ function stopReadingHandedOff(httpServer: Server) {
         .toString('latin1')
         .toLowerCase();
       if (header.includes('content-length:') || header.includes('transfer-encoding:')) return;
-      (socket as Socket & { _handle?: { readStop(): number } | null })._handle?.readStop();
+      // Node's own handle, as its child_process code uses it: no public call stops a socket's reads.
+      const handle = (socket as Socket & { _handle?: { readStop?: () => number } | null })._handle;
+      if (typeof handle?.readStop === 'function') handle.readStop();
     });
   });
 }
