@@ -1,6 +1,8 @@
 import { type ChildProcessByStdio, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
@@ -415,7 +417,58 @@ describe('npm start with several server processes (SERVER_PROCESSES=2)', () => {
     expect(await stopWithSigterm(server)).toEqual({ code: 0, signal: null });
     for (const pid of [survivor, replacement, ...redis]) expect(isRunning(pid)).toBe(false);
   }, 90_000);
+
+  it('When a console sends its connect packet right behind the WebSocket upgrade, Then every one is answered: no byte is lost between the primary and the server process', async () => {
+    const dataDir = await tempDir();
+    const port = await freePort();
+    const { url } = await startServer(dataDir, port, { SERVER_PROCESSES: '2' });
+    const { accessToken } = await login(url, 'dispatch.nusakambangan');
+    const answers = await Promise.all(
+      Array.from({ length: 40 }, () => upgradeThenConnectAtOnce(port, accessToken)),
+    );
+    for (const answer of answers) {
+      expect(answer).toContain('HTTP/1.1 101 Switching Protocols');
+      // "40{"sid":…}": the namespace accepted the connect packet.
+      expect(answer).toContain('40{"sid":"');
+    }
+  }, 60_000);
 });
+
+/**
+ * A console on a raw TCP socket: the WebSocket upgrade, then, a moment later and before the server can have
+ * answered, the Socket.IO connect packet with its token, as a quick client on a fast link sends them.
+ * Resolves with everything the server sent back within `waitMs`.
+ */
+async function upgradeThenConnectAtOnce(port: number, token: string, waitMs = 3000): Promise<string> {
+  const socket = createConnection({ host: '127.0.0.1', port });
+  socket.setNoDelay(true);
+  let received = '';
+  socket.on('data', (chunk: Buffer) => {
+    received += chunk.toString('latin1');
+  });
+  await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+  socket.write(
+    'GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n' +
+      `Connection: Upgrade\r\nSec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\n` +
+      'Sec-WebSocket-Version: 13\r\n\r\n',
+  );
+  await new Promise((r) => setTimeout(r, 1));
+  socket.write(maskedTextFrame(`40${JSON.stringify({ token })}`));
+  await new Promise((r) => setTimeout(r, waitMs));
+  socket.destroy();
+  return received;
+}
+
+/** One client-to-server WebSocket text frame (clients must mask theirs). */
+function maskedTextFrame(text: string): Buffer {
+  const payload = Buffer.from(text);
+  const mask = randomBytes(4);
+  const length =
+    payload.length < 126
+      ? Buffer.from([0x81, 0x80 | payload.length])
+      : Buffer.from([0x81, 0x80 | 126, payload.length >> 8, payload.length & 0xff]);
+  return Buffer.concat([length, mask, payload.map((b, i) => b ^ (mask[i % 4] ?? 0))]);
+}
 
 describe('npm run users (server/cli/users.ts)', () => {
   it('When the role does not fit the unit, Then exits non-zero naming --role, and leaves no redis-server behind', async () => {
