@@ -62,6 +62,8 @@ export interface App {
   };
   /** Connects to Redis and records the topology; call before listening. */
   start(): Promise<void>;
+  /** Runs escalation workers in this process from now on, if it does not already. */
+  startEscalationWorkers(): Promise<void>;
   /** Idempotent, ordered shutdown; every step runs even if an earlier one fails. */
   close(): Promise<void>;
 }
@@ -198,6 +200,19 @@ export function createApp(deps: AppDeps): App {
   subscriber.on('error', (err) => logger.warn({ err, role: 'subscriber' }, 'redis connection error'));
   publisher = createIncidentPublisher(hub.io, topology);
 
+  async function startEscalationWorkers() {
+    if (worker || closing) return;
+    worker = startEscalationWorker({
+      connection: createRedis(deps.redisUrl, 'worker'),
+      prefix: keys.bullPrefix,
+      service: escalation,
+      logger,
+      metrics,
+      settings: config.escalation,
+    });
+    await worker.waitUntilReady();
+  }
+
   let closing: Promise<void> | undefined;
   async function runClose() {
     // Each step is bounded, so a shutdown while Redis is unreachable still completes.
@@ -249,18 +264,9 @@ export function createApp(deps: AppDeps): App {
       const recorded = await recordTopology(redis, keys, deps.topology);
       if (recorded.previous) logger.warn(recorded, 'topology changed since the last start');
       await escalationQueue.scheduleAudit(config.escalation.auditIntervalMs);
-      if (deps.worker ?? config.escalation.worker === 'inline') {
-        worker = startEscalationWorker({
-          connection: createRedis(deps.redisUrl, 'worker'),
-          prefix: keys.bullPrefix,
-          service: escalation,
-          logger,
-          metrics,
-          settings: config.escalation,
-        });
-        await worker.waitUntilReady();
-      }
+      if (deps.worker ?? config.escalation.worker === 'inline') await startEscalationWorkers();
     },
+    startEscalationWorkers,
     close() {
       closing ??= runClose();
       return closing;

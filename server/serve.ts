@@ -23,7 +23,7 @@ export async function serve(config: Config, link?: ServerLink): Promise<void> {
   const { app, store, topology } = await assemble(
     settings,
     logger,
-    link ? { clusterMetrics: () => link.clusterMetrics() } : {},
+    link ? { clusterMetrics: () => link.clusterMetrics(), worker: link.handoff.escalation } : {},
   );
   if (link) {
     // The primary asks each process for its registry when `/metrics` is scraped; prom-client starts
@@ -64,6 +64,13 @@ export async function serve(config: Config, link?: ServerLink): Promise<void> {
     const banner = !link || link.handoff.setUp ? await setUpOnce(config, app, topology) : [];
     if (link) {
       setupWorker(app.io);
+      if (link.handoff.escalation) logger.info('escalation workers running');
+      link.onEscalate(() =>
+        app.startEscalationWorkers().then(
+          () => logger.info('escalation workers running'),
+          (err: unknown) => logger.error({ err }, 'could not start the escalation workers'),
+        ),
+      );
       link.ready(banner);
       logger.info('serving');
       return;

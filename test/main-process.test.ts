@@ -418,6 +418,52 @@ describe('npm start with several server processes (SERVER_PROCESSES=2)', () => {
     for (const pid of [survivor, replacement, ...redis]) expect(isRunning(pid)).toBe(false);
   }, 90_000);
 
+  it('When the server process running the escalation workers dies, Then one still serving takes them over at once, its replacement does not run them too, and levels keep firing', async () => {
+    const dataDir = await tempDir();
+    const { server, url } = await startServer(dataDir, await freePort(), {
+      SERVER_PROCESSES: '2',
+      LOG_LEVEL: 'info',
+      ESCALATION_FILE: 'test/fixtures/one-step-escalation.json',
+    });
+    const running = () =>
+      server.stdout
+        .split('\n')
+        .filter((line) => line.startsWith('{'))
+        .map((line) => JSON.parse(line) as { msg?: string; pid?: number })
+        .filter((entry) => entry.msg === 'escalation workers running')
+        .map((entry) => entry.pid);
+    const [holder] = running();
+    expect(running()).toHaveLength(1);
+    const survivor = (await serverProcesses(server)).find((pid) => pid !== holder);
+    if (holder === undefined || survivor === undefined) throw new Error('expected two server processes');
+    process.kill(holder, 'SIGKILL');
+    await waitFor(() => server.stdout.includes('escalation workers handed over'), {
+      what: 'the primary to hand the escalation workers over',
+    });
+    await waitFor(() => running().length === 2, { what: 'the survivor to run them' });
+    expect(running()[1]).toBe(survivor);
+
+    // The one-step policy climbs each chain once, 1.5 s after the raise.
+    const id = await raiseAtPermisan(url, ['websocket']);
+    const { accessToken } = await login(url, 'admin');
+    const climbed = await waitFor(
+      async () => {
+        const res = await get(url, `/api/incidents/${id}/events?limit=1000`, accessToken);
+        const chains = (res.body.events as { type: string; data: { chain: string } }[])
+          .filter((e) => e.type === 'escalated')
+          .map((e) => e.data.chain);
+        return chains.length >= 2 && chains;
+      },
+      { what: 'both chains to climb', timeoutMs: 15_000, intervalMs: 100 },
+    );
+    expect(climbed.sort()).toEqual(['corrections', 'police']);
+    await waitFor(() => server.stdout.includes('server process replaced'), {
+      what: 'the replacement',
+      timeoutMs: 20_000,
+    });
+    expect(running()).toHaveLength(2);
+  }, 60_000);
+
   it('When a console sends its connect packet right behind the WebSocket upgrade, Then every one is answered: no byte is lost between the primary and the server process', async () => {
     const dataDir = await tempDir();
     const port = await freePort();

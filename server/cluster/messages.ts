@@ -2,13 +2,15 @@ import { z } from 'zod';
 
 /**
  * What the primary hands each server process it forks: the Redis servers it opened (embedded ones are the
- * primary's to start, supervise and stop) and whether this process does the one-time start-up work
- * (demo accounts, the first admin), which must not run twice at once.
+ * primary's to start, supervise and stop), whether this process does the one-time start-up work (demo
+ * accounts, the first admin), which must not run twice at once, and whether it runs the escalation workers,
+ * which one process does at a time.
  */
 export const Handoff = z.object({
   storeUrl: z.url({ protocol: /^rediss?$/ }),
   socketUrl: z.url({ protocol: /^rediss?$/ }),
   setUp: z.boolean(),
+  escalation: z.boolean(),
 });
 export type Handoff = z.infer<typeof Handoff>;
 
@@ -32,5 +34,7 @@ export const ToServer = z.discriminatedUnion('type', [
     error: z.string().optional(),
   }),
   z.object({ type: z.literal('sinergi:shutdown') }),
+  /** Run the escalation workers from now on: the process that ran them is gone. */
+  z.object({ type: z.literal('sinergi:escalate') }),
 ]);
 export type ToServer = z.infer<typeof ToServer>;

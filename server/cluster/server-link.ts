@@ -11,6 +11,8 @@ export interface ServerLink {
   clusterMetrics(): Promise<string>;
   /** Runs `stop` when the primary orders a shutdown or is gone. */
   onStop(stop: (reason: string) => void): void;
+  /** Runs `take` when the primary hands this process the escalation workers. */
+  onEscalate(take: () => void): void;
 }
 
 const METRICS_TIMEOUT_MS = 10_000;
@@ -34,12 +36,19 @@ export function serverLink(): ServerLink | undefined {
     for (const stop of stops) stop(reason);
   };
   let seq = 0;
+  let escalate = false;
+  let take: (() => void) | undefined;
   process.on('message', (raw) => {
     const parsed = ToServer.safeParse(raw);
     if (!parsed.success) return;
     const message = parsed.data;
     if (message.type === 'sinergi:shutdown') {
       stopNow('ordered by the primary');
+      return;
+    }
+    if (message.type === 'sinergi:escalate') {
+      escalate = true;
+      take?.();
       return;
     }
     const waiting = pending.get(message.id);
@@ -76,6 +85,10 @@ export function serverLink(): ServerLink | undefined {
     onStop(stop) {
       stops.push(stop);
       if (stopReason) stop(stopReason);
+    },
+    onEscalate(handler) {
+      take = handler;
+      if (escalate) handler();
     },
   };
 }
