@@ -464,6 +464,25 @@ describe('npm start with several server processes (SERVER_PROCESSES=2)', () => {
     expect(running()).toHaveLength(2);
   }, 60_000);
 
+  it('When a policy file cannot be read, Then exits 1 with its error once, having started no redis-server and no server process', async () => {
+    const dataDir = await tempDir();
+    const proc = launch(
+      process.execPath,
+      ['--import', 'tsx', 'server/main.ts'],
+      {
+        ...envFor(dataDir),
+        PORT: String(await freePort()),
+        SERVER_PROCESSES: '2',
+        ESCALATION_FILE: path.join(dataDir, 'missing.json'),
+      },
+      30_000,
+    );
+    expect(await proc.exited).toEqual({ code: 1, signal: null });
+    expect(proc.stderr.match(/Cannot read escalation file/g)).toHaveLength(1);
+    expect(proc.stderr).not.toMatch(/\n\s+at /);
+    expect(existsSync(path.join(dataDir, 'redis'))).toBe(false);
+  }, 60_000);
+
   it('When a console sends its connect packet right behind the WebSocket upgrade, Then every one is answered: no byte is lost between the primary and the server process', async () => {
     const dataDir = await tempDir();
     const port = await freePort();

@@ -5,6 +5,7 @@ import { availableParallelism } from 'node:os';
 import { setupMaster } from '@socket.io/sticky';
 import { AggregatorRegistry } from 'prom-client';
 import type { Config } from '../config.ts';
+import { loadEscalationFile, loadTopologyFile } from '../config-files.ts';
 import { listeningLine } from '../listening-line.ts';
 import { createLogger } from '../logger.ts';
 import { openRedisStore } from '../redis/redis-store.ts';
@@ -39,6 +40,8 @@ const SHUTDOWN_STEPS = 6;
  */
 export async function runPrimary(config: Config, count: number): Promise<void> {
   const logger = createLogger(config.logLevel).child({ primary: true });
+  // A bad policy file is reported once, before anything starts, rather than by every server process.
+  await Promise.all([loadTopologyFile(config.topologyFile), loadEscalationFile(config.escalation.file)]);
   const store = await openRedisStore(config, { serving: true, supervise: redisSupervisionLog(logger) });
   logger.info({ embedded: store.embedded, url: store.url, socketUrl: store.socketUrl }, 'redis ready');
 
