@@ -15,6 +15,9 @@ import { createLogger } from './logger.ts';
  * the port and the embedded Redis servers and hands it connections and the Redis addresses.
  */
 export async function serve(config: Config, link?: ServerLink): Promise<void> {
+  // prom-client answers the primary's requests for metrics once a process constructs an aggregator: done
+  // first, so a scrape while this process starts gets its (empty) answer instead of waiting out a timeout.
+  if (link) new AggregatorRegistry();
   const base = createLogger(config.logLevel);
   const logger = link ? base.child({ server: link.id }) : base;
   const settings = link
@@ -25,12 +28,8 @@ export async function serve(config: Config, link?: ServerLink): Promise<void> {
     logger,
     link ? { clusterMetrics: () => link.clusterMetrics(), worker: link.handoff.escalation } : {},
   );
-  if (link) {
-    // The primary asks each process for its registry when `/metrics` is scraped; prom-client starts
-    // answering those requests when a process constructs an aggregator.
-    new AggregatorRegistry();
-    AggregatorRegistry.setRegistries([app.metrics.registry]);
-  }
+  // The primary asks each process for its registry when `/metrics` is scraped.
+  if (link) AggregatorRegistry.setRegistries([app.metrics.registry]);
 
   let shuttingDown: Promise<void> | undefined;
   const shutdown = (reason: string, code: number) => {
