@@ -132,6 +132,11 @@ async function embeddedRedisPid(dataDir: string): Promise<number> {
   return (await embeddedRedis(dataDir)).pid;
 }
 
+/** The store's and the broadcast Redis's process ids. */
+async function embeddedRedisPids(dataDir: string): Promise<[number, number]> {
+  return [await embeddedRedisPid(dataDir), (await embeddedRedis(dataDir, 'redis-socket')).pid];
+}
+
 /**
  * The Permisan operator's console and the Polsek dispatch console that covers it. `raise` raises an alert
  * and resolves with its incident's id once the Polsek console has it.
@@ -275,8 +280,7 @@ describe('npm start (server/main.ts) with the embedded Redis', () => {
     expect(added.stdout).not.toContain('kunci-rahasia-nirbaya');
     const earlier = await login(first.url, 'karupam.nirbaya', 'kunci-rahasia-nirbaya');
     const secret = await readFile(path.join(dataDir, 'jwt-secret'), 'utf8');
-    const redisPid = await embeddedRedisPid(dataDir);
-    const socketRedisPid = (await embeddedRedis(dataDir, 'redis-socket')).pid;
+    const [redisPid, socketRedisPid] = await embeddedRedisPids(dataDir);
 
     expect(await stopWithSigterm(first.server)).toEqual({ code: 0, signal: null });
     expect(isRunning(redisPid)).toBe(false);
@@ -366,7 +370,7 @@ describe('npm start with several server processes (SERVER_PROCESSES=2)', () => {
     for (const c of consoles) expect(c.socket.io.engine.transport.name).toBe('polling');
 
     // A terminal's Ctrl-C reaches the whole process group.
-    const redis = [await embeddedRedisPid(dataDir), (await embeddedRedis(dataDir, 'redis-socket')).pid];
+    const redis = await embeddedRedisPids(dataDir);
     process.kill(-(server.child.pid ?? 0), 'SIGINT');
     const outcome = await Promise.race([
       server.exited,
@@ -413,7 +417,7 @@ describe('npm start with several server processes (SERVER_PROCESSES=2)', () => {
       await waitFor(() => c.heard.includes(id), { what: 'alert:new at every connected console' });
     expect(lost).toHaveLength(1);
 
-    const redis = [await embeddedRedisPid(dataDir), (await embeddedRedis(dataDir, 'redis-socket')).pid];
+    const redis = await embeddedRedisPids(dataDir);
     expect(await stopWithSigterm(server)).toEqual({ code: 0, signal: null });
     for (const pid of [survivor, replacement, ...redis]) expect(isRunning(pid)).toBe(false);
   }, 90_000);

@@ -30,7 +30,7 @@ export async function processTree(pid: number): Promise<number[]> {
 }
 
 /** Sums a per-process reading over a process tree (or the one process); undefined once its root is gone. */
-async function overTree(
+export async function overTree(
   pid: number | undefined,
   read: (pid: number) => Promise<number | undefined>,
   scope: 'tree' | 'process',

@@ -8,7 +8,7 @@ import type { LoginResponse } from '../../shared/auth.ts';
 import type { Role } from '../../shared/roles.ts';
 import { indexTopology, type TopologyIndex, type Unit } from '../../shared/topology.ts';
 import { type BenchRedis, startBenchRedis } from './bench-redis.ts';
-import { processTree } from './cpu.ts';
+import { overTree } from './cpu.ts';
 import { type ServerProcess, startServerProcess } from './processes.ts';
 import type { BenchContext } from './results.ts';
 
@@ -168,12 +168,15 @@ export async function inBatches<T>(items: readonly T[], size: number, fn: (item:
 
 /** Resident set size in bytes of a server: its process and every server process it forked (Linux /proc). */
 export async function residentBytes(pid: number): Promise<number> {
-  let total = 0;
-  for (const member of await processTree(pid)) {
-    const status = await readFile(`/proc/${member}/status`, 'utf8').catch(() => '');
-    const kib = /^VmRSS:\s+(\d+)\s+kB$/m.exec(status)?.[1];
-    if (kib === undefined && member === pid) throw new Error(`no VmRSS in /proc/${pid}/status`);
-    total += Number(kib ?? 0) * 1024;
-  }
+  const total = await overTree(
+    pid,
+    async (member) => {
+      const status = await readFile(`/proc/${member}/status`, 'utf8').catch(() => '');
+      const kib = /^VmRSS:\s+(\d+)\s+kB$/m.exec(status)?.[1];
+      return kib === undefined ? undefined : Number(kib) * 1024;
+    },
+    'tree',
+  );
+  if (total === undefined) throw new Error(`no VmRSS in /proc/${pid}/status`);
   return total;
 }

@@ -17,7 +17,7 @@ import { HANDOFF_ENV, type Handoff, ToPrimary, type ToServer } from './messages.
 /**
  * How many server processes `npm start` runs: `SERVER_PROCESSES`, or for `auto` one per core, at most
  * `AUTO_MOST`. Measured on two cores, same run, rounds alternating: two processes delivered the fan-out
- * load at about half one process's p99 (median of five runs), at 30-65 % more server CPU per raise and per
+ * load at about half one process's p99 (median of seven runs), at 30-65 % more server CPU per raise and per
  * escalation level, since every process reads and decodes every broadcast. That repeated work grows with
  * each process while Redis stays one thread, hence the bound; it was not measured past two cores.
  */
@@ -81,9 +81,7 @@ export async function runPrimary(config: Config, count: number): Promise<void> {
   };
   const handEscalationOver = (gone: Worker) => {
     if (gone !== escalationHolder) return;
-    escalationHolder = Object.values(cluster.workers ?? {}).find(
-      (w): w is Worker => w !== undefined && w !== gone && isReady(w) && w.isConnected(),
-    );
+    escalationHolder = liveWorkers().find((w) => w !== gone && isReady(w) && w.isConnected());
     if (!escalationHolder) return;
     send(escalationHolder, { type: 'sinergi:escalate' });
     logger.warn({ server: escalationHolder.id }, 'escalation workers handed over');
@@ -125,7 +123,7 @@ export async function runPrimary(config: Config, count: number): Promise<void> {
     stopping ??= (async () => {
       logger.info({ reason }, 'shutting down');
       httpServer.close();
-      const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined);
+      const workers = liveWorkers();
       const exited = Promise.all(
         workers.map(
           (w) => new Promise<void>((resolve) => (w.isDead() ? resolve() : w.once('exit', () => resolve()))),
@@ -150,7 +148,7 @@ export async function runPrimary(config: Config, count: number): Promise<void> {
     process.on(signal, () => {
       if (stopping) {
         logger.warn('second signal: exiting now');
-        for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill('SIGKILL');
+        for (const worker of liveWorkers()) worker.process.kill('SIGKILL');
         process.exit(1);
       }
       void stopAll(signal).then(() => process.exit(0));
@@ -221,15 +219,22 @@ function stopReadingHandedOff(httpServer: Server) {
   });
 }
 
-// `clientsCount` is what @socket.io/sticky's least-connection balancing compares.
+function liveWorkers(): Worker[] {
+  return Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined);
+}
+
+// `clientsCount` is what @socket.io/sticky's least-connection balancing compares; a process still starting
+// counts as full.
+type Balanced = Worker & { clientsCount?: number };
+
 function unready(worker: Worker) {
-  (worker as Worker & { clientsCount?: number }).clientsCount = Number.POSITIVE_INFINITY;
+  (worker as Balanced).clientsCount = Number.POSITIVE_INFINITY;
 }
 
 function ready(worker: Worker) {
-  (worker as Worker & { clientsCount?: number }).clientsCount = 0;
+  (worker as Balanced).clientsCount = 0;
 }
 
 function isReady(worker: Worker) {
-  return (worker as Worker & { clientsCount?: number }).clientsCount !== Number.POSITIVE_INFINITY;
+  return (worker as Balanced).clientsCount !== Number.POSITIVE_INFINITY;
 }

@@ -28,27 +28,20 @@ export function serverLink(): ServerLink | undefined {
   const handoff = Handoff.parse(JSON.parse(given));
   const send = (message: ToPrimary) => process.send?.(message);
   const pending = new Map<number, { resolve: (text: string) => void; reject: (error: Error) => void }>();
-  const stops: ((reason: string) => void)[] = [];
-  // An order that comes while the process is still starting is kept for the stop it registers then.
-  let stopReason: string | undefined;
-  const stopNow = (reason: string) => {
-    stopReason ??= reason;
-    for (const stop of stops) stop(reason);
-  };
+  // An order that comes while the process is still starting is kept for the handler it registers then.
+  const stop = latch<string>();
+  const escalate = latch<true>();
   let seq = 0;
-  let escalate = false;
-  let take: (() => void) | undefined;
   process.on('message', (raw) => {
     const parsed = ToServer.safeParse(raw);
     if (!parsed.success) return;
     const message = parsed.data;
     if (message.type === 'sinergi:shutdown') {
-      stopNow('ordered by the primary');
+      stop.fire('ordered by the primary');
       return;
     }
     if (message.type === 'sinergi:escalate') {
-      escalate = true;
-      take?.();
+      escalate.fire(true);
       return;
     }
     const waiting = pending.get(message.id);
@@ -57,7 +50,7 @@ export function serverLink(): ServerLink | undefined {
     else waiting?.reject(new Error(message.error ?? 'no metrics'));
   });
   // An orphaned server process would hold its sockets with nobody to restart or stop it.
-  process.on('disconnect', () => stopNow('the primary is gone'));
+  process.on('disconnect', () => stop.fire('the primary is gone'));
   return {
     id: worker.id,
     handoff,
@@ -82,13 +75,23 @@ export function serverLink(): ServerLink | undefined {
         send({ type: 'sinergi:metrics-request', id });
       });
     },
-    onStop(stop) {
-      stops.push(stop);
-      if (stopReason) stop(stopReason);
+    onStop: (handler) => stop.on(handler),
+    onEscalate: (handler) => escalate.on(() => handler()),
+  };
+}
+
+/** A one-time signal that also reaches handlers registered after it fired. */
+function latch<T>() {
+  let fired: { value: T } | undefined;
+  const handlers: ((value: T) => void)[] = [];
+  return {
+    fire(value: T) {
+      fired ??= { value };
+      for (const handler of handlers) handler(value);
     },
-    onEscalate(handler) {
-      take = handler;
-      if (escalate) handler();
+    on(handler: (value: T) => void) {
+      handlers.push(handler);
+      if (fired) handler(fired.value);
     },
   };
 }
