@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { RedisAddress } from './redis/redis-connection.ts';
 
 const Flag = z
   .enum(['1', '0', 'true', 'false', 'yes', 'no', 'on', 'off'])
@@ -34,12 +35,12 @@ export const EnvSchema = z
       'http://localhost:5173',
     ]),
     TRUST_PROXY: z.coerce.number().int().min(0).max(10).default(0),
-    REDIS_URL: z.url({ protocol: /^rediss?$/ }).optional(),
+    REDIS_URL: RedisAddress.optional(),
     REDIS_KEY_PREFIX: z
       .string()
       .regex(/^[a-z0-9_-]{1,24}:$/, 'a short lowercase prefix ending in ":"')
       .default('sng:'),
-    SOCKET_REDIS_URL: z.url({ protocol: /^rediss?$/ }).optional(),
+    SOCKET_REDIS_URL: RedisAddress.optional(),
     REDIS_APPENDFSYNC: z.enum(['always', 'everysec']).default('always'),
     JWT_SECRET: z.string().min(32, 'at least 32 characters').optional(),
     JWT_ISSUER: z.string().min(1).default('sinergi'),

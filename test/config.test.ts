@@ -75,6 +75,21 @@ describe('loadConfig', () => {
     );
   });
 
+  it('takes a Redis as a URL or as the absolute path of its Unix socket, and nothing else', () => {
+    const secret = { JWT_SECRET: 'x'.repeat(32) };
+    expect(loadConfig({ REDIS_URL: '/run/redis/redis.sock', ...secret }).redis.url).toBe(
+      '/run/redis/redis.sock',
+    );
+    expect(loadConfig({ SOCKET_REDIS_URL: 'rediss://cache.internal:6380' }).redis.socketUrl).toBe(
+      'rediss://cache.internal:6380',
+    );
+    for (const bad of ['redis.sock', 'http://127.0.0.1:6379', '/run/redis.sock?db=2']) {
+      expect(configErrorOf({ REDIS_URL: bad, ...secret }).problems).toEqual([
+        expect.stringMatching(/^REDIS_URL: /),
+      ]);
+    }
+  });
+
   it('returns a deeply frozen object, so no part of the server can change a setting after start-up', () => {
     const config = loadConfig({});
     expect(Object.isFrozen(config)).toBe(true);

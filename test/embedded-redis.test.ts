@@ -1,6 +1,6 @@
 import { type ChildProcessByStdio, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
@@ -88,7 +88,11 @@ describe('the embedded Redis', () => {
     const dataDir = await tempDataDir();
     const redis = await start(dataDir, 'always');
     expect(redis.owned).toBe(true);
-    expect(redis.url).toBe(`redis://127.0.0.1:${redis.port}`);
+    // Clients get its Unix socket, which only this user may open; TCP on loopback stays for tools.
+    const socket = path.join(redisDir(dataDir), 'redis.sock');
+    expect(redis.url).toBe(socket);
+    expect((await stat(socket)).mode & 0o777).toBe(0o700);
+    expect(await connect(`redis://127.0.0.1:${redis.port}`).ping()).toBe('PONG');
 
     const client = connect(redis.url);
     expect(await configValue(client, 'appendonly')).toBe('yes');
@@ -98,7 +102,14 @@ describe('the embedded Redis', () => {
     expect(await configValue(client, 'dir')).toBe(redisDir(dataDir));
 
     const record = JSON.parse(await readFile(path.join(redisDir(dataDir), 'address.json'), 'utf8'));
-    expect(record).toMatchObject({ host: '127.0.0.1', port: redis.port, pid: redis.pid });
+    expect(record).toMatchObject({ host: '127.0.0.1', port: redis.port, socket, pid: redis.pid });
+  });
+
+  it('serves over loopback TCP alone when the data dir is too deep for a Unix socket path', async () => {
+    const dataDir = path.join(await tempDataDir(), 'd'.repeat(100));
+    const redis = await start(dataDir);
+    expect(redis.url).toBe(`redis://127.0.0.1:${redis.port}`);
+    expect(await connect(redis.url).ping()).toBe('PONG');
   });
 
   it('uses the configured appendfsync', async () => {

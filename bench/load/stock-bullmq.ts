@@ -33,8 +33,10 @@ export interface StockRunReport {
 }
 
 async function runStock(req: StockRunRequest): Promise<StockRunReport> {
-  const url = new URL(req.redisUrl);
-  const connection = { host: url.hostname, port: Number(url.port) };
+  // Over the same transport as Sinergi's: the embedded Redis's Unix socket, a path, or TCP.
+  const connection = req.redisUrl.startsWith('/')
+    ? { path: req.redisUrl }
+    : { host: new URL(req.redisUrl).hostname, port: Number(new URL(req.redisUrl).port) };
   const queue = new Queue(req.queueName, { connection } satisfies QueueOptions);
   const seen = new Map<string, number>();
   const latenessMs: number[] = [];

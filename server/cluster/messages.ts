@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { RedisAddress } from '../redis/redis-connection.ts';
 
 /**
  * What the primary hands each server process it forks: the Redis servers it opened (embedded ones are the
@@ -7,8 +8,8 @@ import { z } from 'zod';
  * which one process does at a time.
  */
 export const Handoff = z.object({
-  storeUrl: z.url({ protocol: /^rediss?$/ }),
-  socketUrl: z.url({ protocol: /^rediss?$/ }),
+  storeUrl: RedisAddress,
+  socketUrl: RedisAddress,
   setUp: z.boolean(),
   escalation: z.boolean(),
 });

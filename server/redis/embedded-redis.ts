@@ -40,6 +40,7 @@ export type SupervisionEvent =
   | { type: 'superseded'; dir: string; port: number; otherPort: number };
 
 export interface EmbeddedRedis {
+  /** What clients connect to: its Unix socket where the path fits, else its loopback TCP address. */
   readonly url: string;
   readonly port: number;
   /** False when another Sinergi process started it and this one only attached. */
@@ -52,6 +53,8 @@ export interface EmbeddedRedis {
 interface AddressRecord {
   host: string;
   port: number;
+  /** Its Unix socket; absent when the path was too long for one, or in records from before sockets. */
+  socket?: string;
   pid: number;
   dir: string;
   /** Started by a lasting process; absent in records written before tools were told apart. */
@@ -101,6 +104,24 @@ export function redisDir(dataDir: string, name = 'redis'): string {
 
 function addressFile(dir: string): string {
   return path.join(dir, 'address.json');
+}
+
+// The longest socket path every platform's `sun_path` holds (104 bytes on macOS, 108 on Linux, with its NUL).
+const MAX_SOCKET_PATH = 100;
+
+/**
+ * Where the embedded Redis also listens on a Unix socket, which its clients use: on loopback TCP every
+ * command's write and reply go through the kernel's whole TCP stack, and a raise sends a dozen. Only the
+ * user running Sinergi may connect to it (mode 700). TCP stays for tools such as `redis-cli -p`.
+ */
+function socketPath(dir: string): string | undefined {
+  const socket = path.join(dir, 'redis.sock');
+  return Buffer.byteLength(socket) <= MAX_SOCKET_PATH ? socket : undefined;
+}
+
+/** The address clients are given: ioredis takes a socket's absolute path in place of a URL. */
+function clientAddress(record: { host: string; port: number; socket?: string | undefined }): string {
+  return record.socket ?? `redis://${record.host}:${record.port}`;
 }
 
 /**
@@ -184,7 +205,7 @@ async function launch(
   options: EmbeddedRedisOptions,
 ): Promise<EmbeddedRedis> {
   let current = await spawnRedis(binary, dir, port, options);
-  const url = `redis://127.0.0.1:${port}`;
+  const url = clientAddress({ host: '127.0.0.1', port, socket: socketPath(dir) });
   let stopping: Promise<void> | undefined;
 
   const supervise = (running: RedisChild) => {
@@ -256,8 +277,10 @@ async function spawnRedis(
   options: EmbeddedRedisOptions,
 ): Promise<RedisChild> {
   const logFile = path.join(dir, 'redis.log');
+  const socket = socketPath(dir);
   const args = [
     ...['--bind', '127.0.0.1', '--port', String(port), '--protected-mode', 'yes'],
+    ...(socket ? ['--unixsocket', socket, '--unixsocketperm', '700'] : []),
     ...['--dir', dir, '--logfile', logFile, '--daemonize', 'no', '--save', ''],
     ...(options.appendonly === false
       ? ['--appendonly', 'no']
@@ -289,7 +312,14 @@ async function spawnRedis(
     if (pid === undefined) await new Promise((r) => setTimeout(r, 50));
   }
 
-  const record: AddressRecord = { host: '127.0.0.1', port, pid, dir, lasting: options.lasting ?? false };
+  const record: AddressRecord = {
+    host: '127.0.0.1',
+    port,
+    ...(socket && { socket }),
+    pid,
+    dir,
+    lasting: options.lasting ?? false,
+  };
   await writeFile(addressFile(dir), `${JSON.stringify(record)}\n`, { mode: 0o600 });
   return { child, exited, pid };
 }
@@ -360,7 +390,7 @@ function processExists(pid: number): boolean {
 
 function attached(record: AddressRecord): EmbeddedRedis {
   return {
-    url: `redis://${record.host}:${record.port}`,
+    url: clientAddress(record),
     port: record.port,
     owned: false,
     pid: record.pid,

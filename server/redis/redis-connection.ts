@@ -1,6 +1,16 @@
 import { Redis, type RedisOptions } from 'ioredis';
+import { z } from 'zod';
 import { StartupError } from '../startup-error.ts';
 import { coalesceWrites } from './write-coalescing.ts';
+
+/**
+ * Where a Redis is: a `redis://` or `rediss://` URL, or the absolute path of a Unix socket (ioredis's own
+ * convention), which is cheaper than loopback TCP for a Redis on the same machine.
+ */
+export const RedisAddress = z.union([
+  z.url({ protocol: /^rediss?$/ }),
+  z.string().regex(/^\/[^?]*$/, 'a redis:// or rediss:// URL, or the absolute path of a Unix socket'),
+]);
 
 export type RedisRole = 'commands' | 'adapter' | 'queue' | 'worker' | 'subscriber' | 'tool';
 
@@ -38,7 +48,7 @@ export async function waitReady(redis: Redis, timeoutMs = 10_000): Promise<void>
       cleanup();
       reject(
         new StartupError(
-          `Redis did not become ready within ${timeoutMs} ms (${redis.options.host}:${redis.options.port})`,
+          `Redis did not become ready within ${timeoutMs} ms (${redis.options.path ?? `${redis.options.host}:${redis.options.port}`})`,
         ),
       );
     }, timeoutMs);
