@@ -143,7 +143,6 @@ describe('two servers whose broadcasts go through a Redis of their own (SOCKET_R
 
   it('reports not ready while the broadcast Redis is down, and ready again once it is back', async () => {
     expect((await get(c.url, '/readyz')).status).toBe(200);
-    const port = sockets.port;
     await sockets.stop();
     await waitFor(async () => (await get(c.url, '/readyz')).status === 503, { what: 'readyz 503' });
     expect((await get(c.url, '/readyz')).body).toMatchObject({ failing: ['socket_redis'] });
@@ -151,7 +150,6 @@ describe('two servers whose broadcasts go through a Redis of their own (SOCKET_R
       dataDir: own.dataDir,
       appendfsync: 'everysec',
       appendonly: false,
-      port,
     });
     await waitFor(async () => (await get(c.url, '/readyz')).status === 200, {
       what: 'readyz 200',

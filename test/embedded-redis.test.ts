@@ -84,32 +84,33 @@ async function configValue(client: Redis, key: string): Promise<string | undefin
 }
 
 describe('the embedded Redis', () => {
-  it('starts a private redis-server on 127.0.0.1 that keeps an append-only file and never evicts', async () => {
+  it('starts a private redis-server, reachable through its Unix socket alone, that keeps an append-only file and never evicts', async () => {
     const dataDir = await tempDataDir();
     const redis = await start(dataDir, 'always');
     expect(redis.owned).toBe(true);
-    // Clients get its Unix socket, which only this user may open; TCP on loopback stays for tools.
+    // Reached only through its Unix socket, which no other user may open: it listens on no TCP port.
     const socket = path.join(redisDir(dataDir), 'redis.sock');
     expect(redis.url).toBe(socket);
     expect((await stat(socket)).mode & 0o777).toBe(0o700);
-    expect(await connect(`redis://127.0.0.1:${redis.port}`).ping()).toBe('PONG');
 
     const client = connect(redis.url);
     expect(await configValue(client, 'appendonly')).toBe('yes');
     expect(await configValue(client, 'appendfsync')).toBe('always');
     expect(await configValue(client, 'maxmemory-policy')).toBe('noeviction');
-    expect(await configValue(client, 'bind')).toBe('127.0.0.1');
+    expect(await configValue(client, 'port')).toBe('0');
     expect(await configValue(client, 'dir')).toBe(redisDir(dataDir));
 
     const record = JSON.parse(await readFile(path.join(redisDir(dataDir), 'address.json'), 'utf8'));
-    expect(record).toMatchObject({ host: '127.0.0.1', port: redis.port, socket, pid: redis.pid });
+    expect(record).toMatchObject({ address: socket, pid: redis.pid });
   });
 
-  it('serves over loopback TCP alone when the data dir is too deep for a Unix socket path', async () => {
+  it('listens on 127.0.0.1 instead when the data dir is too deep for a Unix socket path', async () => {
     const dataDir = path.join(await tempDataDir(), 'd'.repeat(100));
     const redis = await start(dataDir);
-    expect(redis.url).toBe(`redis://127.0.0.1:${redis.port}`);
-    expect(await connect(redis.url).ping()).toBe('PONG');
+    expect(redis.url).toMatch(/^redis:\/\/127\.0\.0\.1:\d+$/);
+    const client = connect(redis.url);
+    expect(await client.ping()).toBe('PONG');
+    expect(await configValue(client, 'bind')).toBe('127.0.0.1');
   });
 
   it('uses the configured appendfsync', async () => {
@@ -162,7 +163,7 @@ describe('the embedded Redis', () => {
 
     const redis = await start(dataDir);
     expect(redis.owned).toBe(true);
-    expect(redis.port).not.toBe(deadPort);
+    expect(redis.url).not.toContain(String(deadPort));
     expect(await connect(redis.url).ping()).toBe('PONG');
   });
 
@@ -251,7 +252,7 @@ describe('a supervised embedded Redis', () => {
     await waitFor(() => events.filter((e) => e.type === 'restart_failed').length >= 2, {
       what: 'two failed restarts',
     });
-    expect(events[0]).toMatchObject({ type: 'exited', port: redis.port, signal: null });
+    expect(events[0]).toMatchObject({ type: 'exited', address: redis.url, signal: null });
     const delays = events.flatMap((e) => (e.type === 'restart_failed' ? [e.retryInMs] : []));
     expect(delays.slice(0, 2)).toEqual([250, 1000]);
 

@@ -193,7 +193,7 @@ describe('faults the escalation engine survives', () => {
     await redis.stop();
     // Redis stays down across the due time: the timer lives only in the AOF meanwhile.
     await sleep(Math.max(0, Date.parse(incident.openedAt) + WAIT_MS + 300 - Date.now()));
-    redis = await startEmbeddedRedis({ dataDir, appendfsync: 'always', port: redis.port });
+    redis = await startEmbeddedRedis({ dataDir, appendfsync: 'always' });
     const upAt = Date.now();
 
     const fired = expectOncePerChain(await bothFired(server.url, incident.id, 15_000));

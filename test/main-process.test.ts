@@ -125,7 +125,7 @@ async function users(dataDir: string, ...args: string[]) {
 
 async function embeddedRedis(dataDir: string, name = 'redis') {
   const record = JSON.parse(await readFile(path.join(dataDir, name, 'address.json'), 'utf8'));
-  return record as { pid: number; port: number };
+  return record as { pid: number; address: string };
 }
 
 async function embeddedRedisPid(dataDir: string): Promise<number> {
@@ -201,7 +201,7 @@ describe('npm start (server/main.ts) with the embedded Redis', () => {
 
     const stream = redisKeys('sng:').socketStream;
     const open = async (name: string) => {
-      const client = new Redis((await embeddedRedis(dataDir, name)).port, '127.0.0.1', { lazyConnect: true });
+      const client = new Redis((await embeddedRedis(dataDir, name)).address, { lazyConnect: true });
       await client.connect();
       return client;
     };
@@ -243,8 +243,8 @@ describe('npm start (server/main.ts) with the embedded Redis', () => {
       },
       { what: 'both redis-servers to be started again', timeoutMs: 20_000 },
     );
-    expect(await embeddedRedis(dataDir)).toMatchObject({ port: store.port });
-    expect(await embeddedRedis(dataDir, 'redis-socket')).toMatchObject({ port: sockets.port });
+    expect(await embeddedRedis(dataDir)).toMatchObject({ address: store.address });
+    expect(await embeddedRedis(dataDir, 'redis-socket')).toMatchObject({ address: sockets.address });
     await waitFor(async () => (await get(url, '/readyz')).status === 200, {
       what: 'ready again',
       timeoutMs: 20_000,

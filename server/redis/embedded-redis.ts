@@ -21,8 +21,6 @@ export interface EmbeddedRedisOptions {
   /** Defaults to the `redis-server` found on PATH. */
   binary?: string;
   startTimeoutMs?: number;
-  /** A fixed port, e.g. to restart on the address clients already use; a free one by default. */
-  port?: number;
   /** How often a second Redis runs its timers (its `hz`); Redis's own default (10) when unset. */
   hz?: number;
   /**
@@ -32,17 +30,17 @@ export interface EmbeddedRedisOptions {
   supervise?: (event: SupervisionEvent) => void;
 }
 
+/** `address` is where clients reach it (see `EmbeddedRedis.url`). */
 export type SupervisionEvent =
-  | { type: 'exited'; dir: string; port: number; code: number | null; signal: NodeJS.Signals | null }
-  | { type: 'restarted'; dir: string; port: number; pid: number }
-  | { type: 'restart_failed'; dir: string; port: number; error: unknown; retryInMs: number }
+  | { type: 'exited'; dir: string; address: string; code: number | null; signal: NodeJS.Signals | null }
+  | { type: 'restarted'; dir: string; address: string; pid: number }
+  | { type: 'restart_failed'; dir: string; address: string; error: unknown; retryInMs: number }
   /** Another process launched one on the same files while this one's was down: supervision ends. */
-  | { type: 'superseded'; dir: string; port: number; otherPort: number };
+  | { type: 'superseded'; dir: string; address: string; other: string };
 
 export interface EmbeddedRedis {
-  /** What clients connect to: its Unix socket where the path fits, else its loopback TCP address. */
+  /** What clients connect to: the path of its Unix socket, or `redis://127.0.0.1:<port>` where none fits. */
   readonly url: string;
-  readonly port: number;
   /** False when another Sinergi process started it and this one only attached. */
   readonly owned: boolean;
   /** The OS process id of redis-server, for fault tests. */
@@ -51,10 +49,10 @@ export interface EmbeddedRedis {
 }
 
 interface AddressRecord {
-  host: string;
-  port: number;
-  /** Its Unix socket; absent when the path was too long for one, or in records from before sockets. */
-  socket?: string;
+  /** Its client address; records written before Unix sockets hold `host` and `port` instead. */
+  address?: string;
+  host?: string;
+  port?: number;
   pid: number;
   dir: string;
   /** Started by a lasting process; absent in records written before tools were told apart. */
@@ -110,18 +108,20 @@ function addressFile(dir: string): string {
 const MAX_SOCKET_PATH = 100;
 
 /**
- * Where the embedded Redis also listens on a Unix socket, which its clients use: on loopback TCP every
- * command's write and reply go through the kernel's whole TCP stack, and a raise sends a dozen. Only the
- * user running Sinergi may connect to it (mode 700). TCP stays for tools such as `redis-cli -p`.
+ * The embedded Redis listens on a Unix socket only, never on TCP: the socket's mode (700) lets no one but
+ * the user running Sinergi connect, where any local user could reach a loopback port of a Redis that has no
+ * password. It is also cheaper: over loopback TCP every command's write and reply go through the kernel's
+ * whole TCP stack, and a raise sends a dozen. A data dir too deep for a socket path gets loopback TCP.
  */
 function socketPath(dir: string): string | undefined {
   const socket = path.join(dir, 'redis.sock');
   return Buffer.byteLength(socket) <= MAX_SOCKET_PATH ? socket : undefined;
 }
 
-/** The address clients are given: ioredis takes a socket's absolute path in place of a URL. */
-function clientAddress(record: { host: string; port: number; socket?: string | undefined }): string {
-  return record.socket ?? `redis://${record.host}:${record.port}`;
+const tcpAddress = (port: number) => `redis://127.0.0.1:${port}`;
+
+function addressOf(record: AddressRecord): string {
+  return record.address ?? tcpAddress(record.port ?? 0);
 }
 
 /**
@@ -163,11 +163,12 @@ async function launchFree(dir: string, options: EmbeddedRedisOptions): Promise<E
     throw new StartupError(`redis-server was not found at ${binary}. ${INSTALL_HINT}`);
 
   // A port picked as free can be taken before redis binds it; try again with another.
+  const socket = socketPath(dir);
   let lastError: unknown;
-  for (let attempt = 0; attempt < (options.port ? 1 : 3); attempt++) {
-    const port = options.port ?? (await freePort());
+  for (let attempt = 0; attempt < (socket ? 1 : 3); attempt++) {
+    const listen: Listen = socket ? { socket } : { port: await freePort() };
     try {
-      return await launch(binary, dir, port, options);
+      return await launch(binary, dir, listen, options);
     } catch (error) {
       lastError = error;
     }
@@ -192,6 +193,11 @@ async function lockLaunch(dir: string): Promise<(() => Promise<void>) | undefine
   }
 }
 
+/** Where a launched redis-server listens: its Unix socket, or a loopback port where no socket path fits. */
+type Listen = { socket: string } | { port: number };
+
+const listenAddress = (listen: Listen) => ('socket' in listen ? listen.socket : tcpAddress(listen.port));
+
 interface RedisChild {
   child: ChildProcess;
   exited: Promise<void>;
@@ -201,11 +207,11 @@ interface RedisChild {
 async function launch(
   binary: string,
   dir: string,
-  port: number,
+  listen: Listen,
   options: EmbeddedRedisOptions,
 ): Promise<EmbeddedRedis> {
-  let current = await spawnRedis(binary, dir, port, options);
-  const url = clientAddress({ host: '127.0.0.1', port, socket: socketPath(dir) });
+  let current = await spawnRedis(binary, dir, listen, options);
+  const address = listenAddress(listen);
   let stopping: Promise<void> | undefined;
 
   const supervise = (running: RedisChild) => {
@@ -216,7 +222,7 @@ async function launch(
       // The wrapper's watcher still waits on the pipe to signal the old pid; let it go now, before that pid
       // can be anyone else's.
       running.child.stdin?.end();
-      report({ type: 'exited', dir, port, code, signal });
+      report({ type: 'exited', dir, address, code, signal });
       void restart(report);
     });
   };
@@ -229,16 +235,16 @@ async function launch(
         if (!unlock) throw new Error('another process is launching a redis-server on these files');
         const other = await findRunning(dir);
         if (other) {
-          report({ type: 'superseded', dir, port, otherPort: other.port });
+          report({ type: 'superseded', dir, address, other: addressOf(other) });
           return;
         }
-        current = await spawnRedis(binary, dir, port, options);
+        current = await spawnRedis(binary, dir, listen, options);
         if (stopping) {
           await stopChild(current.child, current.exited);
           return;
         }
         supervise(current);
-        report({ type: 'restarted', dir, port, pid: current.pid });
+        report({ type: 'restarted', dir, address, pid: current.pid });
         return;
       } catch (error) {
         failure = error;
@@ -246,15 +252,14 @@ async function launch(
         await unlock?.();
       }
       const retryInMs = restartDelayMs(attempt);
-      report({ type: 'restart_failed', dir, port, error: failure, retryInMs });
+      report({ type: 'restart_failed', dir, address, error: failure, retryInMs });
       await new Promise((r) => setTimeout(r, retryInMs).unref());
     }
   };
   supervise(current);
 
   return {
-    url,
-    port,
+    url: address,
     owned: true,
     get pid() {
       return current.pid;
@@ -269,18 +274,18 @@ async function launch(
   };
 }
 
-/** Starts redis-server on `port`, serving `dir`, and records its address once it answers. */
+/** Starts redis-server listening as told, serving `dir`, and records its address once it answers. */
 async function spawnRedis(
   binary: string,
   dir: string,
-  port: number,
+  listen: Listen,
   options: EmbeddedRedisOptions,
 ): Promise<RedisChild> {
   const logFile = path.join(dir, 'redis.log');
-  const socket = socketPath(dir);
   const args = [
-    ...['--bind', '127.0.0.1', '--port', String(port), '--protected-mode', 'yes'],
-    ...(socket ? ['--unixsocket', socket, '--unixsocketperm', '700'] : []),
+    ...('socket' in listen
+      ? ['--port', '0', '--unixsocket', listen.socket, '--unixsocketperm', '700']
+      : ['--bind', '127.0.0.1', '--port', String(listen.port), '--protected-mode', 'yes']),
     ...['--dir', dir, '--logfile', logFile, '--daemonize', 'no', '--save', ''],
     ...(options.appendonly === false
       ? ['--appendonly', 'no']
@@ -296,7 +301,7 @@ async function spawnRedis(
   });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
 
-  const url = `redis://127.0.0.1:${port}`;
+  const address = listenAddress(listen);
   // Long enough for another process's launch, which has the start-up timeout of its own.
   const deadline = Date.now() + 2 * (options.startTimeoutMs ?? 15_000);
   let pid: number | undefined;
@@ -308,18 +313,11 @@ async function spawnRedis(
       await stopChild(child, exited);
       throw new StartupError(`redis-server did not answer PING within the start-up timeout; see ${logFile}`);
     }
-    pid = await pingPid(url);
+    pid = await pingPid(address);
     if (pid === undefined) await new Promise((r) => setTimeout(r, 50));
   }
 
-  const record: AddressRecord = {
-    host: '127.0.0.1',
-    port,
-    ...(socket && { socket }),
-    pid,
-    dir,
-    lasting: options.lasting ?? false,
-  };
+  const record: AddressRecord = { address, pid, dir, lasting: options.lasting ?? false };
   await writeFile(addressFile(dir), `${JSON.stringify(record)}\n`, { mode: 0o600 });
   return { child, exited, pid };
 }
@@ -342,9 +340,12 @@ async function findRunning(dir: string): Promise<AddressRecord | undefined> {
   } catch {
     return undefined;
   }
-  const url = `redis://${record.host}:${record.port}`;
-  // The port may since belong to an unrelated Redis: only attach if it serves this very directory.
-  const client = new Redis(url, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
+  // The address may since belong to an unrelated Redis: only attach if it serves this very directory.
+  const client = new Redis(addressOf(record), {
+    lazyConnect: true,
+    retryStrategy: () => null,
+    maxRetriesPerRequest: 0,
+  });
   client.on('error', () => {});
   try {
     await client.connect();
@@ -390,8 +391,7 @@ function processExists(pid: number): boolean {
 
 function attached(record: AddressRecord): EmbeddedRedis {
   return {
-    url: clientAddress(record),
-    port: record.port,
+    url: addressOf(record),
     owned: false,
     pid: record.pid,
     stop: async () => {},
@@ -399,8 +399,12 @@ function attached(record: AddressRecord): EmbeddedRedis {
 }
 
 /** The server's process id once it answers PING, undefined while it does not. */
-async function pingPid(url: string): Promise<number | undefined> {
-  const client = new Redis(url, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
+async function pingPid(address: string): Promise<number | undefined> {
+  const client = new Redis(address, {
+    lazyConnect: true,
+    retryStrategy: () => null,
+    maxRetriesPerRequest: 0,
+  });
   client.on('error', () => {});
   try {
     await client.connect();

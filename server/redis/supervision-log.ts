@@ -8,27 +8,27 @@ import type { SupervisionEvent } from './embedded-redis.ts';
  */
 export function redisSupervisionLog(logger: Logger) {
   return (event: SupervisionEvent) => {
-    const { dir, port } = event;
+    const { dir, address } = event;
     switch (event.type) {
       case 'exited':
         logger.error(
-          { dir, port, code: event.code, signal: event.signal },
+          { dir, address, code: event.code, signal: event.signal },
           'embedded redis-server exited; restarting it',
         );
         return;
       case 'restarted':
-        logger.warn({ dir, port, pid: event.pid }, 'embedded redis-server restarted');
+        logger.warn({ dir, address, pid: event.pid }, 'embedded redis-server restarted');
         return;
       case 'restart_failed':
         logger.error(
-          { dir, port, err: event.error, retryInMs: event.retryInMs },
+          { dir, address, err: event.error, retryInMs: event.retryInMs },
           'embedded redis-server did not restart; retrying',
         );
         return;
       case 'superseded':
         logger.fatal(
-          { dir, port, otherPort: event.otherPort },
-          'another process restarted the embedded redis-server on another port; restart this process to reach it',
+          { dir, address, other: event.other },
+          'another process restarted the embedded redis-server on another address; restart this process to reach it',
         );
         return;
     }
