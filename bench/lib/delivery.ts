@@ -4,7 +4,7 @@ import { type CpuWindow, cpuShares, cpuSnapshot, cpuWindow } from './cpu.ts';
 import type { PlannedAlert } from './fan-out-load.ts';
 import { startGenerator } from './processes.ts';
 import type { BenchContext } from './results.ts';
-import { type Distribution, distribution, wallNow } from './stats.ts';
+import { type Distribution, distribution, round, wallNow } from './stats.ts';
 
 type Generator = ReturnType<typeof startGenerator>;
 
@@ -377,6 +377,21 @@ export function cpuFigures(prefix: string, run: DeliveryRun): Record<string, num
     ]),
   );
 }
+
+/**
+ * One system's p99 against another's, round by round. The two take turns within each round, so a round's
+ * ratio compares like with like; the p99 of the pooled rounds is decided by the worst round of either, and
+ * a host whose loopback networking stalls for one round (seen: a baseline round at 0.75 s between two at
+ * 60-80 ms) swings it either way. The median of the rounds' ratios is the steadier figure.
+ */
+export function roundRatios(run: DeliveryRun, against: DeliveryRun): { each: number[]; median: number } {
+  const each = run.roundP99s.map((p, i) => p / (against.roundP99s[i] ?? Number.NaN));
+  return { each, median: distribution(each).p50 };
+}
+
+/** How `roundRatios` reads in a summary line. */
+export const describeRatios = (r: { each: number[]; median: number }) =>
+  `by round ${r.each.map((x) => round(x)).join(' / ')}, median ${round(r.median)}×`;
 
 export function describeRun(label: string, run: DeliveryRun): string {
   const cpu = Object.entries(run.cpu)

@@ -13,8 +13,10 @@ import {
   compareInRounds,
   cpuFigures,
   deliveryChecks,
+  describeRatios,
   describeRun,
   detachAll,
+  roundRatios,
   startFleet,
 } from '../lib/delivery.ts';
 import { assignConsoles, fanOutLoad, fanOutSettings, planAlerts } from '../lib/fan-out-load.ts';
@@ -82,13 +84,15 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
 
     const ratio = p.latency.p99 / s.latency.p99;
     const sharedRatio = o.latency.p99 / s.latency.p99;
+    const [byRound, sharedByRound] = [roundRatios(p, s), roundRatios(o, s)];
     return {
       scenario: 'across-processes',
       summary:
         `${load.consoles} consoles, ${load.rate} alerts/s for ${load.durationMs / 1000} s: two processes ` +
         `p50 ${round(p.latency.p50)} ms p99 ${round(p.latency.p99)} ms; one process p50 ${round(s.latency.p50)} ms ` +
-        `p99 ${round(s.latency.p99)} ms; ratio ${round(ratio)}×; two on one port (SERVER_PROCESSES=2) ` +
-        `p50 ${round(o.latency.p50)} ms p99 ${round(o.latency.p99)} ms, ${round(sharedRatio)}× one process`,
+        `p99 ${round(s.latency.p99)} ms; ratio ${round(ratio)}× (${describeRatios(byRound)}); two on one port ` +
+        `(SERVER_PROCESSES=2) p50 ${round(o.latency.p50)} ms p99 ${round(o.latency.p99)} ms, ${round(sharedRatio)}× ` +
+        `one process (${describeRatios(sharedByRound)})`,
       figures: {
         consoles: load.consoles,
         ratePerSecond: load.rate,
@@ -109,10 +113,12 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
         oneMaxMs: round(s.latency.max),
         oneRoundP99sMs: s.roundP99s.map((v) => round(v)).join(' / '),
         p99RatioTwoToOne: round(ratio),
+        p99RatioTwoToOneRoundMedian: round(byRound.median),
         onePortP50Ms: round(o.latency.p50),
         onePortP99Ms: round(o.latency.p99),
         onePortRoundP99sMs: o.roundP99s.map((v) => round(v)).join(' / '),
         p99RatioOnePortToOne: round(sharedRatio),
+        p99RatioOnePortToOneRoundMedian: round(sharedByRound.median),
         ...cpuFigures('one', s),
         ...cpuFigures('two', p),
         ...cpuFigures('onePort', o),

@@ -20,8 +20,10 @@ import {
   compareInRounds,
   cpuFigures,
   deliveryChecks,
+  describeRatios,
   describeRun,
   detachAll,
+  roundRatios,
   startFleet,
 } from '../lib/delivery.ts';
 import { assignConsoles, fanOutLoad, fanOutSettings, planAlerts } from '../lib/fan-out-load.ts';
@@ -78,13 +80,14 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
     ctx.log(describeRun('bare', b));
 
     const ratio = s.latency.p99 / b.latency.p99;
+    const byRound = roundRatios(s, b);
     return {
       scenario: 'fan-out',
       summary:
         `${load.consoles} consoles, ${load.rate} alerts/s for ${load.durationMs / 1000} s, ` +
         `${stack.processesPerServer} server processes: p50 ${round(s.latency.p50)} ms p95 ${round(s.latency.p95)} ms p99 ${round(s.latency.p99)} ms ` +
         `max ${round(s.latency.max)} ms over ${s.delivered} deliveries; ` +
-        `bare p99 ${round(b.latency.p99)} ms; ratio ${round(ratio)}×`,
+        `bare p99 ${round(b.latency.p99)} ms; ratio ${round(ratio)}× (${describeRatios(byRound)})`,
       figures: {
         consoles: load.consoles,
         serverProcesses: stack.processesPerServer,
@@ -123,6 +126,8 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
         bareRoundP99sMs: b.roundP99s.map((p) => round(p)).join(' / '),
         bareDeliveries: b.delivered,
         p99RatioToBare: round(ratio),
+        p99RatioToBareByRound: byRound.each.map((x) => round(x)).join(' / '),
+        p99RatioToBareRoundMedian: round(byRound.median),
         ...cpuFigures('', s),
         ...cpuFigures('bare', b),
       },
