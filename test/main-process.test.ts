@@ -21,7 +21,7 @@ import {
   login,
   post,
 } from './support/consoles.ts';
-import { childPids, isRunning } from './support/processes.ts';
+import { childPids, establishedOn, isRunning } from './support/processes.ts';
 import { waitFor } from './support/wait-for.ts';
 
 const TSX = 'node_modules/.bin/tsx';
@@ -334,7 +334,7 @@ async function serverProcesses(proc: Running): Promise<number[]> {
 async function dispatchConsoles(url: string, count: number, transports: string[]) {
   const { accessToken } = await login(url, 'dispatch.nusakambangan');
   const consoles: { socket: ConsoleClient; heard: string[] }[] = [];
-  // One after another: the balancer counts a console once it has connected.
+  // One after another, so that each lands where the balancer's counts say.
   for (let i = 0; i < count; i++) {
     const socket = await connectConsole(url, accessToken, { transports, timeout: 5000 });
     const heard: string[] = [];
@@ -378,6 +378,23 @@ describe('npm start with several server processes (SERVER_PROCESSES=2)', () => {
     ]);
     expect(outcome).toEqual({ code: 0, signal: null });
     for (const pid of [...servers, ...redis]) expect(isRunning(pid)).toBe(false);
+  }, 60_000);
+
+  it('When consoles connect all at once, as every console does after a restart, Then the balancer spreads them evenly over the processes', async () => {
+    const dataDir = await tempDir();
+    const port = await freePort();
+    const { server, url } = await startServer(dataDir, port, { SERVER_PROCESSES: '2' });
+    const servers = await serverProcesses(server);
+    expect(servers).toHaveLength(2);
+    const { accessToken } = await login(url, 'dispatch.nusakambangan');
+
+    await Promise.all(
+      Array.from({ length: 40 }, () => connectConsole(url, accessToken, { transports: ['websocket'] })),
+    );
+    // Each process holds its half of the consoles (give or take the sign-in's kept-alive HTTP connection).
+    const held = await Promise.all(servers.map((pid) => establishedOn(pid, port)));
+    expect(held.reduce((a, b) => a + b, 0)).toBeGreaterThanOrEqual(40);
+    for (const n of held) expect(n).toBeGreaterThanOrEqual(19);
   }, 60_000);
 
   it('When a server process is killed, Then its consoles lose it and the others do not, new consoles connect while its replacement starts, the replacement serves, and SIGTERM stops everything', async () => {

@@ -77,6 +77,7 @@ export async function runPrimary(config: Config, count: number): Promise<void> {
     // The balancer sends a new console to the process with the fewest; one still starting counts as full,
     // since a connection handed to it before it listens for them would be lost.
     unready(worker);
+    countHandovers(worker);
     return worker;
   };
   const handEscalationOver = (gone: Worker) => {
@@ -226,6 +227,43 @@ function liveWorkers(): Worker[] {
 // `clientsCount` is what @socket.io/sticky's least-connection balancing compares; a process still starting
 // counts as full.
 type Balanced = Worker & { clientsCount?: number };
+
+/** How long a connection handed to a process counts for it before that process has reported it. */
+const HANDOVER_COUNTS_MS = 5000;
+
+/**
+ * Sticky counts a console for a process only once that process reports the connection, milliseconds after
+ * the handover: consoles connecting together (every console of the island, after a restart) all went to the
+ * same process, whose count had not moved yet. A connection counts from its handover instead, until the
+ * process reports it (sticky then counts it) or, for a request that never becomes a console, for a while.
+ */
+function countHandovers(worker: Worker) {
+  const pending: NodeJS.Timeout[] = [];
+  const adjust = (by: number) => {
+    if (isReady(worker)) (worker as Balanced).clientsCount = ((worker as Balanced).clientsCount ?? 0) + by;
+  };
+  const send = worker.send.bind(worker);
+  worker.send = ((message: unknown, ...rest: unknown[]) => {
+    if (isStickyHandover(message) && isReady(worker)) {
+      adjust(1);
+      // Equal delays: the oldest timer fires first, so the one shifted out is the one that fired.
+      pending.push(setTimeout(() => pending.shift() && adjust(-1), HANDOVER_COUNTS_MS).unref());
+    }
+    return (send as (...args: unknown[]) => boolean)(message, ...rest);
+  }) as Worker['send'];
+  worker.on('message', (message: unknown) => {
+    if (!isStickyHandover(message)) return;
+    const counted = pending.shift();
+    if (counted === undefined) return;
+    clearTimeout(counted);
+    adjust(-1);
+  });
+}
+
+/** Sticky's message for a new connection: primary → server process with the socket, and its report back. */
+function isStickyHandover(message: unknown): boolean {
+  return (message as { type?: unknown } | null)?.type === 'sticky:connection';
+}
 
 function unready(worker: Worker) {
   (worker as Balanced).clientsCount = Number.POSITIVE_INFINITY;

@@ -1,4 +1,4 @@
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, readlink } from 'node:fs/promises';
 
 /** Whether a process id is alive (EPERM: it exists but belongs to someone else). */
 export function isRunning(pid: number): boolean {
@@ -17,4 +17,22 @@ export async function childPids(pid: number): Promise<number[]> {
     threads.map((t) => readFile(`/proc/${pid}/task/${t}/children`, 'utf8').catch(() => '')),
   );
   return lists.flatMap((l) => l.trim().split(/\s+/).filter(Boolean).map(Number));
+}
+
+/** How many established TCP connections a process holds on a local port (Linux /proc). */
+export async function establishedOn(pid: number, port: number): Promise<number> {
+  const fds = await readdir(`/proc/${pid}/fd`).catch(() => [] as string[]);
+  const links = await Promise.all(fds.map((fd) => readlink(`/proc/${pid}/fd/${fd}`).catch(() => '')));
+  const inodes = new Set(links.flatMap((l) => /^socket:\[(\d+)\]$/.exec(l)?.[1] ?? []));
+  const tables = await Promise.all(
+    ['tcp', 'tcp6'].map((t) => readFile(`/proc/${pid}/net/${t}`, 'utf8').catch(() => '')),
+  );
+  const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
+  return tables
+    .flatMap((t) => t.split('\n').slice(1))
+    .map((row) => row.trim().split(/\s+/))
+    .filter(([, local, , state, , , , , , inode]) => {
+      // state 01: ESTABLISHED; the 10th column is the socket's inode.
+      return local?.endsWith(`:${hexPort}`) && state === '01' && inode !== undefined && inodes.has(inode);
+    }).length;
 }
