@@ -1,3 +1,4 @@
+import { compactWhenQuiet } from '../../server/redis/aof-compaction.ts';
 import { startEmbeddedRedis } from '../../server/redis/embedded-redis.ts';
 import { STORE_HZ } from '../../server/redis/redis-store.ts';
 
@@ -13,7 +14,8 @@ export interface BenchRedis {
 
 /**
  * The two Redis servers `npm start` runs by default: the store with its append-only file, and the adapter's
- * without one. Scenarios start them themselves so that they can read the store and spread processes over them.
+ * without one. Scenarios start them themselves so that they can read the store and spread processes over them;
+ * like `npm start`, the owner rewrites the store's append-only file when it is quiet (or far overdue).
  */
 export async function startBenchRedis(
   dataDir: string,
@@ -27,12 +29,21 @@ export async function startBenchRedis(
       name: 'redis-socket',
       appendonly: false,
     });
+    const compactor = compactWhenQuiet(store.url, {
+      report: (event) =>
+        console.log(
+          event.type === 'compacting'
+            ? `  store: rewriting its append-only file (${event.reason}, ${Math.round(event.currentBytes / 2 ** 20)} MiB)`
+            : `  store: could not rewrite its append-only file: ${String(event.error)}`,
+        ),
+    });
     return {
       url: store.url,
       pid: store.pid,
       socketUrl: sockets.url,
       socketPid: sockets.pid,
       stop: async () => {
+        compactor.stop();
         await sockets.stop();
         await store.stop();
       },

@@ -289,7 +289,8 @@ async function spawnRedis(
     ...['--dir', dir, '--logfile', logFile, '--daemonize', 'no', '--save', ''],
     ...(options.appendonly === false
       ? ['--appendonly', 'no']
-      : ['--appendonly', 'yes', '--appendfsync', options.appendfsync]),
+      : // Rewritten by its owner at a quiet moment, not by Redis mid-burst (see aof-compaction.ts).
+        ['--appendonly', 'yes', '--appendfsync', options.appendfsync, '--auto-aof-rewrite-percentage', '0']),
     ...['--maxmemory-policy', 'noeviction'],
     ...(options.hz ? ['--hz', String(options.hz)] : []),
   ];

@@ -1,4 +1,5 @@
 import { StartupError } from '../startup-error.ts';
+import { type CompactionEvent, type CompactionPolicy, compactWhenQuiet } from './aof-compaction.ts';
 import { type EmbeddedRedis, type SupervisionEvent, startEmbeddedRedis } from './embedded-redis.ts';
 import { checkRedisServer, createRedis, waitReady } from './redis-connection.ts';
 
@@ -46,12 +47,19 @@ export async function openRedisStore(
   settings: RedisStoreSettings,
   options: {
     serving?: boolean;
-    /** Restarts an embedded redis-server of this process's that dies, reporting each step here. */
-    supervise?: (event: SupervisionEvent) => void;
+    /**
+     * Looks after the embedded redis-servers this process starts, reporting each step here: restarts one
+     * that dies, and rewrites the store's append-only file at quiet moments.
+     */
+    supervise?: (event: SupervisionEvent | CompactionEvent) => void;
+    /** When to rewrite the store's append-only file; the default policy unless a test needs another. */
+    compaction?: { policy: CompactionPolicy; everyMs: number };
   } = {},
 ): Promise<RedisStore> {
   const started: EmbeddedRedis[] = [];
+  let compactor: { stop(): void } | undefined;
   const release = async () => {
+    compactor?.stop();
     for (const redis of [...started].reverse()) await redis.stop();
   };
   try {
@@ -66,6 +74,9 @@ export async function openRedisStore(
         ...(options.supervise && { supervise: options.supervise }),
       });
       started.push(redis);
+      // The store's owner, if it lasts, rewrites its append-only file: Redis's own rule is off.
+      if (appendonly && redis.owned && options.supervise && options.serving)
+        compactor = compactWhenQuiet(redis.url, { ...options.compaction, report: options.supervise });
       return redis.url;
     };
     const url = settings.redis.url ?? (await embed(undefined, true));

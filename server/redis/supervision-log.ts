@@ -1,4 +1,5 @@
 import type { Logger } from '../logger.ts';
+import type { CompactionEvent } from './aof-compaction.ts';
 import type { SupervisionEvent } from './embedded-redis.ts';
 
 /**
@@ -7,7 +8,19 @@ import type { SupervisionEvent } from './embedded-redis.ts';
  * see why.
  */
 export function redisSupervisionLog(logger: Logger) {
-  return (event: SupervisionEvent) => {
+  return (event: SupervisionEvent | CompactionEvent) => {
+    switch (event.type) {
+      case 'compacting':
+        // Overdue: the store stayed busy while its file grew four times past due; rewriting now may slow it.
+        logger[event.reason === 'overdue' ? 'warn' : 'info'](
+          { reason: event.reason, aofBytes: event.currentBytes, aofBaseBytes: event.baseBytes },
+          'rewriting the store’s append-only file',
+        );
+        return;
+      case 'compaction_failed':
+        logger.error({ err: event.error }, 'could not start rewriting the store’s append-only file');
+        return;
+    }
     const { dir, address } = event;
     switch (event.type) {
       case 'exited':
