@@ -15,13 +15,18 @@ import { resolveJwtSecret } from './secrets.ts';
 export async function assemble(
   config: Config,
   logger: Logger,
-  options: Pick<AppDeps, 'worker' | 'clusterMetrics'> = {},
+  options: Pick<AppDeps, 'worker' | 'clusterMetrics'> & { forked?: boolean } = {},
 ): Promise<{ app: App; store: RedisStore; topology: Topology }> {
   const [topology, escalation] = await Promise.all([
     loadTopologyFile(config.topologyFile),
     loadEscalationFile(config.escalation.file),
   ]);
-  const store = await openRedisStore(config, { serving: true, supervise: redisSupervisionLog(logger) });
+  const { forked, ...deps } = options;
+  const store = await openRedisStore(config, {
+    serving: true,
+    supervise: redisSupervisionLog(logger),
+    compactExternal: !forked,
+  });
   logger.info(
     { embedded: store.embedded, url: store.url, socketUrl: store.socketUrl, version: store.version },
     'redis ready',
@@ -36,7 +41,7 @@ export async function assemble(
       topology,
       escalation,
       jwtSecret,
-      ...options,
+      ...deps,
     });
     return { app, store, topology };
   } catch (error) {

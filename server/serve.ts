@@ -26,7 +26,9 @@ export async function serve(config: Config, link?: ServerLink): Promise<void> {
   const { app, store, topology } = await assemble(
     settings,
     logger,
-    link ? { clusterMetrics: () => link.clusterMetrics(), worker: link.handoff.escalation } : {},
+    link
+      ? { clusterMetrics: () => link.clusterMetrics(), worker: link.handoff.escalation, forked: true }
+      : {},
   );
   // The primary asks each process for its registry when `/metrics` is scraped.
   if (link) AggregatorRegistry.setRegistries([app.metrics.registry]);

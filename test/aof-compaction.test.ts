@@ -11,7 +11,11 @@ import {
   compactionDecision,
   parseAofState,
 } from '../server/redis/aof-compaction.ts';
-import type { SupervisionEvent } from '../server/redis/embedded-redis.ts';
+import {
+  type EmbeddedRedis,
+  type SupervisionEvent,
+  startEmbeddedRedis,
+} from '../server/redis/embedded-redis.ts';
 import { openRedisStore, type RedisStore } from '../server/redis/redis-store.ts';
 import { waitFor } from './support/wait-for.ts';
 
@@ -140,4 +144,61 @@ describe('the embedded store’s owner', () => {
     expect(events[1]).toMatchObject({ type: 'compacting', reason: 'overdue' });
     await quieten();
   }, 60_000);
+});
+
+describe('a process on an external store (REDIS_URL)', () => {
+  const small: CompactionPolicy = {
+    minBytes: MiB,
+    growthPercent: 100,
+    quietOpsPerSecond: 100,
+    overdueFactor: 4,
+  };
+  let external: EmbeddedRedis | undefined;
+  const stores: RedisStore[] = [];
+  let dataDir = '';
+  afterEach(async () => {
+    for (const store of stores.splice(0)) await store.release();
+    await external?.stop();
+    await rm(dataDir, { recursive: true, force: true, maxRetries: 5 });
+  });
+
+  /** Fills the store past due, quietly, and reports what each process on it did within a few checks. */
+  async function fillAndWatch(ownRule: '0' | '100', compactExternal: boolean) {
+    dataDir = await mkdtemp(path.join(tmpdir(), 'sinergi-aof-external-'));
+    external = await startEmbeddedRedis({ dataDir, appendfsync: 'everysec' });
+    const redis = new Redis(external.url);
+    try {
+      await redis.config('SET', 'auto-aof-rewrite-percentage', ownRule);
+      const events: (SupervisionEvent | CompactionEvent)[] = [];
+      const store = await openRedisStore(
+        { dataDir, redis: { url: external.url, appendfsync: 'always' } },
+        {
+          serving: true,
+          supervise: (e) => events.push(e),
+          compaction: { policy: small, everyMs: 100 },
+          compactExternal,
+        },
+      );
+      stores.push(store);
+      const value = randomBytes(7500).toString('base64');
+      for (let i = 0; i < 150; i++) await redis.set(`incident:${i}`, value);
+      await new Promise((r) => setTimeout(r, 3000));
+      return events;
+    } finally {
+      redis.disconnect();
+    }
+  }
+
+  it('When its operator turned Redis’s own rewrite rule off, Then rewrites the file at a quiet moment', async () => {
+    expect(await fillAndWatch('0', true)).toEqual([
+      expect.objectContaining({ type: 'compacting', reason: 'quiet' }),
+    ]);
+  }, 30_000);
+
+  it('When Redis’s own rule is on, or the process is one its primary forked, Then leaves the file alone', async () => {
+    expect(await fillAndWatch('100', true)).toEqual([]);
+    for (const store of stores.splice(0)) await store.release();
+    await external?.stop();
+    expect(await fillAndWatch('0', false)).toEqual([]);
+  }, 30_000);
 });

@@ -42,7 +42,11 @@ export async function runPrimary(config: Config, count: number): Promise<void> {
   const logger = createLogger(config.logLevel).child({ primary: true });
   // A bad policy file is reported once, before anything starts, rather than by every server process.
   await Promise.all([loadTopologyFile(config.topologyFile), loadEscalationFile(config.escalation.file)]);
-  const store = await openRedisStore(config, { serving: true, supervise: redisSupervisionLog(logger) });
+  const store = await openRedisStore(config, {
+    serving: true,
+    supervise: redisSupervisionLog(logger),
+    compactExternal: true,
+  });
   logger.info({ embedded: store.embedded, url: store.url, socketUrl: store.socketUrl }, 'redis ready');
 
   const httpServer = createServer();

@@ -81,7 +81,9 @@ export function compactWhenQuiet(
       options.report({ type: 'compacting', reason: decision, currentBytes, baseBytes });
       await redis.bgrewriteaof();
     } catch (error) {
-      if (redis.status === 'ready') options.report({ type: 'compaction_failed', error });
+      // Another process sharing the store started one first: that rewrite is as good as ours.
+      const raced = error instanceof Error && error.message.includes('already in progress');
+      if (redis.status === 'ready' && !raced) options.report({ type: 'compaction_failed', error });
     } finally {
       checking = false;
     }

@@ -54,6 +54,12 @@ export async function openRedisStore(
     supervise?: (event: SupervisionEvent | CompactionEvent) => void;
     /** When to rewrite the store's append-only file; the default policy unless a test needs another. */
     compaction?: { policy: CompactionPolicy; everyMs: number };
+    /**
+     * Also rewrite an external store's append-only file at quiet moments, when its operator has turned
+     * Redis's own rule off (`auto-aof-rewrite-percentage 0`). Off in a server process its primary forked:
+     * the primary does it for all of them.
+     */
+    compactExternal?: boolean;
   } = {},
 ): Promise<RedisStore> {
   const started: EmbeddedRedis[] = [];
@@ -83,8 +89,10 @@ export async function openRedisStore(
     const socketUrl =
       (options.serving && settings.redis.socketUrl) ||
       (options.serving && !settings.redis.url ? await embed(SOCKET_REDIS_NAME, false) : url);
-    const version = await checked(url, 'the store');
+    const { version, rewritesLeftToUs } = await checked(url, 'the store');
     if (socketUrl !== url) await checked(socketUrl, 'the broadcast Redis');
+    if (settings.redis.url && options.compactExternal && options.supervise && rewritesLeftToUs)
+      compactor = compactWhenQuiet(url, { ...options.compaction, report: options.supervise });
     return { url, socketUrl, embedded: !settings.redis.url, version, release };
   } catch (error) {
     await release();
@@ -92,14 +100,22 @@ export async function openRedisStore(
   }
 }
 
-/** Waits for a Redis to answer and checks it is recent enough and never evicts (a lost stream loses broadcasts). */
-async function checked(url: string, which: string): Promise<string> {
+/**
+ * Waits for a Redis to answer and checks it is recent enough and never evicts (a lost stream loses
+ * broadcasts); says too whether it keeps an append-only file that Redis does not rewrite by itself.
+ */
+async function checked(url: string, which: string) {
   const probe = createRedis(url, 'tool', { lazyConnect: true });
   probe.on('error', () => {});
   try {
     await probe.connect().catch(() => {});
     await waitReady(probe);
-    return (await checkRedisServer(probe)).version;
+    const { version } = await checkRedisServer(probe);
+    const [appendonly, percentage] = (await Promise.all([
+      probe.config('GET', 'appendonly'),
+      probe.config('GET', 'auto-aof-rewrite-percentage'),
+    ])) as [string, string][];
+    return { version, rewritesLeftToUs: appendonly?.[1] === 'yes' && percentage?.[1] === '0' };
   } catch (error) {
     // With two Redis servers, the operator must know which one to look at.
     throw error instanceof StartupError ? new StartupError(`${which}: ${error.message}`) : error;
