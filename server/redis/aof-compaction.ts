@@ -1,11 +1,11 @@
 import { createRedis } from './redis-connection.ts';
 
 /**
- * When the embedded store's append-only file is rewritten. Redis rewrites it by itself once it has doubled
- * (and is over 64 MB), whatever is happening: the rewrite forks, writes the whole dataset again and fsyncs
- * it beside every synced write, and on two cores a burst of escalations that met one fired 0.4-1 s late
- * instead of 20-30 ms. The embedded store runs with Redis's own rule off, and its owner applies the same
- * rule at a quiet moment instead, or at once should the file grow far past it.
+ * When the store's append-only file is rewritten. Redis rewrites it by itself once it has doubled (and is
+ * over 64 MB), whatever is happening: the rewrite forks, writes the whole dataset again and fsyncs it beside
+ * every synced write, and on two cores a burst of escalations that met one fired 0.4-1 s late instead of
+ * 20-30 ms. The embedded store runs with Redis's own rule off (an external one may), and Sinergi applies the
+ * same rule at a quiet moment instead, or at once should the file grow far past it.
  */
 export interface CompactionPolicy {
   /** No rewrite below this size (Redis's `auto-aof-rewrite-min-size`). */

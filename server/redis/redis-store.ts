@@ -80,20 +80,23 @@ export async function openRedisStore(
         ...(options.supervise && { supervise: options.supervise }),
       });
       started.push(redis);
-      // The store's owner, if it lasts, rewrites its append-only file: Redis's own rule is off.
-      if (appendonly && redis.owned && options.supervise && options.serving)
-        compactor = compactWhenQuiet(redis.url, { ...options.compaction, report: options.supervise });
-      return redis.url;
+      return redis;
     };
-    const url = settings.redis.url ?? (await embed(undefined, true));
+    const embedded = !settings.redis.url;
+    const { url, owned } = settings.redis.url
+      ? { url: settings.redis.url, owned: false }
+      : await embed(undefined, true);
     const socketUrl =
       (options.serving && settings.redis.socketUrl) ||
-      (options.serving && !settings.redis.url ? await embed(SOCKET_REDIS_NAME, false) : url);
+      (options.serving && embedded ? (await embed(SOCKET_REDIS_NAME, false)).url : url);
     const { version, rewritesLeftToUs } = await checked(url, 'the store');
     if (socketUrl !== url) await checked(socketUrl, 'the broadcast Redis');
-    if (settings.redis.url && options.compactExternal && options.supervise && rewritesLeftToUs)
+    // With Redis's own rule off (always so on the embedded store), a lasting process rewrites the file: the
+    // embedded store's owner, or every primary on an external one.
+    const compacts = embedded ? owned : options.compactExternal;
+    if (rewritesLeftToUs && compacts && options.serving && options.supervise)
       compactor = compactWhenQuiet(url, { ...options.compaction, report: options.supervise });
-    return { url, socketUrl, embedded: !settings.redis.url, version, release };
+    return { url, socketUrl, embedded, version, release };
   } catch (error) {
     await release();
     throw error;
