@@ -34,8 +34,10 @@ export class DomainError extends Error {
     readonly code: ErrorCode,
     message: string,
     readonly details: { issues?: FieldIssue[]; retryAfterMs?: number } = {},
+    /** What went wrong underneath, for the server's log; never sent to the caller. */
+    options: { cause?: unknown } = {},
   ) {
-    super(message);
+    super(message, options);
   }
 
   toBody(): ErrorBody {

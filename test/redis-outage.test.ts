@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type EmbeddedRedis, startEmbeddedRedis } from '../server/redis/embedded-redis.ts';
 import { closeConsoles, consoleFor, post } from './support/consoles.ts';
@@ -10,10 +11,14 @@ import { startTestServer, type TestServer } from './support/test-server.ts';
 let dataDir: string;
 let redis: EmbeddedRedis;
 let server: TestServer;
+const logged: { msg: string; err?: { message: string } }[] = [];
 beforeAll(async () => {
   dataDir = await mkdtemp(path.join(tmpdir(), 'sinergi-outage-'));
   redis = await startEmbeddedRedis({ dataDir, appendfsync: 'everysec' });
-  server = await startTestServer({ redisUrl: redis.url });
+  server = await startTestServer({
+    redisUrl: redis.url,
+    logger: pino({ level: 'warn' }, { write: (line: string) => void logged.push(JSON.parse(line)) }),
+  });
 });
 afterAll(async () => {
   closeConsoles();
@@ -42,5 +47,19 @@ describe('when Redis goes away', () => {
     expect(http.body.error.code).toBe('unavailable');
     const ready = await fetch(`${server.url}/readyz`);
     expect(ready.status).toBe(503);
+
+    // A login is refused the same way, and the log says what failed underneath.
+    const login = await post(server.url, '/api/auth/login', {
+      username: 'operator.permisan',
+      password: 'sinergi-demo',
+    });
+    expect(login.status).toBe(503);
+    expect(login.body.error).toEqual({ code: 'unavailable', message: 'The login service is unavailable' });
+    expect(logged).toContainEqual(
+      expect.objectContaining({
+        msg: 'request answered unavailable',
+        err: expect.objectContaining({ message: expect.any(String) }),
+      }),
+    );
   });
 });

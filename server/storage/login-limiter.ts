@@ -34,7 +34,7 @@ export function createLoginLimiter(redis: Redis, keys: RedisKeys, limits: LoginL
     });
   const rethrow = (error: unknown): never => {
     if (error instanceof RateLimiterRes) throw limited(error);
-    throw new DomainError('unavailable', 'The login service is unavailable');
+    throw new DomainError('unavailable', 'The login service is unavailable', {}, { cause: error });
   };
 
   return {

@@ -6,7 +6,7 @@ import { type App, createApp } from '../../server/app.ts';
 import { loadConfig } from '../../server/config.ts';
 import { loadEscalationFile, loadTopologyFile } from '../../server/config-files.ts';
 import { seedDemoAccounts } from '../../server/domain/seed.ts';
-import { createLogger } from '../../server/logger.ts';
+import { createLogger, type Logger } from '../../server/logger.ts';
 import { EscalationConfig } from '../../shared/escalation.ts';
 import type { Role } from '../../shared/roles.ts';
 import { Topology, type TopologyInput } from '../../shared/topology.ts';
@@ -28,6 +28,8 @@ export interface TestServerOptions {
   escalation?: z.input<typeof EscalationConfig>;
   seedDemo?: boolean;
   redisUrl?: string;
+  /** Where the server logs, for a test that checks what an operator would read. */
+  logger?: Logger;
 }
 
 /** A fresh, unique key prefix: one per test file (or per test) keeps parallel tests apart on one Redis. */
@@ -57,7 +59,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     : await loadEscalationFile(config.escalation.file);
   const app = createApp({
     config,
-    logger: createLogger(config.logLevel),
+    logger: options.logger ?? createLogger(config.logLevel),
     redisUrl,
     ...(config.redis.socketUrl && { socketRedisUrl: config.redis.socketUrl }),
     topology,

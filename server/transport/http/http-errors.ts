@@ -22,6 +22,9 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
   return (error, req, res, _next) => {
     const known = toDomainError(error);
     if (!known) logger.error({ err: error, reqId: req.id }, 'unhandled error in HTTP route');
+    // The caller is only told to try again; the operator needs what failed underneath.
+    else if (known.code === 'unavailable' && known.cause !== undefined)
+      logger.warn({ err: known.cause, reqId: req.id }, 'request answered unavailable');
     const body = known?.toBody() ?? {
       code: 'internal' as const,
       message: `Internal error (request ${String(req.id)})`,
