@@ -211,17 +211,22 @@ function stopReadingHandedOff(httpServer: Server) {
   httpServer.on('connection', (socket: Socket) => {
     // Runs before the balancer's own listener, which it added when the connection arrived.
     socket.prependOnceListener('data', (chunk: Buffer) => {
-      const end = chunk.indexOf('\r\n\r\n');
-      const header = chunk
-        .subarray(0, end < 0 ? chunk.length : end)
-        .toString('latin1')
-        .toLowerCase();
+      const header = headerOf(chunk);
       if (header.includes('content-length:') || header.includes('transfer-encoding:')) return;
       // Node's own handle, as its child_process code uses it: no public call stops a socket's reads.
       const handle = (socket as Socket & { _handle?: { readStop?: () => number } | null })._handle;
       if (typeof handle?.readStop === 'function') handle.readStop();
     });
   });
+}
+
+/** A request's head (request line and headers), lower-cased, from the first chunk read from its socket. */
+function headerOf(chunk: Buffer): string {
+  const end = chunk.indexOf('\r\n\r\n');
+  return chunk
+    .subarray(0, end < 0 ? chunk.length : end)
+    .toString('latin1')
+    .toLowerCase();
 }
 
 function liveWorkers(): Worker[] {
@@ -238,8 +243,11 @@ const HANDOVER_COUNTS_MS = 5000;
 /**
  * Sticky counts a console for a process only once that process reports the connection, milliseconds after
  * the handover: consoles connecting together (every console of the island, after a restart) all went to the
- * same process, whose count had not moved yet. A connection counts from its handover instead, until the
- * process reports it (sticky then counts it) or, for a request that never becomes a console, for a while.
+ * same process, whose count had not moved yet. A new WebSocket console counts from its handover instead,
+ * until the process reports it (sticky then counts it) or, should it never become a console, for a while.
+ * A long-polling handshake is left as it was: sticky learns its session's process only from that report,
+ * and a next request that beats the report is balanced like a new one, so counting the handshake's process
+ * at once would send it to the other process, which does not know the session.
  */
 function countHandovers(worker: Worker) {
   const pending: NodeJS.Timeout[] = [];
@@ -248,7 +256,7 @@ function countHandovers(worker: Worker) {
   };
   const send = worker.send.bind(worker);
   worker.send = ((message: unknown, ...rest: unknown[]) => {
-    if (isStickyHandover(message) && isReady(worker)) {
+    if (isStickyHandover(message) && isNewWebSocket(message) && isReady(worker)) {
       adjust(1);
       // Equal delays: the oldest timer fires first, so the one shifted out is the one that fired.
       pending.push(setTimeout(() => pending.shift() && adjust(-1), HANDOVER_COUNTS_MS).unref());
@@ -267,6 +275,14 @@ function countHandovers(worker: Worker) {
 /** Sticky's message for a new connection: primary → server process with the socket, and its report back. */
 function isStickyHandover(message: unknown): boolean {
   return (message as { type?: unknown } | null)?.type === 'sticky:connection';
+}
+
+/** A handover's first chunk opens a WebSocket of no existing session (an upgrade of one carries its `sid`). */
+function isNewWebSocket(message: unknown): boolean {
+  const chunk = (message as { data?: unknown }).data;
+  if (!Buffer.isBuffer(chunk)) return false;
+  const header = headerOf(chunk);
+  return /\r\nupgrade:\s*websocket/.test(header) && !/[?&]sid=/.test(header.slice(0, header.indexOf('\r\n')));
 }
 
 function unready(worker: Worker) {
