@@ -25,6 +25,7 @@ import { createSessionRepository } from './storage/sessions.repository.ts';
 import { recordTopology } from './storage/topology.repository.ts';
 import { createUserRepository } from './storage/users.repository.ts';
 import { createHttpApp } from './transport/http/http-app.ts';
+import type { Readiness } from './transport/http/ops.routes.ts';
 import type { HandlerContext } from './transport/socket/define-handler.ts';
 import { createHub } from './transport/socket/hub.ts';
 import { incidentHandlers } from './transport/socket/incident.handlers.ts';
@@ -45,6 +46,8 @@ export interface AppDeps {
   worker?: boolean;
   /** What `/metrics` serves when this process is one of several on a port: every process's metrics. */
   clusterMetrics?: () => Promise<string>;
+  /** What `/readyz` answers when this process is one of several on a port: every process's readiness. */
+  clusterReadiness?: () => Promise<string[]>;
 }
 
 export interface App {
@@ -53,6 +56,8 @@ export interface App {
   readonly metrics: Metrics;
   readonly topology: TopologyIndex;
   readonly redis: Redis;
+  /** This process's own readiness, whatever `/readyz` answers. */
+  readonly readiness: Readiness;
   readonly services: {
     auth: AuthService;
     users: UserService;
@@ -152,7 +157,7 @@ export function createApp(deps: AppDeps): App {
   const inFlight = { count: 0, draining: false };
   const handlerContext: HandlerContext = { logger, metrics, recheck: (p) => auth.recheck(p), inFlight };
 
-  const readiness = {
+  const readiness: Readiness = {
     async check() {
       const failing: string[] = [];
       if (inFlight.draining) failing.push('shutting_down');
@@ -172,7 +177,7 @@ export function createApp(deps: AppDeps): App {
   const httpApp = createHttpApp({
     logger,
     metrics,
-    readiness,
+    readiness: deps.clusterReadiness ? { check: deps.clusterReadiness } : readiness,
     ...(deps.clusterMetrics && { metricsText: deps.clusterMetrics }),
     auth,
     users: userService,
@@ -257,6 +262,7 @@ export function createApp(deps: AppDeps): App {
     metrics,
     topology,
     redis,
+    readiness,
     services: { auth, users: userService, incidents, apiKeys, escalation },
     async start() {
       await Promise.all([waitReady(redis), waitReady(adapterRedis), waitReady(subscriber)]);

@@ -27,11 +27,17 @@ export async function serve(config: Config, link?: ServerLink): Promise<void> {
     settings,
     logger,
     link
-      ? { clusterMetrics: () => link.clusterMetrics(), worker: link.handoff.escalation, forked: true }
+      ? {
+          clusterMetrics: () => link.clusterMetrics(),
+          clusterReadiness: () => link.clusterReadiness().catch(() => ['primary_no_answer']),
+          worker: link.handoff.escalation,
+          forked: true,
+        }
       : {},
   );
   // The primary asks each process for its registry when `/metrics` is scraped.
   if (link) AggregatorRegistry.setRegistries([app.metrics.registry]);
+  link?.onReadinessCheck(() => app.readiness.check());
 
   let shuttingDown: Promise<void> | undefined;
   const shutdown = (reason: string, code: number) => {

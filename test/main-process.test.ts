@@ -397,6 +397,26 @@ describe('npm start with several server processes (SERVER_PROCESSES=2)', () => {
     for (const n of held) expect(n).toBeGreaterThanOrEqual(19);
   }, 60_000);
 
+  it('When one server process stops answering, Then /readyz on the port says not ready and names it, and ready again once it answers', async () => {
+    const dataDir = await tempDir();
+    const { server, url } = await startServer(dataDir, await freePort(), { SERVER_PROCESSES: '2' });
+    const servers = (await serverProcesses(server)).sort((a, b) => a - b);
+    expect(servers).toHaveLength(2);
+    expect(await get(url, '/readyz')).toMatchObject({ status: 200, body: { failing: [] } });
+
+    // The later one: plain HTTP requests, counting no consoles, go to the first, which still answers.
+    const frozen = servers[1] ?? -1;
+    process.kill(frozen, 'SIGSTOP');
+    try {
+      const answer = await get(url, '/readyz');
+      expect(answer.status).toBe(503);
+      expect(answer.body.failing).toEqual([expect.stringMatching(/^server \d+: no_answer$/)]);
+    } finally {
+      process.kill(frozen, 'SIGCONT');
+    }
+    await waitFor(async () => (await get(url, '/readyz')).status === 200, { what: 'ready again' });
+  }, 60_000);
+
   it('When a server process is killed, Then its consoles lose it and the others do not, new consoles connect while its replacement starts, the replacement serves, and SIGTERM stops everything', async () => {
     const dataDir = await tempDir();
     const { server, url } = await startServer(dataDir, await freePort(), {

@@ -23,6 +23,14 @@ export const ToPrimary = z.discriminatedUnion('type', [
   /** Started and serving; `banner`: the lines of its one-time start-up work, for the primary to print. */
   z.object({ type: z.literal('sinergi:ready'), banner: z.array(z.string()) }),
   z.object({ type: z.literal('sinergi:metrics-request'), id: z.number().int() }),
+  /** Asked by `/readyz`: is every process behind the port ready? */
+  z.object({ type: z.literal('sinergi:readiness-request'), id: z.number().int() }),
+  /** This process's own answer to a `sinergi:readiness-check`: what it cannot reach, empty when ready. */
+  z.object({
+    type: z.literal('sinergi:readiness-answer'),
+    id: z.number().int(),
+    failing: z.array(z.string()),
+  }),
 ]);
 export type ToPrimary = z.infer<typeof ToPrimary>;
 
@@ -34,6 +42,10 @@ export const ToServer = z.discriminatedUnion('type', [
     text: z.string().optional(),
     error: z.string().optional(),
   }),
+  /** Every serving process's failing dependencies, each named with its process; empty when all are ready. */
+  z.object({ type: z.literal('sinergi:readiness'), id: z.number().int(), failing: z.array(z.string()) }),
+  /** Check this process's own readiness and answer with a `sinergi:readiness-answer`. */
+  z.object({ type: z.literal('sinergi:readiness-check'), id: z.number().int() }),
   z.object({ type: z.literal('sinergi:shutdown') }),
   /** Run the escalation workers from now on: the process that ran them is gone. */
   z.object({ type: z.literal('sinergi:escalate') }),

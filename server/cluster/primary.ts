@@ -13,6 +13,7 @@ import { redisSupervisionLog } from '../redis/supervision-log.ts';
 import { restartDelayMs } from '../restart-backoff.ts';
 import { StartupError } from '../startup-error.ts';
 import { HANDOFF_ENV, type Handoff, ToPrimary, type ToServer } from './messages.ts';
+import { pendingAnswers } from './server-link.ts';
 
 /**
  * How many server processes `npm start` runs: `SERVER_PROCESSES`, or for `auto` one per core, at most
@@ -26,6 +27,9 @@ export function serverProcessCount(config: Pick<Config, 'http'>, cores = availab
 }
 
 const AUTO_MOST = 4;
+
+/** How long `/readyz` waits for each server process's own check (a readiness probe's timeout is ~1 s). */
+const READINESS_CHECK_MS = 1500;
 
 // Each process's shutdown is a handful of steps, each bounded by SHUTDOWN_GRACE_MS.
 const SHUTDOWN_STEPS = 6;
@@ -93,21 +97,55 @@ export async function runPrimary(config: Config, count: number): Promise<void> {
   };
 
   const aggregator = new AggregatorRegistry();
+  const readinessAnswers = pendingAnswers();
+  /**
+   * `/readyz` on the port: ready when every serving process is (the balancer may hand a request to any of
+   * them). A process still starting is given no connections, so it does not count; a serving one that does
+   * not answer in time counts as not ready.
+   */
+  const clusterReadiness = async (): Promise<string[]> => {
+    const serving = liveWorkers().filter((w) => isReady(w) && w.isConnected());
+    if (serving.length === 0) return ['no_server_process'];
+    const each = await Promise.all(
+      serving.map((w) =>
+        readinessAnswers
+          .ask<string[]>(
+            (id) => send(w, { type: 'sinergi:readiness-check', id }),
+            READINESS_CHECK_MS,
+            'no answer',
+          )
+          .catch(() => ['no_answer'])
+          .then((failing) => failing.map((name) => `server ${w.id}: ${name}`)),
+      ),
+    );
+    return each.flat();
+  };
   const readyWaiters = new Map<number, (banner: string[]) => void>();
   cluster.on('message', (worker, raw) => {
     const parsed = ToPrimary.safeParse(raw);
     if (!parsed.success) return;
     const message = parsed.data;
-    if (message.type === 'sinergi:ready') {
-      ready(worker);
-      readyWaiters.get(worker.id)?.(message.banner);
-      readyWaiters.delete(worker.id);
-      return;
+    switch (message.type) {
+      case 'sinergi:ready':
+        ready(worker);
+        readyWaiters.get(worker.id)?.(message.banner);
+        readyWaiters.delete(worker.id);
+        return;
+      case 'sinergi:metrics-request':
+        aggregator.clusterMetrics().then(
+          (text) => send(worker, { type: 'sinergi:metrics', id: message.id, text }),
+          (error: Error) => send(worker, { type: 'sinergi:metrics', id: message.id, error: error.message }),
+        );
+        return;
+      case 'sinergi:readiness-request':
+        void clusterReadiness().then((failing) =>
+          send(worker, { type: 'sinergi:readiness', id: message.id, failing }),
+        );
+        return;
+      case 'sinergi:readiness-answer':
+        readinessAnswers.settle(message.id, message.failing);
+        return;
     }
-    aggregator.clusterMetrics().then(
-      (text) => send(worker, { type: 'sinergi:metrics', id: message.id, text }),
-      (error: Error) => send(worker, { type: 'sinergi:metrics', id: message.id, error: error.message }),
-    );
   });
   const whenReady = (worker: Worker) =>
     new Promise<string[]>((resolve, reject) => {

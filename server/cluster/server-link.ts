@@ -9,6 +9,10 @@ export interface ServerLink {
   ready(banner: string[]): void;
   /** The metrics of every server process, summed by the primary. */
   clusterMetrics(): Promise<string>;
+  /** What every server process behind the port cannot reach, each named with its process. */
+  clusterReadiness(): Promise<string[]>;
+  /** Answers the primary's readiness checks of this process with `check`. */
+  onReadinessCheck(check: () => Promise<string[]>): void;
   /** Runs `stop` when the primary orders a shutdown or is gone. */
   onStop(stop: (reason: string) => void): void;
   /** Runs `take` when the primary hands this process the escalation workers. */
@@ -16,6 +20,9 @@ export interface ServerLink {
 }
 
 const METRICS_TIMEOUT_MS = 10_000;
+// Above the primary's own wait for each process (READINESS_CHECK_MS), so its answer naming a silent
+// process arrives first.
+const READINESS_TIMEOUT_MS = 3000;
 
 /**
  * The link when this process is a server process Sinergi's primary forked; undefined when it serves alone
@@ -27,27 +34,36 @@ export function serverLink(): ServerLink | undefined {
   if (!cluster.isWorker || !worker || given === undefined) return undefined;
   const handoff = Handoff.parse(JSON.parse(given));
   const send = (message: ToPrimary) => process.send?.(message);
-  const pending = new Map<number, { resolve: (text: string) => void; reject: (error: Error) => void }>();
+  const answers = pendingAnswers();
   // An order that comes while the process is still starting is kept for the handler it registers then.
   const stop = latch<string>();
   const escalate = latch<true>();
-  let seq = 0;
+  let check: (() => Promise<string[]>) | undefined;
   process.on('message', (raw) => {
     const parsed = ToServer.safeParse(raw);
     if (!parsed.success) return;
     const message = parsed.data;
-    if (message.type === 'sinergi:shutdown') {
-      stop.fire('ordered by the primary');
-      return;
+    switch (message.type) {
+      case 'sinergi:shutdown':
+        stop.fire('ordered by the primary');
+        return;
+      case 'sinergi:escalate':
+        escalate.fire(true);
+        return;
+      case 'sinergi:readiness-check': {
+        const answer = (failing: string[]) =>
+          send({ type: 'sinergi:readiness-answer', id: message.id, failing });
+        if (!check) answer(['starting']);
+        else check().then(answer, () => answer(['readiness_check_failed']));
+        return;
+      }
+      case 'sinergi:readiness':
+        answers.settle(message.id, message.failing);
+        return;
+      case 'sinergi:metrics':
+        answers.settle(message.id, message.text ?? new Error(message.error ?? 'no metrics'));
+        return;
     }
-    if (message.type === 'sinergi:escalate') {
-      escalate.fire(true);
-      return;
-    }
-    const waiting = pending.get(message.id);
-    pending.delete(message.id);
-    if (message.text !== undefined) waiting?.resolve(message.text);
-    else waiting?.reject(new Error(message.error ?? 'no metrics'));
   });
   // An orphaned server process would hold its sockets with nobody to restart or stop it.
   process.on('disconnect', () => stop.fire('the primary is gone'));
@@ -55,28 +71,54 @@ export function serverLink(): ServerLink | undefined {
     id: worker.id,
     handoff,
     ready: (banner) => send({ type: 'sinergi:ready', banner }),
-    clusterMetrics() {
-      const id = ++seq;
-      return new Promise<string>((resolve, reject) => {
-        const timer = setTimeout(() => {
-          pending.delete(id);
-          reject(new Error('the primary did not answer with metrics'));
-        }, METRICS_TIMEOUT_MS);
-        pending.set(id, {
-          resolve: (text) => {
-            clearTimeout(timer);
-            resolve(text);
-          },
-          reject: (error) => {
-            clearTimeout(timer);
-            reject(error);
-          },
-        });
-        send({ type: 'sinergi:metrics-request', id });
-      });
+    clusterMetrics: () =>
+      answers.ask<string>(
+        (id) => send({ type: 'sinergi:metrics-request', id }),
+        METRICS_TIMEOUT_MS,
+        'the primary did not answer with metrics',
+      ),
+    clusterReadiness: () =>
+      answers.ask<string[]>(
+        (id) => send({ type: 'sinergi:readiness-request', id }),
+        READINESS_TIMEOUT_MS,
+        'the primary did not answer the readiness check',
+      ),
+    onReadinessCheck: (handler) => {
+      check = handler;
     },
     onStop: (handler) => stop.on(handler),
     onEscalate: (handler) => escalate.on(() => handler()),
+  };
+}
+
+/**
+ * Questions sent over the IPC channel, each answered once by a message carrying its id: an answer that is
+ * an Error rejects, and a question unanswered within its time rejects with `silence`.
+ */
+export function pendingAnswers() {
+  const pending = new Map<number, (answer: unknown) => void>();
+  let seq = 0;
+  return {
+    ask<T>(send: (id: number) => void, timeoutMs: number, silence: string): Promise<T> {
+      const id = ++seq;
+      return new Promise<T>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          pending.delete(id);
+          reject(new Error(silence));
+        }, timeoutMs);
+        pending.set(id, (answer) => {
+          clearTimeout(timer);
+          if (answer instanceof Error) reject(answer);
+          else resolve(answer as T);
+        });
+        send(id);
+      });
+    },
+    settle(id: number, answer: unknown) {
+      const waiting = pending.get(id);
+      pending.delete(id);
+      waiting?.(answer);
+    },
   };
 }
 
