@@ -253,7 +253,10 @@ describe('npm start (server/main.ts) with the embedded Redis', () => {
 
     // The same console connections go on: a new alert is stored and delivered, and the old one is still there.
     await raise();
-    const { accessToken } = await login(url, 'dispatch.nusakambangan');
+    // The server's log says what failed underneath, should the login be answered 503.
+    const { accessToken } = await login(url, 'dispatch.nusakambangan').catch((error: Error) => {
+      throw new Error(`${error.message}\nserver log:\n${server.stdout}`);
+    });
     expect((await get(url, `/api/incidents/${before}`, accessToken)).status).toBe(200);
   }, 60_000);
 
