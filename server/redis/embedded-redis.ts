@@ -342,12 +342,7 @@ async function findRunning(dir: string): Promise<AddressRecord | undefined> {
     return undefined;
   }
   // The address may since belong to an unrelated Redis: only attach if it serves this very directory.
-  const client = new Redis(addressOf(record), {
-    lazyConnect: true,
-    retryStrategy: () => null,
-    maxRetriesPerRequest: 0,
-  });
-  client.on('error', () => {});
+  const client = probe(addressOf(record));
   try {
     await client.connect();
     const [, servedDir] = (await client.config('GET', 'dir')) as [string, string];
@@ -399,14 +394,20 @@ function attached(record: AddressRecord): EmbeddedRedis {
   };
 }
 
-/** The server's process id once it answers PING, undefined while it does not. */
-async function pingPid(address: string): Promise<number | undefined> {
+/** A connection for one question, made by `connect()`: it never retries, and fails rather than waits. */
+function probe(address: string): Redis {
   const client = new Redis(address, {
     lazyConnect: true,
     retryStrategy: () => null,
     maxRetriesPerRequest: 0,
   });
   client.on('error', () => {});
+  return client;
+}
+
+/** The server's process id once it answers PING, undefined while it does not. */
+async function pingPid(address: string): Promise<number | undefined> {
+  const client = probe(address);
   try {
     await client.connect();
     await client.ping();
