@@ -91,15 +91,21 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
     );
     const baseline = await stockRun('defaults (concurrency 1)');
     const concurrent = await stockRun('concurrency 50', { worker: { concurrency: 50 } });
-    const working = await stockRun('concurrency 50, 5 Redis round trips per job', {
-      worker: { concurrency: 50 },
-      roundTripsPerJob: 5,
-    });
-    const spread = await stockRun('4 workers × concurrency 50, 5 Redis round trips per job', {
-      worker: { concurrency: 50 },
-      roundTripsPerJob: 5,
-      workers: 4,
-    });
+    // What a job's own work and more workers do to stock BullMQ's lateness: explanation, not a baseline the
+    // targets use, so the smoke run (which must finish within two minutes) leaves them out.
+    const working = ctx.quick
+      ? undefined
+      : await stockRun('concurrency 50, 5 Redis round trips per job', {
+          worker: { concurrency: 50 },
+          roundTripsPerJob: 5,
+        });
+    const spread = ctx.quick
+      ? undefined
+      : await stockRun('4 workers × concurrency 50, 5 Redis round trips per job', {
+          worker: { concurrency: 50 },
+          roundTripsPerJob: 5,
+          workers: 4,
+        });
     // Redis checks blocked clients' timeouts on its `hz` clock; Sinergi's embedded Redis runs at 100, and
     // Redis's own default of 10 shows what the marker wait costs on a Redis nobody tuned.
     let slowClock: Awaited<ReturnType<typeof stockRun>> | undefined;
@@ -163,10 +169,14 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
         'stock.max': round(baseline.d.max),
         'stockConcurrency50.p50': round(concurrent.d.p50),
         'stockConcurrency50.p99': round(concurrent.d.p99),
-        'stockConcurrency50RoundTrips5.p50': round(working.d.p50),
-        'stockConcurrency50RoundTrips5.p99': round(working.d.p99),
-        'stock4WorkersRoundTrips5.p50': round(spread.d.p50),
-        'stock4WorkersRoundTrips5.p99': round(spread.d.p99),
+        ...(working && {
+          'stockConcurrency50RoundTrips5.p50': round(working.d.p50),
+          'stockConcurrency50RoundTrips5.p99': round(working.d.p99),
+        }),
+        ...(spread && {
+          'stock4WorkersRoundTrips5.p50': round(spread.d.p50),
+          'stock4WorkersRoundTrips5.p99': round(spread.d.p99),
+        }),
         ...(slowClock && {
           'stockHz10.p50': round(slowClock.d.p50),
           'stockHz10.p99': round(slowClock.d.p99),
@@ -216,8 +226,8 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
           : []),
         {
           name: 'stock BullMQ ran each job exactly once',
-          passed: [baseline, concurrent, working, spread, ...(slowClock ? [slowClock] : [])].every(
-            (r) => r.report.processed === jobs && r.report.repeated === 0,
+          passed: [baseline, concurrent, working, spread, slowClock].every(
+            (r) => r === undefined || (r.report.processed === jobs && r.report.repeated === 0),
           ),
         },
       ],
