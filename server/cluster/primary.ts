@@ -13,7 +13,7 @@ import { redisSupervisionLog } from '../redis/supervision-log.ts';
 import { restartDelayMs } from '../restart-backoff.ts';
 import { StartupError } from '../startup-error.ts';
 import { HANDOFF_ENV, type Handoff, ToPrimary, type ToServer } from './messages.ts';
-import { pendingAnswers } from './server-link.ts';
+import { pendingAnswers } from './pending-answers.ts';
 
 /**
  * How many server processes `npm start` runs: `SERVER_PROCESSES`, or for `auto` one per core, at most

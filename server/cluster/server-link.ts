@@ -1,5 +1,6 @@
 import cluster from 'node:cluster';
 import { HANDOFF_ENV, Handoff, type ToPrimary, ToServer } from './messages.ts';
+import { pendingAnswers } from './pending-answers.ts';
 
 /** A server process's line to the primary that forked it (see `primary.ts`). */
 export interface ServerLink {
@@ -88,37 +89,6 @@ export function serverLink(): ServerLink | undefined {
     },
     onStop: (handler) => stop.on(handler),
     onEscalate: (handler) => escalate.on(() => handler()),
-  };
-}
-
-/**
- * Questions sent over the IPC channel, each answered once by a message carrying its id: an answer that is
- * an Error rejects, and a question unanswered within its time rejects with `silence`.
- */
-export function pendingAnswers() {
-  const pending = new Map<number, (answer: unknown) => void>();
-  let seq = 0;
-  return {
-    ask<T>(send: (id: number) => void, timeoutMs: number, silence: string): Promise<T> {
-      const id = ++seq;
-      return new Promise<T>((resolve, reject) => {
-        const timer = setTimeout(() => {
-          pending.delete(id);
-          reject(new Error(silence));
-        }, timeoutMs);
-        pending.set(id, (answer) => {
-          clearTimeout(timer);
-          if (answer instanceof Error) reject(answer);
-          else resolve(answer as T);
-        });
-        send(id);
-      });
-    },
-    settle(id: number, answer: unknown) {
-      const waiting = pending.get(id);
-      pending.delete(id);
-      waiting?.(answer);
-    },
   };
 }
 
