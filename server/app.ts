@@ -11,7 +11,7 @@ import { createIncidentService, type IncidentService } from './domain/incident-s
 import { createIncidentWriter } from './domain/incident-writer.ts';
 import { createUserService, type UserService } from './domain/user-service.ts';
 import { startEscalationWorker } from './jobs/escalation.worker.ts';
-import { createEscalationQueue } from './jobs/escalation-queue.ts';
+import { allPartitions, createEscalationQueue } from './jobs/escalation-queue.ts';
 import type { Logger } from './logger.ts';
 import { createMetrics, type Metrics, registerQueueDepth } from './metrics.ts';
 import { createRedis, waitReady } from './redis/redis-connection.ts';
@@ -42,8 +42,11 @@ export interface AppDeps {
   topology: Topology;
   escalation: EscalationConfig;
   jwtSecret: Uint8Array;
-  /** Run escalation workers in this process (default: as configured by ESCALATION_WORKER). */
-  worker?: boolean;
+  /**
+   * The partitions whose escalation workers run in this process (default: every partition, or none with
+   * ESCALATION_WORKER=off).
+   */
+  partitions?: number[];
   /** What `/metrics` serves when this process is one of several on a port: every process's metrics. */
   clusterMetrics?: () => Promise<string>;
   /** What `/readyz` answers when this process is one of several on a port: every process's readiness. */
@@ -67,8 +70,8 @@ export interface App {
   };
   /** Connects to Redis and records the topology; call before listening. */
   start(): Promise<void>;
-  /** Runs escalation workers in this process from now on, if it does not already. */
-  startEscalationWorkers(): Promise<void>;
+  /** Runs the escalation workers of these partitions in this process from now on, those it does not already. */
+  startEscalationWorkers(partitions: number[]): Promise<void>;
   /** Idempotent, ordered shutdown; every step runs even if an earlier one fails. */
   close(): Promise<void>;
 }
@@ -120,7 +123,12 @@ export function createApp(deps: AppDeps): App {
 
   const queueRedis = createRedis(deps.redisUrl, 'queue');
   queueRedis.on('error', (err) => logger.warn({ err, role: 'queue' }, 'redis connection error'));
-  const escalationQueue = createEscalationQueue({ connection: queueRedis, prefix: keys.bullPrefix, metrics });
+  const escalationQueue = createEscalationQueue({
+    connection: queueRedis,
+    prefix: keys.bullPrefix,
+    metrics,
+    partitions: config.escalation.partitions,
+  });
   registerQueueDepth(metrics, escalationQueue.depth);
   const incidentRepo = createIncidentRepository(redis, keys);
   const writer = createIncidentWriter({
@@ -151,7 +159,7 @@ export function createApp(deps: AppDeps): App {
     clock: escalationQueue.clock,
     publisher: { reminded: (reminder) => publisher?.reminded(reminder) },
   });
-  let worker: Worker | undefined;
+  const workers = new Map<number, Worker>();
   const apiKeys = createApiKeyService({ repo: createApiKeyRepository(redis, keys), topology });
 
   const inFlight = { count: 0, draining: false };
@@ -205,17 +213,23 @@ export function createApp(deps: AppDeps): App {
   subscriber.on('error', (err) => logger.warn({ err, role: 'subscriber' }, 'redis connection error'));
   publisher = createIncidentPublisher(hub.io, topology);
 
-  async function startEscalationWorkers() {
-    if (worker || closing) return;
-    worker = startEscalationWorker({
-      connection: createRedis(deps.redisUrl, 'worker'),
-      prefix: keys.bullPrefix,
-      service: escalation,
-      logger,
-      metrics,
-      settings: config.escalation,
-    });
-    await worker.waitUntilReady();
+  async function startEscalationWorkers(partitions: number[]) {
+    const started: Worker[] = [];
+    for (const partition of partitions) {
+      if (workers.has(partition) || closing) continue;
+      const worker = startEscalationWorker({
+        connection: createRedis(deps.redisUrl, 'worker'),
+        prefix: keys.bullPrefix,
+        partition,
+        service: escalation,
+        logger,
+        metrics,
+        settings: config.escalation,
+      });
+      workers.set(partition, worker);
+      started.push(worker);
+    }
+    await Promise.all(started.map((w) => w.waitUntilReady()));
   }
 
   let closing: Promise<void> | undefined;
@@ -243,7 +257,7 @@ export function createApp(deps: AppDeps): App {
       waitFor(() => inFlight.count === 0, config.shutdownGraceMs),
     );
     // Workers finish their running jobs before the sockets close: those jobs publish through Socket.IO.
-    await step('close workers', () => worker?.close());
+    await step('close workers', () => Promise.all([...workers.values()].map((w) => w.close())));
     // Closing the engine drops each transport without a "server disconnect" packet, so consoles
     // reconnect by themselves, to another process behind the proxy.
     await step('close sockets', () => hub.io.close());
@@ -270,7 +284,10 @@ export function createApp(deps: AppDeps): App {
       const recorded = await recordTopology(redis, keys, deps.topology);
       if (recorded.previous) logger.warn(recorded, 'topology changed since the last start');
       await escalationQueue.scheduleAudit(config.escalation.auditIntervalMs);
-      if (deps.worker ?? config.escalation.worker === 'inline') await startEscalationWorkers();
+      const partitions =
+        deps.partitions ??
+        (config.escalation.worker === 'inline' ? allPartitions(config.escalation.partitions) : []);
+      await startEscalationWorkers(partitions);
     },
     startEscalationWorkers,
     close() {

@@ -15,7 +15,7 @@ import { resolveJwtSecret } from './secrets.ts';
 export async function assemble(
   config: Config,
   logger: Logger,
-  options: Pick<AppDeps, 'worker' | 'clusterMetrics' | 'clusterReadiness'> & { forked?: boolean } = {},
+  options: Pick<AppDeps, 'partitions' | 'clusterMetrics' | 'clusterReadiness'> & { forked?: boolean } = {},
 ): Promise<{ app: App; store: RedisStore; topology: Topology }> {
   const [topology, escalation] = await Promise.all([
     loadTopologyFile(config.topologyFile),

@@ -30,7 +30,7 @@ export async function serve(config: Config, link?: ServerLink): Promise<void> {
       ? {
           clusterMetrics: () => link.clusterMetrics(),
           clusterReadiness: () => link.clusterReadiness().catch(() => ['primary_no_answer']),
-          worker: link.handoff.escalation,
+          partitions: link.handoff.escalation,
           forked: true,
         }
       : {},
@@ -71,10 +71,11 @@ export async function serve(config: Config, link?: ServerLink): Promise<void> {
     const banner = !link || link.handoff.setUp ? await setUpOnce(config, app, topology) : [];
     if (link) {
       setupWorker(app.io);
-      if (link.handoff.escalation) logger.info('escalation workers running');
-      link.onEscalate(() =>
-        app.startEscalationWorkers().then(
-          () => logger.info('escalation workers running'),
+      const running = (partitions: number[]) => logger.info({ partitions }, 'escalation workers running');
+      if (link.handoff.escalation.length > 0) running(link.handoff.escalation);
+      link.onEscalate((partitions) =>
+        app.startEscalationWorkers(partitions).then(
+          () => running(partitions),
           (err: unknown) => logger.error({ err }, 'could not start the escalation workers'),
         ),
       );

@@ -1,5 +1,6 @@
 import { assemble } from './assemble.ts';
 import { ConfigError, loadConfig } from './config.ts';
+import { allPartitions } from './jobs/escalation-queue.ts';
 import { createLogger } from './logger.ts';
 import { StartupError } from './startup-error.ts';
 
@@ -11,7 +12,9 @@ import { StartupError } from './startup-error.ts';
 async function main() {
   const config = loadConfig();
   const logger = createLogger(config.logLevel, 'sinergi-worker');
-  const { app, store } = await assemble(config, logger, { worker: true });
+  const { app, store } = await assemble(config, logger, {
+    partitions: allPartitions(config.escalation.partitions),
+  });
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;

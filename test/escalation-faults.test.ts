@@ -7,7 +7,7 @@ import type { Readable } from 'node:stream';
 import { type Job, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, inject, it } from 'vitest';
-import { ESCALATION_QUEUE, jobIds } from '../server/jobs/escalation-queue.ts';
+import { escalationQueueName, jobIds, partitionOf } from '../server/jobs/escalation-queue.ts';
 import { type EmbeddedRedis, freePort, startEmbeddedRedis } from '../server/redis/embedded-redis.ts';
 import type { Chain } from '../shared/escalation.ts';
 import type { Incident, IncidentEvent } from '../shared/incident.ts';
@@ -234,12 +234,16 @@ describe('faults the escalation engine survives', () => {
     const connection = new Redis(inject('redisUrl'), { maxRetriesPerRequest: null });
     teardown.push(() => connection.quit());
     // Fetched by hand, its jobs' locks are never renewed: after 500 ms they look like a crashed worker's.
-    const doomed = new Worker(ESCALATION_QUEUE, null, {
-      connection,
-      prefix: `${prefix}bull`,
-      autorun: false,
-      lockDuration: 500,
-    });
+    const doomed = new Worker(
+      escalationQueueName(partitionOf(incident.id, front.config.escalation.partitions)),
+      null,
+      {
+        connection,
+        prefix: `${prefix}bull`,
+        autorun: false,
+        lockDuration: 500,
+      },
+    );
     teardown.push(() => doomed.close(true));
     const token = randomUUID();
     const held: Job[] = [];
@@ -271,5 +275,63 @@ describe('faults the escalation engine survives', () => {
     );
     expect(metricValue(metrics, 'sinergi_jobs_stalled_total')).toBe(wanted.length);
     expect(metricValue(metrics, 'sinergi_escalation_fired_total')).toBe(wanted.length);
+  });
+});
+
+describe('partitions of the escalation timers', () => {
+  /** Raises critical riots until one's timers are in a partition other than the first, of `partitions`. */
+  async function raiseOutsideFirstPartition(url: string, partitions: number): Promise<Incident> {
+    for (let i = 0; i < 20; i++) {
+      const incident = await raiseOverRest(url);
+      if (partitionOf(incident.id, partitions) !== 0) return incident;
+    }
+    throw new Error(`no incident landed outside partition 0 of ${partitions}`);
+  }
+
+  it('When incidents open, Then their timers spread evenly over the partitions, each incident always to the same one', () => {
+    const ids = Array.from({ length: 4000 }, () => randomUUID());
+    const counts = [0, 0, 0, 0];
+    for (const id of ids) {
+      const p = partitionOf(id, 4);
+      expect(partitionOf(id, 4)).toBe(p);
+      counts[p] = (counts[p] ?? 0) + 1;
+    }
+    for (const n of counts) expect(Math.abs(n - 1000)).toBeLessThan(150);
+    expect(new Set(ids.map((id) => partitionOf(id, 1)))).toEqual(new Set([0]));
+  });
+
+  it('When timers were set in one queue (as by a version before partitions), Then a server with four partitions fires them, once each', async () => {
+    const prefix = uniquePrefix();
+    const before = await serverOn({ prefix, env: { ESCALATION_PARTITIONS: '1', ESCALATION_WORKER: 'off' } });
+    const incident = await raiseOutsideFirstPartition(before.url, 4);
+
+    await serverOn({ prefix, seedDemo: false, env: { ESCALATION_PARTITIONS: '4' } });
+    const fired = expectOncePerChain(await bothFired(before.url, incident.id));
+    for (const e of fired) expect(e.data.lateMs).toBeLessThan(1000);
+  });
+
+  it('When the partitions shrink below the queue holding a timer, Then the auditor sets it again where it now belongs and the level fires, once', async () => {
+    const prefix = uniquePrefix();
+    const before = await serverOn({ prefix, env: { ESCALATION_WORKER: 'off', ESCALATION_PARTITIONS: '4' } });
+    let incident: Incident | undefined;
+    for (let i = 0; i < 20 && !incident; i++) {
+      const raised = await raiseOverRest(before.url);
+      if (partitionOf(raised.id, 4) === 3) incident = raised;
+    }
+    if (!incident) throw new Error('no incident landed in partition 3 of 4');
+
+    // Two partitions: nobody runs the queue of partition 3 any more.
+    await serverOn({
+      prefix,
+      seedDemo: false,
+      env: { ESCALATION_PARTITIONS: '2', ESCALATION_AUDIT_INTERVAL_MS: '300' },
+    });
+    expectOncePerChain(await bothFired(before.url, incident.id));
+    const { accessToken } = await login(before.url, 'admin');
+    const events = (await get(before.url, `/api/incidents/${incident.id}/events?limit=1000`, accessToken))
+      .body.events as IncidentEvent[];
+    expect(events.filter((e) => e.type === 'escalation_repaired').map((e) => e.data)).toEqual(
+      expect.arrayContaining(chains.map((chain) => expect.objectContaining({ chain, level: 1 }))),
+    );
   });
 });

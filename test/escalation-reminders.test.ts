@@ -1,14 +1,14 @@
-import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { z } from 'zod';
-import { ESCALATION_QUEUE, jobIds } from '../server/jobs/escalation-queue.ts';
+import { jobIds } from '../server/jobs/escalation-queue.ts';
 import type { Category } from '../shared/categories.ts';
 import type { EscalationFired, EscalationReminder } from '../shared/escalation.ts';
 import type { Incident } from '../shared/incident.ts';
 import type { Severity } from '../shared/severity.ts';
 import { uniqueAlert } from './support/alerts.ts';
 import { type ConsoleClient, closeConsoles, consoleFor } from './support/consoles.ts';
+import { escalationQueues } from './support/escalation-queues.ts';
 import { startTestServer, type TestServer } from './support/test-server.ts';
 import { waitFor } from './support/wait-for.ts';
 
@@ -102,20 +102,22 @@ describe('reminders while a level waits', () => {
 describe('one timer per chain', () => {
   let a: TestServer;
   let redis: Redis;
-  let queue: Queue;
+  let queues: ReturnType<typeof escalationQueues>;
   beforeAll(async () => {
     a = await server();
     redis = new Redis(inject('redisUrl'), { maxRetriesPerRequest: null });
-    queue = new Queue(ESCALATION_QUEUE, { connection: redis, prefix: `${a.prefix}bull` });
+    queues = escalationQueues(redis, a);
   });
   afterAll(async () => {
-    await queue.close();
+    await queues.close();
     redis.disconnect();
   });
 
-  /** Every job the queue holds for the incident, pending or finished. */
+  /** Every job the incident's queue holds for it, pending or finished. */
   async function jobsOf(incidentId: string) {
-    const jobs = await queue.getJobs(['delayed', 'waiting', 'prioritized', 'active', 'completed', 'failed']);
+    const jobs = await queues
+      .of(incidentId)
+      .getJobs(['delayed', 'waiting', 'prioritized', 'active', 'completed', 'failed']);
     return jobs.filter((j) => j?.data?.incidentId === incidentId).map((j) => j.id);
   }
 
@@ -130,7 +132,7 @@ describe('one timer per chain', () => {
     const police = listen(dispatch.socket, incident.id);
     await waitFor(() => police.length >= 3, { what: 'three police rounds' });
     expect((await jobsOf(incident.id)).sort()).toEqual(timers);
-    expect(await queue.getJobState(jobIds.escalate(incident.id, 'police', 1))).toMatch(/^(delayed|active)$/);
+    expect(await queues.getJobState(jobIds.escalate(incident.id, 'police', 1))).toMatch(/^(delayed|active)$/);
 
     expect(await dispatch.socket.emitWithAck('alert:ack', { incidentId: incident.id })).toMatchObject({
       ok: true,
@@ -188,7 +190,9 @@ describe('a repeat page and the climb it precedes, both overdue', () => {
   });
 
   it('When a climb and another incident’s repeat page are both overdue, Then the climb goes first though the page fell due before it', async () => {
-    const scheduler = await server({ ESCALATION_WORKER: 'off' });
+    // One partition, so both incidents' timers share a queue: the order is decided there. (Timers in
+    // different partitions are run by different workers, side by side, and never wait for each other.)
+    const scheduler = await server({ ESCALATION_WORKER: 'off', ESCALATION_PARTITIONS: '1' });
     const chief = await consoleFor(scheduler.url, 'chief.permisan');
     // Paged again at 0.3 s, then a hostage-taking whose corrections chain climbs at 0.3 s, with no page before.
     const paging = await raise(scheduler.url, 2);
@@ -202,7 +206,7 @@ describe('a repeat page and the climb it precedes, both overdue', () => {
     });
     await sleep(900);
     expect(order).toEqual([]);
-    await server({ WORKER_CONCURRENCY: '1' }, scheduler.prefix);
+    await server({ WORKER_CONCURRENCY: '1', ESCALATION_PARTITIONS: '1' }, scheduler.prefix);
     await waitFor(() => order.includes('climb') && order.includes('page'), {
       what: 'the climb and the page',
     });

@@ -1,14 +1,14 @@
 import { randomUUID } from 'node:crypto';
-import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { z } from 'zod';
-import { ESCALATION_QUEUE, jobIds } from '../server/jobs/escalation-queue.ts';
+import { jobIds } from '../server/jobs/escalation-queue.ts';
 import type { Chain, ChainTimerJob, EscalationFired } from '../shared/escalation.ts';
 import type { Incident, IncidentEvent, IncidentUpdated } from '../shared/incident.ts';
 import type { Severity } from '../shared/severity.ts';
 import { uniqueAlert } from './support/alerts.ts';
 import { type ConsoleClient, closeConsoles, consoleFor, get, login } from './support/consoles.ts';
+import { escalationQueues } from './support/escalation-queues.ts';
 import { startTestServer, type TestServer } from './support/test-server.ts';
 import { waitFor } from './support/wait-for.ts';
 
@@ -26,21 +26,20 @@ type Updated = z.output<typeof IncidentUpdated>;
 
 let server: TestServer;
 let redis: Redis;
-let queue: Queue;
+let queues: ReturnType<typeof escalationQueues>;
 let adminToken: string;
 
 beforeAll(async () => {
   server = await startTestServer({
     env: { ESCALATION_FILE: POLICIES, ESCALATION_AUDIT_INTERVAL_MS: String(AUDIT_INTERVAL_MS) },
   });
-  // A second view of the server's own BullMQ queue, to look at (and tamper with) its jobs.
   redis = new Redis(inject('redisUrl'), { maxRetriesPerRequest: null });
-  queue = new Queue(ESCALATION_QUEUE, { connection: redis, prefix: `${server.prefix}bull` });
+  queues = escalationQueues(redis, server);
   adminToken = (await login(server.url, 'admin')).accessToken;
 });
 afterEach(closeConsoles);
 afterAll(async () => {
-  await queue?.close();
+  await queues?.close();
   await redis?.quit();
   await server?.close();
 });
@@ -94,15 +93,14 @@ function listen(client: ConsoleClient) {
   return heard;
 }
 
-async function jobState(id: string) {
-  const job = await queue.getJob(id);
-  return job ? await job.getState() : undefined;
+function jobState(id: string) {
+  return queues.getJobState(id);
 }
 
 /** The job once it reached `state`, read after it did (a Job read earlier keeps its old fields). */
 async function jobOnce(id: string, state: 'completed' | 'failed') {
-  await waitFor(async () => (await queue.getJobState(id)) === state, { what: `job ${id} ${state}` });
-  const job = await queue.getJob(id);
+  await waitFor(async () => (await queues.getJobState(id)) === state, { what: `job ${id} ${state}` });
+  const job = await queues.getJob(id);
   if (!job) throw new Error(`job ${id} vanished`);
   return job;
 }
@@ -232,7 +230,7 @@ describe('acknowledgement stops only that agency’s chain', () => {
       if (!res.ok) throw new Error(JSON.stringify(res.error));
       const stoppedAt = res.data.incident.escalation.chains[acked];
       expect(stoppedAt).toMatchObject({ status: 'acknowledged', dueAt: null });
-      expect(await queue.getJob(jobIds.escalate(incident.id, acked, stoppedAt.level + 1))).toBeUndefined();
+      expect(await queues.getJob(jobIds.escalate(incident.id, acked, stoppedAt.level + 1))).toBeUndefined();
 
       // The other chain takes three waits to reach its top: the acked one would have climbed meanwhile.
       const events = await timelineWhen(incident.id, reached(other, 3), `the ${other} chain at its top`);
@@ -270,7 +268,7 @@ describe('closing the case stops both chains', () => {
       const c = incident.escalation.chains[chain];
       expect(['stopped', 'acknowledged']).toContain(c.status);
       expect(c.dueAt).toBeNull();
-      expect(await queue.getJob(jobIds.escalate(incident.id, chain, c.level + 1))).toBeUndefined();
+      expect(await queues.getJob(jobIds.escalate(incident.id, chain, c.level + 1))).toBeUndefined();
     }
     // Proving that nothing happens needs a wait: three of the policy's waits, in which a live chain climbs.
     await new Promise((r) => setTimeout(r, 3 * CRITICAL_WAIT_MS + 100));
@@ -421,7 +419,7 @@ describe('holding a chain', () => {
       const held = res.data.incident.escalation.chains[chain];
       expect(held).toMatchObject({ status: 'held', dueAt: null });
       // Its escalation timer is gone; a resume timer takes its place.
-      expect(await queue.getJob(jobIds.escalate(incident.id, chain, held.level + 1))).toBeUndefined();
+      expect(await queues.getJob(jobIds.escalate(incident.id, chain, held.level + 1))).toBeUndefined();
       expect(await jobState(jobIds.resume(incident.id, chain, held.generation))).toBe('delayed');
 
       const events = await timelineWhen(
@@ -536,32 +534,39 @@ describe('exactly once', () => {
     const copyId = `copy-${randomUUID()}`;
     const [runs] = await Promise.all([
       Promise.all(Array.from({ length: 5 }, () => server.app.services.escalation.wake(job))),
-      queue.add('escalate', job, { jobId: copyId, removeOnComplete: false }),
+      queues.of(incident.id).add('escalate', job, { jobId: copyId, removeOnComplete: false }),
     ]);
     const copy = await jobOnce(copyId, 'completed');
     const firedBy = runs.filter((r) => r.kind === 'fired').length + (copy.returnvalue === null ? 0 : 1);
     expect(firedBy).toBe(1);
     // Fired early by the runs above, the level is not fired again when the job scheduled at raise runs.
-    await waitFor(async () => (await queue.getJob(jobIds.escalate(incident.id, 'police', 1))) === undefined, {
-      what: 'the scheduled job to run',
-      timeoutMs: HIGH_WAIT_MS + 5000,
-    });
+    await waitFor(
+      async () => (await queues.getJob(jobIds.escalate(incident.id, 'police', 1))) === undefined,
+      {
+        what: 'the scheduled job to run',
+        timeoutMs: HIGH_WAIT_MS + 5000,
+      },
+    );
     expect(levels(await timeline(incident.id), 'police')).toEqual([1]);
     await copy.remove();
   });
 
   it('When a job carries data that fails its schema, Then it fails at once without retries and changes nothing', async () => {
     const incident = await raise(1);
-    const poisoned = await queue.add(
-      'escalate',
-      { incidentId: incident.id, chain: 'army', level: 1, generation: 1, dueAt: 'yesterday' },
-      { attempts: 5, backoff: { type: 'fixed', delay: 50 }, removeOnFail: false },
-    );
-    const unknown = await queue.add(
-      'explode',
-      { incidentId: incident.id },
-      { attempts: 5, backoff: { type: 'fixed', delay: 50 }, removeOnFail: false },
-    );
+    const poisoned = await queues
+      .of(incident.id)
+      .add(
+        'escalate',
+        { incidentId: incident.id, chain: 'army', level: 1, generation: 1, dueAt: 'yesterday' },
+        { attempts: 5, backoff: { type: 'fixed', delay: 50 }, removeOnFail: false },
+      );
+    const unknown = await queues
+      .of(incident.id)
+      .add(
+        'explode',
+        { incidentId: incident.id },
+        { attempts: 5, backoff: { type: 'fixed', delay: 50 }, removeOnFail: false },
+      );
     for (const [job, reason] of [
       [poisoned, /invalid escalate job data/],
       [unknown, /unknown job explode/],
@@ -582,10 +587,10 @@ describe('the auditor', () => {
   it('When a pending timer is removed by hand, Then the auditor puts it back, records the repair, and the level fires on time', async () => {
     const incident = await raise(3);
     const id = jobIds.escalate(incident.id, 'corrections', 1);
-    const job = await queue.getJob(id);
+    const job = await queues.getJob(id);
     if (!job) throw new Error('no pending job after the raise');
     await job.remove();
-    expect(await queue.getJob(id)).toBeUndefined();
+    expect(await queues.getJob(id)).toBeUndefined();
 
     const repaired = await timelineWhen(
       incident.id,

@@ -9,6 +9,7 @@ import type { Readable } from 'node:stream';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DEMO_PASSWORD } from '../server/domain/seed.ts';
+import { partitionOf } from '../server/jobs/escalation-queue.ts';
 import { freePort } from '../server/redis/embedded-redis.ts';
 import { redisKeys } from '../server/storage/keys.ts';
 import { uniqueAlert } from './support/alerts.ts';
@@ -462,7 +463,7 @@ describe('npm start with several server processes (SERVER_PROCESSES=2)', () => {
     for (const pid of [survivor, replacement, ...redis]) expect(isRunning(pid)).toBe(false);
   }, 90_000);
 
-  it('When the server process running the escalation workers dies, Then one still serving takes them over at once, its replacement does not run them too, and levels keep firing', async () => {
+  it('When a server process running escalation workers dies, Then one still serving takes its partitions over at once, its replacement runs none, and levels keep firing', async () => {
     const dataDir = await tempDir();
     const { server, url } = await startServer(dataDir, await freePort(), {
       SERVER_PROCESSES: '2',
@@ -473,22 +474,34 @@ describe('npm start with several server processes (SERVER_PROCESSES=2)', () => {
       server.stdout
         .split('\n')
         .filter((line) => line.startsWith('{'))
-        .map((line) => JSON.parse(line) as { msg?: string; pid?: number })
-        .filter((entry) => entry.msg === 'escalation workers running')
-        .map((entry) => entry.pid);
-    const [holder] = running();
-    expect(running()).toHaveLength(1);
-    const survivor = (await serverProcesses(server)).find((pid) => pid !== holder);
-    if (holder === undefined || survivor === undefined) throw new Error('expected two server processes');
-    process.kill(holder, 'SIGKILL');
+        .map((line) => JSON.parse(line) as { msg?: string; pid?: number; partitions?: number[] })
+        .filter((entry) => entry.msg === 'escalation workers running');
+    // The two partitions (the default) are shared out: each process runs the workers of one.
+    const shares = running().sort((a, b) => (a.partitions?.[0] ?? 0) - (b.partitions?.[0] ?? 0));
+    expect(shares.map((s) => s.partitions)).toEqual([[0], [1]]);
+    const victim = shares[0]?.pid;
+    const survivor = shares[1]?.pid;
+    if (victim === undefined || survivor === undefined) throw new Error('expected two server processes');
+    expect(new Set(await serverProcesses(server))).toEqual(new Set([victim, survivor]));
+    process.kill(victim, 'SIGKILL');
     await waitFor(() => server.stdout.includes('escalation workers handed over'), {
       what: 'the primary to hand the escalation workers over',
     });
-    await waitFor(() => running().length === 2, { what: 'the survivor to run them' });
-    expect(running()[1]).toBe(survivor);
+    await waitFor(() => running().length === 3, { what: 'the survivor to run them' });
+    expect(running()[2]).toMatchObject({ pid: survivor, partitions: [0] });
 
-    // The one-step policy climbs each chain once, 1.5 s after the raise.
-    const id = await raiseAtPermisan(url, ['websocket']);
+    // An incident whose timers are in the partition taken over (half of them are): the one-step policy
+    // climbs each chain once, 1.5 s after the raise.
+    const operator = await connectConsole(url, (await login(url, 'operator.permisan')).accessToken, {
+      transports: ['websocket'],
+    });
+    let id: string | undefined;
+    for (let i = 0; i < 20 && id === undefined; i++) {
+      const raised = await operator.emitWithAck('alert:raise', uniqueAlert());
+      if (!raised.ok) throw new Error(JSON.stringify(raised.error));
+      if (partitionOf(raised.data.incident.id, 2) === 0) id = raised.data.incident.id;
+    }
+    if (id === undefined) throw new Error('no incident landed in a taken-over partition');
     const { accessToken } = await login(url, 'admin');
     const climbed = await waitFor(
       async () => {
@@ -505,7 +518,7 @@ describe('npm start with several server processes (SERVER_PROCESSES=2)', () => {
       what: 'the replacement',
       timeoutMs: 20_000,
     });
-    expect(running()).toHaveLength(2);
+    expect(running()).toHaveLength(3);
   }, 60_000);
 
   it('When a policy file cannot be read, Then exits 1 with its error once, having started no redis-server and no server process', async () => {

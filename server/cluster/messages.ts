@@ -4,14 +4,14 @@ import { RedisAddress } from '../redis/redis-connection.ts';
 /**
  * What the primary hands each server process it forks: the Redis servers it opened (embedded ones are the
  * primary's to start, supervise and stop), whether this process does the one-time start-up work (demo
- * accounts, the first admin), which must not run twice at once, and whether it runs the escalation workers,
- * which one process does at a time.
+ * accounts, the first admin), which must not run twice at once, and the partitions whose escalation workers
+ * it runs (each partition's in one process at a time).
  */
 export const Handoff = z.object({
   storeUrl: RedisAddress,
   socketUrl: RedisAddress,
   setUp: z.boolean(),
-  escalation: z.boolean(),
+  escalation: z.array(z.number().int().min(0)),
 });
 export type Handoff = z.infer<typeof Handoff>;
 
@@ -47,7 +47,7 @@ export const ToServer = z.discriminatedUnion('type', [
   /** Check this process's own readiness and answer with a `sinergi:readiness-answer`. */
   z.object({ type: z.literal('sinergi:readiness-check'), id: z.number().int() }),
   z.object({ type: z.literal('sinergi:shutdown') }),
-  /** Run the escalation workers from now on: the process that ran them is gone. */
-  z.object({ type: z.literal('sinergi:escalate') }),
+  /** Run the escalation workers of these partitions from now on: the process that ran them is gone. */
+  z.object({ type: z.literal('sinergi:escalate'), partitions: z.array(z.number().int().min(0)) }),
 ]);
 export type ToServer = z.infer<typeof ToServer>;

@@ -16,8 +16,8 @@ export interface ServerLink {
   onReadinessCheck(check: () => Promise<string[]>): void;
   /** Runs `stop` when the primary orders a shutdown or is gone. */
   onStop(stop: (reason: string) => void): void;
-  /** Runs `take` when the primary hands this process the escalation workers. */
-  onEscalate(take: () => void): void;
+  /** Runs `take` with the partitions whose escalation workers the primary hands this process. */
+  onEscalate(take: (partitions: number[]) => void): void;
 }
 
 const METRICS_TIMEOUT_MS = 10_000;
@@ -38,7 +38,7 @@ export function serverLink(): ServerLink | undefined {
   const answers = pendingAnswers();
   // An order that comes while the process is still starting is kept for the handler it registers then.
   const stop = latch<string>();
-  const escalate = latch<true>();
+  const escalate = mailbox<number[]>();
   let check: (() => Promise<string[]>) | undefined;
   process.on('message', (raw) => {
     const parsed = ToServer.safeParse(raw);
@@ -49,7 +49,7 @@ export function serverLink(): ServerLink | undefined {
         stop.fire('ordered by the primary');
         return;
       case 'sinergi:escalate':
-        escalate.fire(true);
+        escalate.post(message.partitions);
         return;
       case 'sinergi:readiness-check': {
         const answer = (failing: string[]) =>
@@ -88,7 +88,7 @@ export function serverLink(): ServerLink | undefined {
       check = handler;
     },
     onStop: (handler) => stop.on(handler),
-    onEscalate: (handler) => escalate.on(() => handler()),
+    onEscalate: (handler) => escalate.on(handler),
   };
 }
 
@@ -104,6 +104,22 @@ function latch<T>() {
     on(handler: (value: T) => void) {
       handlers.push(handler);
       if (fired) handler(fired.value);
+    },
+  };
+}
+
+/** Messages kept until a handler is registered, then handed to it in order; later ones go to it at once. */
+function mailbox<T>() {
+  const kept: T[] = [];
+  let handler: ((value: T) => void) | undefined;
+  return {
+    post(value: T) {
+      if (handler) handler(value);
+      else kept.push(value);
+    },
+    on(take: (value: T) => void) {
+      handler = take;
+      for (const value of kept.splice(0)) take(value);
     },
   };
 }

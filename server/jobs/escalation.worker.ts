@@ -5,7 +5,7 @@ import { ChainTimerJob, ResumeJob } from '../../shared/escalation.ts';
 import type { EscalationService } from '../domain/escalation-service.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics.ts';
-import { ESCALATION_QUEUE, type EscalationJobName } from './escalation-queue.ts';
+import { type EscalationJobName, escalationQueueName } from './escalation-queue.ts';
 
 export interface WorkerSettings {
   concurrency: number;
@@ -39,12 +39,13 @@ function parseJob<S extends z.ZodType>(schema: S, job: Job): z.output<S> {
 }
 
 /**
- * Runs chain timers (reminders and climbs), resume and audit jobs; any number of these may run on one
- * Redis. The worker owns `connection`: closing the worker closes it.
+ * Runs the chain timers (reminders and climbs), resume and audit jobs of one partition's queue; any number
+ * of these may run on one Redis. The worker owns `connection`: closing the worker closes it.
  */
 export function startEscalationWorker(deps: {
   connection: Redis;
   prefix: string;
+  partition: number;
   service: EscalationService;
   logger: Logger;
   metrics: Metrics;
@@ -84,7 +85,7 @@ export function startEscalationWorker(deps: {
   };
 
   const worker = new Worker(
-    ESCALATION_QUEUE,
+    escalationQueueName(deps.partition),
     async (job, token) => {
       const process = processors[job.name as EscalationJobName];
       if (!process) throw new UnrecoverableError(`unknown job ${job.name}`);

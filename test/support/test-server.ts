@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { inject } from 'vitest';
 import type { z } from 'zod';
 import { type App, createApp } from '../../server/app.ts';
-import { loadConfig } from '../../server/config.ts';
+import { type Config, loadConfig } from '../../server/config.ts';
 import { loadEscalationFile, loadTopologyFile } from '../../server/config-files.ts';
 import { seedDemoAccounts } from '../../server/domain/seed.ts';
 import { createLogger, type Logger } from '../../server/logger.ts';
@@ -16,6 +16,7 @@ export const TEST_JWT_SECRET = 'test-secret-that-is-at-least-32-characters-long'
 export interface TestServer {
   readonly url: string;
   readonly app: App;
+  readonly config: Config;
   readonly prefix: string;
   close(): Promise<void>;
 }
@@ -70,7 +71,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
   if (options.seedDemo ?? true) await seedDemoAccounts(app.services.users);
   await new Promise<void>((resolve) => app.httpServer.listen(0, '127.0.0.1', resolve));
   const { port } = app.httpServer.address() as AddressInfo;
-  return { url: `http://127.0.0.1:${port}`, app, prefix, close: () => app.close() };
+  return { url: `http://127.0.0.1:${port}`, app, config, prefix, close: () => app.close() };
 }
 
 /**
