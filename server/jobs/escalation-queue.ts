@@ -14,9 +14,8 @@ import type { EscalationTimers, IncidentChange } from '../domain/incident-writer
 import type { Metrics } from '../metrics.ts';
 
 /**
- * Timers are spread over this many BullMQ queues by incident, so that several processes can each run the
- * workers of their own queues without competing for the same jobs (measured on two cores: two workers on one
- * queue cost 0.25 ms more CPU per level than one, since every job woke both).
+ * Timers are spread over BullMQ queues by incident, so that several processes can each run the workers of
+ * their own queues without competing for the same jobs: on one queue every job woke every worker.
  */
 export function escalationQueueName(partition: number): string {
   // The first keeps the name of the single queue earlier versions used, so timers stored by them still run.
