@@ -62,6 +62,8 @@ export function createMetrics() {
       name: 'sinergi_escalation_audit_last_run_seconds',
       help: 'When the escalation auditor last completed (Unix time): its heartbeat',
       registers: [registry],
+      // Several processes on a port are summed into one scrape; the auditor runs in one at a time.
+      aggregator: 'max',
     }),
     jobsFailed: new Counter({
       name: 'sinergi_jobs_failed_total',
@@ -86,6 +88,8 @@ export function registerQueueDepth(metrics: Metrics, depth: () => Promise<Record
     help: 'Escalation queue jobs by state (delayed = timers waiting to fall due)',
     labelNames: ['state'] as const,
     registers: [metrics.registry],
+    // Every process reads the same queues: summed over the processes on a port, they would count twice.
+    aggregator: 'max',
     async collect() {
       const counts = await depth().catch(() => undefined);
       for (const [state, n] of Object.entries(counts ?? {})) this.set({ state }, n);
