@@ -3,7 +3,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vi
 import { redisKeys } from '../server/storage/keys.ts';
 import { createSessionRepository } from '../server/storage/sessions.repository.ts';
 import { uniqueAlert } from './support/alerts.ts';
-import { closeConsoles, connectConsole, consoleFor, openConsole } from './support/consoles.ts';
+import { closeConsoles, connectConsole, consoleFor, login, openConsole, post } from './support/consoles.ts';
 import { addAccount, startTestServer, type TestServer } from './support/test-server.ts';
 import { tokenExpiringIn } from './support/tokens.ts';
 import { waitFor } from './support/wait-for.ts';
@@ -74,6 +74,39 @@ describe('a connected console', () => {
     socket.on('session:ended', (payload) => ended.push(payload));
     await waitFor(() => socket.disconnected, { timeoutMs: 6000, what: 'the expired console to be dropped' });
     expect(ended).toEqual([{ reason: 'expired' }]);
+  });
+
+  it('When the only console connected drops for a moment and an alert for its unit is raised meanwhile, Then on reconnecting it recovers that alert, once', async () => {
+    const { accessToken } = await login(server.url, 'dispatch.nusakambangan');
+    const watcher = openConsole(server.url, accessToken, {
+      reconnection: true,
+      reconnectionDelay: 1000,
+      randomizationFactor: 0,
+    });
+    await waitFor(() => watcher.connected, { what: 'the dispatch console' });
+    const heard: string[] = [];
+    watcher.on('alert:new', ({ incidentId }) => heard.push(incidentId));
+    // Raised over HTTP, as a panic button does: no console of any party is connected but the watcher.
+    const operator = await login(server.url, 'operator.permisan');
+    const raise = async () => {
+      const res = await post(server.url, '/api/alerts', uniqueAlert(), operator.accessToken);
+      if (res.status !== 201) throw new Error(JSON.stringify(res.body));
+      return res.body.incident.id as string;
+    };
+    // Recovery resumes from the last broadcast the console received: give it one.
+    const before = await raise();
+    await waitFor(() => heard.includes(before), { what: 'the first alert' });
+
+    watcher.io.engine.close();
+    // Nobody is connected now: the alert is broadcast to rooms with no console in them.
+    await waitFor(() => server.app.io.of('/').adapter.sids.size === 0, {
+      what: 'the server to see the drop',
+    });
+    const missed = await raise();
+    await waitFor(() => watcher.connected && watcher.recovered, { what: 'a recovered reconnection' });
+    await waitFor(() => heard.includes(missed), { what: 'the alert raised during the drop' });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(heard).toEqual([before, missed]);
   });
 
   it('recovers its state after a short drop, but not once its account was disabled meanwhile', async () => {
