@@ -37,8 +37,12 @@ interface Running {
 const running: Running[] = [];
 const dirs: string[] = [];
 
-afterEach(async () => {
+afterEach(async ({ task }) => {
   closeConsoles();
+  // A failure that a server saw coming (an error it logged, a 500's cause) says so in the test's output.
+  if (task.result?.state === 'fail')
+    for (const proc of running)
+      process.stderr.write(`--- server ${proc.child.pid} output:\n${proc.stdout}${proc.stderr}\n`);
   // Each spawn leads its own process group (a server and the server processes it forked): end the whole
   // group; its redis-servers stop when their parent goes.
   for (const proc of running.splice(0)) {
@@ -254,10 +258,7 @@ describe('npm start (server/main.ts) with the embedded Redis', () => {
 
     // The same console connections go on: a new alert is stored and delivered, and the old one is still there.
     await raise();
-    // The server's log says what failed underneath, should the login be answered 503.
-    const { accessToken } = await login(url, 'dispatch.nusakambangan').catch((error: Error) => {
-      throw new Error(`${error.message}\nserver log:\n${server.stdout}`);
-    });
+    const { accessToken } = await login(url, 'dispatch.nusakambangan');
     expect((await get(url, `/api/incidents/${before}`, accessToken)).status).toBe(200);
   }, 60_000);
 
