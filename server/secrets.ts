@@ -1,6 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { StartupError } from './startup-error.ts';
+
+// How long a reader waits for the process that has just created the key file to write the key into it.
+const WRITER_GRACE_MS = 2000;
 
 /**
  * The JWT signing key: `JWT_SECRET` when set; otherwise one generated on first start and kept in
@@ -9,11 +14,8 @@ import path from 'node:path';
 export async function resolveJwtSecret(configured: string | undefined, dataDir: string): Promise<Uint8Array> {
   if (configured) return new TextEncoder().encode(configured);
   const file = path.resolve(dataDir, 'jwt-secret');
-  try {
-    return new TextEncoder().encode((await readFile(file, 'utf8')).trim());
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-  }
+  const existing = await readSecret(file);
+  if (existing) return existing;
   await mkdir(path.dirname(file), { recursive: true });
   const secret = randomBytes(48).toString('base64url');
   // `wx`: if another process created it a moment earlier, use theirs.
@@ -22,5 +24,31 @@ export async function resolveJwtSecret(configured: string | undefined, dataDir: 
       if (error.code !== 'EEXIST') throw error;
     },
   );
-  return new TextEncoder().encode((await readFile(file, 'utf8')).trim());
+  const kept = await readSecret(file);
+  if (!kept) throw new StartupError(`${file} vanished while it was being made`);
+  return kept;
+}
+
+/**
+ * The key in the file, undefined when there is no file. Server processes starting together on a new data
+ * directory race to create it, and the file exists, empty, between its creation and the write of the key:
+ * read then, it gave a process an empty key, and every login it signed failed. An empty file is waited on.
+ */
+async function readSecret(file: string): Promise<Uint8Array | undefined> {
+  const deadline = Date.now() + WRITER_GRACE_MS;
+  for (;;) {
+    let text: string;
+    try {
+      text = (await readFile(file, 'utf8')).trim();
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw error;
+    }
+    if (text) return new TextEncoder().encode(text);
+    if (Date.now() >= deadline)
+      throw new StartupError(
+        `${file} is empty. Delete it to have a new signing key made (every session then ends), or set JWT_SECRET.`,
+      );
+    await sleep(20);
+  }
 }
