@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { access, constants, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { access, constants, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { Redis } from 'ioredis';
@@ -319,7 +319,11 @@ async function spawnRedis(
   }
 
   const record: AddressRecord = { address, pid, dir, lasting: options.lasting ?? false };
-  await writeFile(addressFile(dir), `${JSON.stringify(record)}\n`, { mode: 0o600 });
+  // Written aside and renamed into place: a process looking for the server (a tool, the other server
+  // processes) never reads a half-written record and takes the server for gone, as it would at a restart.
+  const draft = `${addressFile(dir)}.${process.pid}`;
+  await writeFile(draft, `${JSON.stringify(record)}\n`, { mode: 0o600 });
+  await rename(draft, addressFile(dir));
   return { child, exited, pid };
 }
 
