@@ -11,7 +11,7 @@ import { createIncidentService, type IncidentService } from './domain/incident-s
 import { createIncidentWriter } from './domain/incident-writer.ts';
 import { createUserService, type UserService } from './domain/user-service.ts';
 import { startEscalationWorker } from './jobs/escalation.worker.ts';
-import { allPartitions, createEscalationQueue } from './jobs/escalation-queue.ts';
+import { createEscalationQueue, inlinePartitions } from './jobs/escalation-queue.ts';
 import type { Logger } from './logger.ts';
 import { createMetrics, type Metrics, registerQueueDepth } from './metrics.ts';
 import { createRedis, waitReady } from './redis/redis-connection.ts';
@@ -284,10 +284,7 @@ export function createApp(deps: AppDeps): App {
       const recorded = await recordTopology(redis, keys, deps.topology);
       if (recorded.previous) logger.warn(recorded, 'topology changed since the last start');
       await escalationQueue.scheduleAudit(config.escalation.auditIntervalMs);
-      const partitions =
-        deps.partitions ??
-        (config.escalation.worker === 'inline' ? allPartitions(config.escalation.partitions) : []);
-      await startEscalationWorkers(partitions);
+      await startEscalationWorkers(deps.partitions ?? inlinePartitions(config.escalation));
     },
     startEscalationWorkers,
     close() {

@@ -6,7 +6,7 @@ import { setupMaster } from '@socket.io/sticky';
 import { AggregatorRegistry } from 'prom-client';
 import type { Config } from '../config.ts';
 import { loadEscalationFile, loadTopologyFile } from '../config-files.ts';
-import { allPartitions } from '../jobs/escalation-queue.ts';
+import { inlinePartitions } from '../jobs/escalation-queue.ts';
 import { listeningLine } from '../listening-line.ts';
 import { createLogger } from '../logger.ts';
 import { openRedisStore } from '../redis/redis-store.ts';
@@ -78,7 +78,7 @@ export async function runPrimary(config: Config, count: number): Promise<void> {
   // measured on two cores, that cost 0.3-0.4 ms more server CPU per level and doubled lateness p99), and the
   // levels falling due are spread over the cores. When a process dies, one already serving takes its
   // partitions over at once; its replacement takes only partitions nobody could.
-  const partitions = config.escalation.worker === 'inline' ? allPartitions(config.escalation.partitions) : [];
+  const partitions = inlinePartitions(config.escalation);
   const held = new Map<Worker, number[]>();
   let unheld: number[] = [];
   const fork = (setUp: boolean, escalation: number[]) => {

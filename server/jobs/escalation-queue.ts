@@ -37,6 +37,11 @@ export function allPartitions(partitions: number): number[] {
   return Array.from({ length: partitions }, (_, p) => p);
 }
 
+/** The partitions whose workers a server runs, by ESCALATION_WORKER: all of them, or none when it only schedules. */
+export function inlinePartitions(settings: { worker: 'inline' | 'off'; partitions: number }): number[] {
+  return settings.worker === 'inline' ? allPartitions(settings.partitions) : [];
+}
+
 export type EscalationJobName = 'escalate' | 'resume' | 'audit';
 
 // BullMQ forbids ':' in job ids; ids are deterministic so that scheduling twice is a no-op. A chain timer is
