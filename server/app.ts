@@ -222,6 +222,7 @@ export function createApp(deps: AppDeps): App {
         prefix: keys.bullPrefix,
         partition,
         service: escalation,
+        arm: escalationQueue.arm,
         logger,
         metrics,
         settings: config.escalation,

@@ -132,11 +132,16 @@ export type ChainStatus = z.infer<typeof ChainStatus>;
 export const ChainState = z.object({
   level: z.number().int().nonnegative(),
   levelCount: z.number().int().positive(),
-  /** Bumped by every ack, hold, resume, stop and reopen: a timer scheduled under an older one does nothing. */
+  /** Bumped by every ack, hold, resume, stop and reopen: the auditor repairs a chain only if it did not move. */
   generation: z.number().int().positive(),
   status: ChainStatus,
   /** When the next level falls due, while running. */
   dueAt: z.iso.datetime().nullable(),
+  /**
+   * When the chain began waiting at its level, while running or exhausted: its reminder rounds count from
+   * here. Absent from incidents stored before it was kept (see `waitStart`).
+   */
+  waitFrom: z.iso.datetime().optional(),
   heldUntil: z.iso.datetime().optional(),
 });
 export type ChainState = z.infer<typeof ChainState>;
@@ -165,11 +170,11 @@ export function waitingAt(
   levels: readonly EscalationLevel[],
   level: number,
   at: string,
-): Pick<ChainState, 'status' | 'dueAt'> {
+): Pick<ChainState, 'status' | 'dueAt' | 'waitFrom'> {
   const wait = levels[level]?.waitSeconds;
   return level + 1 < levels.length && wait !== undefined
-    ? { status: 'running', dueAt: addSeconds(at, wait) }
-    : { status: 'exhausted', dueAt: null };
+    ? { status: 'running', dueAt: addSeconds(at, wait), waitFrom: at }
+    : { status: 'exhausted', dueAt: null, waitFrom: at };
 }
 
 export function initialChains(snapshot: EscalationSnapshot, at: string): EscalationState {
@@ -194,6 +199,16 @@ const repeatMs = (levels: readonly EscalationLevel[], level: number) => {
 };
 
 /**
+ * When a chain began waiting at its level. An incident stored before `waitFrom` was kept counts from the
+ * climb's due time less the wait, or, at the top level, from `fallbackMs` (its last change).
+ */
+export function waitStart(chain: ChainState, levels: readonly EscalationLevel[], fallbackMs: number): number {
+  if (chain.waitFrom) return Date.parse(chain.waitFrom);
+  const wait = levels[chain.level]?.waitSeconds;
+  return chain.dueAt !== null && wait !== undefined ? Date.parse(chain.dueAt) - wait * 1000 : fallbackMs;
+}
+
+/**
  * When a chain waiting at its level since `waitFromMs` is next paged again after `afterMs`; undefined when it
  * is not. Rounds fall every `repeatSeconds` counted from the start of the wait, so a late round never pushes
  * the later ones back, and rounds missed while no worker ran are not all sent at once. A level is never
@@ -213,15 +228,15 @@ export function nextReminderAt(
   return at;
 }
 
-/** When a chain's timer next wakes, and whether for the climb or for a reminder round. */
+/** When a chain next needs its incident's timer; `climb` when the chain moves then (a climb or the end of a hold), not only pages. */
 export interface ChainWake {
   at: number;
   climb: boolean;
 }
 
 /**
- * The one timer of a waiting chain (a BullMQ job; see ChainTimerJob): when it next wakes, at the level's next
- * reminder or else at the climb; undefined for a chain that waits for nothing.
+ * When a chain next needs its incident's timer after `afterMs`: the level's next reminder round, else the
+ * climb, or the end of a hold; undefined for a chain that waits for nothing.
  */
 export function nextWake(
   chain: ChainState,
@@ -229,6 +244,8 @@ export function nextWake(
   waitFromMs: number,
   afterMs: number,
 ): ChainWake | undefined {
+  if (chain.status === 'held')
+    return chain.heldUntil ? { at: Date.parse(chain.heldUntil), climb: true } : undefined;
   if (chain.status !== 'running' && chain.status !== 'exhausted') return undefined;
   const reminder = nextReminderAt(chain, levels, waitFromMs, afterMs);
   if (reminder !== undefined) return { at: reminder, climb: false };
@@ -237,26 +254,74 @@ export function nextWake(
     : undefined;
 }
 
+/** What the escalation timer reads of an incident. */
+export interface Escalating {
+  escalation: EscalationState;
+  updatedAt: string;
+}
+
 /**
- * A chain timer that woke before its climb: the reminder round now due (none when it woke early), and when to
- * wake next. Undefined when the chain has moved on since the timer was set: it does nothing more.
+ * An incident's one timer (see IncidentTimerJob): when it next wakes after `afterMs`, at the earliest of its
+ * chains' climbs, hold ends and reminder rounds; undefined when no chain waits for anything.
  */
-export function decideReminder(
-  chain: ChainState,
-  levels: readonly EscalationLevel[],
-  timer: Pick<ChainTimerJob, 'level' | 'generation' | 'waitFrom'>,
+export function incidentWake(
+  incident: Escalating,
+  policy: EscalationSnapshot,
+  afterMs: number,
+): ChainWake | undefined {
+  let next: ChainWake | undefined;
+  for (const chain of chains) {
+    const c = incident.escalation.chains[chain];
+    const levels = policy.chains[chain].levels;
+    const wake = nextWake(c, levels, waitStart(c, levels, Date.parse(incident.updatedAt)), afterMs);
+    if (wake && (!next || wake.at < next.at || (wake.at === next.at && wake.climb))) next = wake;
+  }
+  return next;
+}
+
+/** What an incident's timer has to do when it wakes. */
+export interface DueOnWake {
+  /** Running chains whose climb has come. */
+  climbs: Chain[];
+  /** Held chains whose hold has run out. */
+  resumes: Chain[];
+  /** Waiting levels to page again, each with the latest round that fell due since the timer was set. */
+  rounds: { chain: Chain; level: number; round: number }[];
+}
+
+/**
+ * What an incident's timer, set to wake at `plannedMs`, has to do on waking at `nowMs`, decided on the
+ * incident as it is then, so a timer that wakes late, early, twice, or after the chains moved on does only
+ * what is due: climb the chains whose climb has come, resume those whose hold has run out, and page each
+ * other waiting level once for the rounds that fell due since the timer was set (one page, not a burst, for
+ * rounds missed while no worker ran). A level that climbs now is not paged: the next level's page supersedes it.
+ */
+export function dueOnWake(
+  incident: Escalating,
+  policy: EscalationSnapshot,
+  plannedMs: number,
   nowMs: number,
-): { round: number | undefined; wake: ChainWake | undefined } | undefined {
-  if (chain.generation !== timer.generation || chain.level !== timer.level - 1) return undefined;
-  if (chain.status !== 'running' && chain.status !== 'exhausted') return undefined;
-  // The chain's own climb has come, though the timer was set for a later one (an alert that brought a
-  // quicker policy while this timer ran): no page, the climb is due now.
-  if (chain.status === 'running' && chain.dueAt !== null && nowMs >= Date.parse(chain.dueAt))
-    return { round: undefined, wake: { at: Date.parse(chain.dueAt), climb: true } };
-  const from = Date.parse(timer.waitFrom);
-  const every = repeatMs(levels, chain.level);
-  const round = every ? Math.floor((nowMs - from) / every) : 0;
-  return { round: round > 0 ? round : undefined, wake: nextWake(chain, levels, from, nowMs) };
+): DueOnWake {
+  const due: DueOnWake = { climbs: [], resumes: [], rounds: [] };
+  for (const chain of chains) {
+    const c = incident.escalation.chains[chain];
+    if (c.status === 'held') {
+      if (c.heldUntil && Date.parse(c.heldUntil) <= nowMs) due.resumes.push(chain);
+      continue;
+    }
+    if (c.status === 'running' && c.dueAt !== null && Date.parse(c.dueAt) <= nowMs) {
+      due.climbs.push(chain);
+      continue;
+    }
+    if (c.status !== 'running' && c.status !== 'exhausted') continue;
+    const levels = policy.chains[chain].levels;
+    const every = repeatMs(levels, c.level);
+    if (!every) continue;
+    const from = waitStart(c, levels, Date.parse(incident.updatedAt));
+    const round = Math.floor((nowMs - from) / every);
+    if (round >= 1 && from + round * every >= plannedMs) due.rounds.push({ chain, level: c.level, round });
+  }
+  return due;
 }
 
 /** The units a level makes parties to the incident, and the rooms it pages. */
@@ -302,30 +367,38 @@ export function resolveTargets(
   return { units: [...units], rooms: [...paged] };
 }
 
-/** BullMQ job payloads of the escalation queue; parsed on arrival, so a poisoned job fails for good. */
+/**
+ * The BullMQ job of an incident's one escalation timer: it wakes at the earliest of its chains' climbs, hold
+ * ends and reminder rounds, does what is then due on the incident as it is, and sets itself for the next.
+ * Parsed on arrival, so a poisoned job fails for good.
+ */
+export const IncidentTimerJob = z.object({
+  incidentId: z.uuid(),
+  /** When it was set to wake: the reminder rounds due from then on are paged when it does. */
+  at: z.iso.datetime(),
+});
+export type IncidentTimerJob = z.infer<typeof IncidentTimerJob>;
+
+/**
+ * A chain's timer as versions before the incident timer stored it: when one runs, it sets its incident's
+ * timer for the moment the chain began waiting (so a reminder round it woke for is not lost), and ends.
+ */
 export const ChainTimerJob = z.object({
   incidentId: z.uuid(),
   chain: Chain,
-  /** The level the chain climbs to when the timer runs out: one above the level it waits at. */
   level: z.number().int().positive(),
   generation: z.number().int().positive(),
-  /** When the chain climbs; null for a chain at its top level, whose timer only pages it again. */
   dueAt: z.iso.datetime().nullable(),
-  /** When the chain began waiting at its level: the reminder rounds count from here. */
   waitFrom: z.iso.datetime(),
 });
-export type ChainTimerJob = z.infer<typeof ChainTimerJob>;
 
-/** A timer whose climb has come: what `decideEscalation` needs of it. */
-export type EscalateJob = Pick<ChainTimerJob, 'chain' | 'level' | 'generation'> & { dueAt: string };
-
+/** The end of a hold as versions before the incident timer stored it; run like ChainTimerJob. */
 export const ResumeJob = z.object({
   incidentId: z.uuid(),
   chain: Chain,
   generation: z.number().int().positive(),
   dueAt: z.iso.datetime(),
 });
-export type ResumeJob = z.infer<typeof ResumeJob>;
 
 export const HoldEscalation = z
   .object({

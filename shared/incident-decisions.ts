@@ -168,21 +168,22 @@ export function checkVisible(caller: PublicUser, incident: Incident | undefined)
 export const systemActor = (unitId: string): Actor => ({ userId: 'system', username: 'sinergi', unitId });
 
 /**
- * A due escalation timer: climbs one level if, and only if, the chain is still running at the level below
- * under the generation the timer was set for. Anything else (acked, held, stopped, a rerun of a timer that
- * already fired) changes nothing.
+ * A chain's climb, decided on the incident as it is: one level up if, and only if, the chain is running and
+ * its climb has come by `at`. Anything else (acked, held, stopped, climbed by another run meanwhile)
+ * changes nothing, so the level fires once however often its timer wakes.
  */
 export function decideEscalation(
   incident: Incident,
   policy: EscalationSnapshot,
-  job: { chain: Chain; level: number; generation: number; dueAt: string },
+  chainName: Chain,
   topology: TopologyIndex,
   at: string,
 ): PendingEvent | null {
-  const chain = incident.escalation.chains[job.chain];
-  if (chain.status !== 'running' || chain.generation !== job.generation || chain.level !== job.level - 1)
+  const chain = incident.escalation.chains[chainName];
+  if (chain.status !== 'running' || chain.dueAt === null || Date.parse(chain.dueAt) > Date.parse(at))
     return null;
-  const level = policy.chains[job.chain].levels[job.level];
+  const levelIndex = chain.level + 1;
+  const level = policy.chains[chainName].levels[levelIndex];
   if (!level) return null;
   const targets = resolveTargets(topology, incident.facilityId, level.notify);
   return {
@@ -190,14 +191,14 @@ export function decideEscalation(
     at,
     actor: systemActor(incident.facilityId),
     data: {
-      chain: job.chain,
-      level: job.level,
+      chain: chainName,
+      level: levelIndex,
       label: level.label,
       addedUnits: targets.units.filter((u) => !incident.parties.includes(u)),
       targets,
-      dueAt: job.dueAt,
+      dueAt: chain.dueAt,
       firedAt: at,
-      lateMs: Date.parse(at) - Date.parse(job.dueAt),
+      lateMs: Date.parse(at) - Date.parse(chain.dueAt),
     },
   };
 }
@@ -233,18 +234,15 @@ export function decideHold(
   };
 }
 
-/** A hold ends by itself at its end time, unless something newer (ack, new hold, stop) came first. */
-export function decideResume(
-  incident: Incident,
-  job: { chain: Chain; generation: number },
-  at: string,
-): PendingEvent | null {
-  const chain = incident.escalation.chains[job.chain];
-  if (chain.status !== 'held' || chain.generation !== job.generation) return null;
+/** A held chain resumes by itself once its hold has run out, unless it moved meanwhile (ack, a longer hold, a stop). */
+export function decideResume(incident: Incident, chainName: Chain, at: string): PendingEvent | null {
+  const chain = incident.escalation.chains[chainName];
+  if (chain.status !== 'held' || !chain.heldUntil || Date.parse(chain.heldUntil) > Date.parse(at))
+    return null;
   return {
     type: 'escalation_resumed',
     at,
     actor: systemActor(incident.facilityId),
-    data: { chain: job.chain },
+    data: { chain: chainName },
   };
 }

@@ -93,7 +93,7 @@ export function applyEvent(
       return { ...climbed, parties: mergeParties(state.parties, addedUnits) };
     }
     case 'escalation_held':
-      return withChain(event.data.chain, (c) => ({
+      return withChain(event.data.chain, ({ waitFrom: _paused, ...c }) => ({
         ...c,
         status: 'held',
         dueAt: null,
@@ -138,7 +138,7 @@ function switchPolicy(state: Incident, policy: EscalationSnapshot, at: string): 
 }
 
 const stop = (chain: ChainState, status: 'acknowledged' | 'stopped'): ChainState => {
-  const { heldUntil: _gone, ...rest } = chain;
+  const { heldUntil: _gone, waitFrom: _over, ...rest } = chain;
   return { ...rest, status, dueAt: null, generation: chain.generation + 1 };
 };
 

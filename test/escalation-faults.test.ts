@@ -4,7 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import { type Job, Worker } from 'bullmq';
+import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, inject, it } from 'vitest';
 import { escalationQueueName, jobIds, partitionOf } from '../server/jobs/escalation-queue.ts';
@@ -224,12 +224,12 @@ describe('faults the escalation engine survives', () => {
     }
   });
 
-  it('When a worker dies holding due jobs, Then another worker’s stalled-job check takes them over, each level fires once, and the stall is counted', async () => {
+  it('When a worker dies holding a due timer, Then another worker’s stalled-job check takes it over, each chain’s level fires once, and the stall is counted', async () => {
     const prefix = uniquePrefix();
     // Serves consoles but runs no worker, so the doomed worker below is the only one to take the jobs.
     const front = await serverOn({ prefix, env: { ESCALATION_WORKER: 'off' } });
     const incident = await raiseOverRest(front.url);
-    const wanted = chains.map((c) => jobIds.escalate(incident.id, c, 1));
+    const timer = jobIds.timer(incident.id);
 
     const connection = new Redis(inject('redisUrl'), { maxRetriesPerRequest: null });
     teardown.push(() => connection.quit());
@@ -246,16 +246,14 @@ describe('faults the escalation engine survives', () => {
     );
     teardown.push(() => doomed.close(true));
     const token = randomUUID();
-    const held: Job[] = [];
     await waitFor(
       async () => {
         const job = await doomed.getNextJob(token, { block: false });
-        if (job && wanted.includes(job.id ?? '')) held.push(job);
-        // Anything else (the auditor's run) is finished untouched: only the escalations are left to stall.
-        else if (job) await job.moveToCompleted(null, token, false);
-        return held.length === wanted.length;
+        // Anything else (the auditor's run) is finished untouched: only the timer is left to stall.
+        if (job && job.id !== timer) await job.moveToCompleted(null, token, false);
+        return job?.id === timer;
       },
-      { timeoutMs: WAIT_MS + 5000, intervalMs: 50, what: 'the doomed worker to take both due jobs' },
+      { timeoutMs: WAIT_MS + 5000, intervalMs: 50, what: 'the doomed worker to take the due timer' },
     );
     await doomed.close(true);
     expect(await escalationsOn(front.url, incident.id)).toEqual([]);
@@ -269,12 +267,12 @@ describe('faults the escalation engine survives', () => {
     const metrics = await waitFor(
       async () => {
         const text = await metricsOf(rescuer.url);
-        return metricValue(text, 'sinergi_jobs_stalled_total') >= wanted.length && text;
+        return metricValue(text, 'sinergi_jobs_stalled_total') >= 1 && text;
       },
-      { what: 'the stalls to be counted' },
+      { what: 'the stall to be counted' },
     );
-    expect(metricValue(metrics, 'sinergi_jobs_stalled_total')).toBe(wanted.length);
-    expect(metricValue(metrics, 'sinergi_escalation_fired_total')).toBe(wanted.length);
+    expect(metricValue(metrics, 'sinergi_jobs_stalled_total')).toBe(1);
+    expect(metricValue(metrics, 'sinergi_escalation_fired_total')).toBe(chains.length);
   });
 });
 
@@ -333,5 +331,43 @@ describe('partitions of the escalation timers', () => {
     expect(events.filter((e) => e.type === 'escalation_repaired').map((e) => e.data)).toEqual(
       expect.arrayContaining(chains.map((chain) => expect.objectContaining({ chain, level: 1 }))),
     );
+  });
+});
+
+describe('timers stored by an earlier version', () => {
+  it('When chain timers of a version before the incident timer are pending, Then they hand over to the incident’s timer: each level fires once, on time, and no repair is recorded', async () => {
+    const prefix = uniquePrefix();
+    const front = await serverOn({ prefix, env: { ESCALATION_WORKER: 'off', ESCALATION_PARTITIONS: '1' } });
+    const incident = await raiseOverRest(front.url);
+    // As that version left an incident: a timer per chain, named for the level it climbs to.
+    const connection = new Redis(inject('redisUrl'), { maxRetriesPerRequest: null });
+    teardown.push(() => connection.quit());
+    const queue = new Queue(escalationQueueName(0), { connection, prefix: `${prefix}bull` });
+    teardown.push(() => queue.close());
+    await (await queue.getJob(jobIds.timer(incident.id)))?.remove();
+    for (const chain of chains) {
+      const { generation, dueAt } = incident.escalation.chains[chain];
+      if (!dueAt) throw new Error(`${chain} chain not running`);
+      await queue.add(
+        'escalate',
+        { incidentId: incident.id, chain, level: 1, generation, dueAt, waitFrom: incident.openedAt },
+        { jobId: `esc.${incident.id}.${chain}.1`, delay: Date.parse(dueAt) - Date.now() },
+      );
+    }
+
+    const upgraded = await serverOn({
+      prefix,
+      seedDemo: false,
+      env: { ESCALATION_PARTITIONS: '1', ESCALATION_AUDIT_INTERVAL_MS: '300' },
+    });
+    const fired = expectOncePerChain(await bothFired(front.url, incident.id));
+    for (const e of fired) expect(e.data.lateMs).toBeLessThan(1000);
+    // The auditor ran meanwhile and counted the old timers as the chains' own.
+    const metrics = await metricsOf(upgraded.url);
+    expect(metricValue(metrics, 'sinergi_escalation_audit_last_run_seconds')).toBeGreaterThan(0);
+    const { accessToken } = await login(front.url, 'admin');
+    const events = (await get(front.url, `/api/incidents/${incident.id}/events?limit=1000`, accessToken)).body
+      .events as IncidentEvent[];
+    expect(events.filter((e) => e.type === 'escalation_repaired')).toEqual([]);
   });
 });

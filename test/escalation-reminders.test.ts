@@ -99,7 +99,7 @@ describe('reminders while a level waits', () => {
   });
 });
 
-describe('one timer per chain', () => {
+describe('one timer per incident', () => {
   let a: TestServer;
   let redis: Redis;
   let queues: ReturnType<typeof escalationQueues>;
@@ -121,25 +121,31 @@ describe('one timer per chain', () => {
     return jobs.filter((j) => j?.data?.incidentId === incidentId).map((j) => j.id);
   }
 
-  it('When a level is paged again round after round, Then each chain keeps the one timer it got at the raise, and an acknowledgement removes it', async () => {
+  it('When both levels are paged again round after round, Then the incident keeps the one timer it got at the raise, until both agencies acknowledge', async () => {
     const dispatch = await consoleFor(a.url, 'dispatch.nusakambangan');
+    const chief = await consoleFor(a.url, 'chief.permisan');
     const incident = await raise(a.url, 2);
-    const timers = [
-      jobIds.escalate(incident.id, 'corrections', 1),
-      jobIds.escalate(incident.id, 'police', 1),
-    ];
-    expect((await jobsOf(incident.id)).sort()).toEqual(timers);
+    const timer = jobIds.timer(incident.id);
+    expect(await jobsOf(incident.id)).toEqual([timer]);
     const police = listen(dispatch.socket, incident.id);
-    await waitFor(() => police.length >= 3, { what: 'three police rounds' });
-    expect((await jobsOf(incident.id)).sort()).toEqual(timers);
-    expect(await queues.getJobState(jobIds.escalate(incident.id, 'police', 1))).toMatch(/^(delayed|active)$/);
+    const lapas = listen(chief.socket, incident.id);
+    await waitFor(() => police.length >= 3 && lapas.length >= 3, { what: 'three rounds for each agency' });
+    expect(await jobsOf(incident.id)).toEqual([timer]);
+    expect(await queues.getJobState(timer)).toMatch(/^(delayed|active)$/);
 
+    // The Polsek acknowledges: the Lapas is still paged, by the same timer.
     expect(await dispatch.socket.emitWithAck('alert:ack', { incidentId: incident.id })).toMatchObject({
       ok: true,
     });
-    // The police timer goes, if not at once then after the round it was running when the ack came.
-    await waitFor(async () => (await jobsOf(incident.id)).length === 1, { what: 'the police timer to go' });
-    expect(await jobsOf(incident.id)).toEqual([timers[0]]);
+    const rounds = lapas.length;
+    await waitFor(() => lapas.length >= rounds + 2, { what: 'more rounds for the Lapas' });
+    expect(await jobsOf(incident.id)).toEqual([timer]);
+
+    // The Lapas too: nothing waits, and the timer goes, if not at once then after the round it was running.
+    expect(await chief.socket.emitWithAck('alert:ack', { incidentId: incident.id })).toMatchObject({
+      ok: true,
+    });
+    await waitFor(async () => (await jobsOf(incident.id)).length === 0, { what: 'the timer to go' });
   });
 });
 

@@ -3,7 +3,7 @@ import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { z } from 'zod';
 import { jobIds } from '../server/jobs/escalation-queue.ts';
-import type { Chain, ChainTimerJob, EscalationFired } from '../shared/escalation.ts';
+import type { Chain, EscalationFired } from '../shared/escalation.ts';
 import type { Incident, IncidentEvent, IncidentUpdated } from '../shared/incident.ts';
 import type { Severity } from '../shared/severity.ts';
 import { uniqueAlert } from './support/alerts.ts';
@@ -219,18 +219,16 @@ describe('acknowledgement stops only that agency’s chain', () => {
     ['dispatch.nusakambangan', 'police', 'corrections'],
     ['chief.permisan', 'corrections', 'police'],
   ] as const)(
-    'When %s acknowledges, Then the %s chain stops and its timer is removed while the %s chain climbs to the top',
+    'When %s acknowledges, Then the %s chain stops while the %s chain climbs to the top',
     async (by, acked, other) => {
       const incident = await raise(4);
-      expect(await jobState(jobIds.escalate(incident.id, acked, 1))).toBe('delayed');
-      expect(await jobState(jobIds.escalate(incident.id, other, 1))).toBe('delayed');
+      expect(await jobState(jobIds.timer(incident.id))).toBe('delayed');
 
       const { socket } = await consoleFor(server.url, by);
       const res = await socket.emitWithAck('alert:ack', { incidentId: incident.id });
       if (!res.ok) throw new Error(JSON.stringify(res.error));
       const stoppedAt = res.data.incident.escalation.chains[acked];
       expect(stoppedAt).toMatchObject({ status: 'acknowledged', dueAt: null });
-      expect(await queues.getJob(jobIds.escalate(incident.id, acked, stoppedAt.level + 1))).toBeUndefined();
 
       // The other chain takes three waits to reach its top: the acked one would have climbed meanwhile.
       const events = await timelineWhen(incident.id, reached(other, 3), `the ${other} chain at its top`);
@@ -268,8 +266,11 @@ describe('closing the case stops both chains', () => {
       const c = incident.escalation.chains[chain];
       expect(['stopped', 'acknowledged']).toContain(c.status);
       expect(c.dueAt).toBeNull();
-      expect(await queues.getJob(jobIds.escalate(incident.id, chain, c.level + 1))).toBeUndefined();
     }
+    // The incident's timer goes: at once, or when a run already under way when the change came ends.
+    await waitFor(async () => (await queues.getJob(jobIds.timer(incident.id))) === undefined, {
+      what: 'the timer to go',
+    });
     // Proving that nothing happens needs a wait: three of the policy's waits, in which a live chain climbs.
     await new Promise((r) => setTimeout(r, 3 * CRITICAL_WAIT_MS + 100));
     const events = await timeline(incident.id);
@@ -418,9 +419,9 @@ describe('holding a chain', () => {
       if (!res.ok) throw new Error(JSON.stringify(res.error));
       const held = res.data.incident.escalation.chains[chain];
       expect(held).toMatchObject({ status: 'held', dueAt: null });
-      // Its escalation timer is gone; a resume timer takes its place.
-      expect(await queues.getJob(jobIds.escalate(incident.id, chain, held.level + 1))).toBeUndefined();
-      expect(await jobState(jobIds.resume(incident.id, chain, held.generation))).toBe('delayed');
+      // The incident's timer wakes no later than the end of the hold.
+      const timer = await queues.getJob(jobIds.timer(incident.id));
+      expect(Date.parse(timer?.data.at)).toBeLessThanOrEqual(Date.parse(held.heldUntil ?? ''));
 
       const events = await timelineWhen(
         incident.id,
@@ -517,38 +518,31 @@ describe('escalation widens who is a party', () => {
 });
 
 describe('exactly once', () => {
-  it('When the same level’s job runs five times at once and a copy is queued under another id, Then the level fires once', async () => {
-    // High climbs once, after 2 s: the runs below all happen before the scheduled job falls due.
+  it('When the incident’s timer runs five times at once as the level falls due and a copy is queued under another id, Then the level fires once', async () => {
+    // High climbs once, after 2 s; the runs below start when it falls due, as the scheduled timer does.
     const incident = await raise(3);
-    const police = incident.escalation.chains.police;
-    if (!police.dueAt) throw new Error('police chain not running');
-    const job: ChainTimerJob = {
-      incidentId: incident.id,
-      chain: 'police',
-      level: 1,
-      generation: police.generation,
-      // Its climb has come whenever it runs: the level was due when the incident opened.
-      dueAt: incident.openedAt,
-      waitFrom: incident.openedAt,
-    };
+    const dueAt = incident.escalation.chains.police.dueAt;
+    if (!dueAt) throw new Error('police chain not running');
+    const timer = { incidentId: incident.id, at: dueAt };
     const copyId = `copy-${randomUUID()}`;
-    const [runs] = await Promise.all([
-      Promise.all(Array.from({ length: 5 }, () => server.app.services.escalation.wake(job))),
-      queues.of(incident.id).add('escalate', job, { jobId: copyId, removeOnComplete: false }),
-    ]);
-    const copy = await jobOnce(copyId, 'completed');
-    const firedBy = runs.filter((r) => r.kind === 'fired').length + (copy.returnvalue === null ? 0 : 1);
-    expect(firedBy).toBe(1);
-    // Fired early by the runs above, the level is not fired again when the job scheduled at raise runs.
-    await waitFor(
-      async () => (await queues.getJob(jobIds.escalate(incident.id, 'police', 1))) === undefined,
-      {
-        what: 'the scheduled job to run',
-        timeoutMs: HIGH_WAIT_MS + 5000,
-      },
+    await queues
+      .of(incident.id)
+      .add('timer', timer, { jobId: copyId, delay: Date.parse(dueAt) - Date.now(), removeOnComplete: false });
+    await new Promise((r) => setTimeout(r, Date.parse(dueAt) - Date.now()));
+    const runs = await Promise.all(
+      Array.from({ length: 5 }, () => server.app.services.escalation.wake(timer)),
     );
-    expect(levels(await timeline(incident.id), 'police')).toEqual([1]);
-    await copy.remove();
+    await jobOnce(copyId, 'completed');
+    const events = await timelineWhen(
+      incident.id,
+      (e) => reached('police', 1)(e) && reached('corrections', 1)(e),
+      'both chains at level 1',
+    );
+    // However many runs woke for it, each chain's level 1 is on the timeline once.
+    expect(levels(events, 'police')).toEqual([1]);
+    expect(levels(events, 'corrections')).toEqual([1]);
+    expect(runs.flatMap((r) => r.firedLateMs).length).toBeLessThanOrEqual(2);
+    await (await queues.getJob(copyId))?.remove();
   });
 
   it('When a job carries data that fails its schema, Then it fails at once without retries and changes nothing', async () => {
@@ -556,8 +550,8 @@ describe('exactly once', () => {
     const poisoned = await queues
       .of(incident.id)
       .add(
-        'escalate',
-        { incidentId: incident.id, chain: 'army', level: 1, generation: 1, dueAt: 'yesterday' },
+        'timer',
+        { incidentId: incident.id, at: 'yesterday' },
         { attempts: 5, backoff: { type: 'fixed', delay: 50 }, removeOnFail: false },
       );
     const unknown = await queues
@@ -568,7 +562,7 @@ describe('exactly once', () => {
         { attempts: 5, backoff: { type: 'fixed', delay: 50 }, removeOnFail: false },
       );
     for (const [job, reason] of [
-      [poisoned, /invalid escalate job data/],
+      [poisoned, /invalid timer job data/],
       [unknown, /unknown job explode/],
     ] as const) {
       const failed = await jobOnce(job.id ?? '', 'failed');
@@ -579,44 +573,54 @@ describe('exactly once', () => {
     expect((await timeline(incident.id)).map((e) => e.type)).toEqual(['opened']);
     expect((await current(incident.id)).seq).toBe(incident.seq);
     const metrics = await (await fetch(`${server.url}/metrics`)).text();
-    expect(metricValue(metrics, 'sinergi_jobs_failed_total{name="escalate"}')).toBeGreaterThanOrEqual(1);
+    expect(metricValue(metrics, 'sinergi_jobs_failed_total{name="timer"}')).toBeGreaterThanOrEqual(1);
   });
 });
 
 describe('the auditor', () => {
   it('When a pending timer is removed by hand, Then the auditor puts it back, records the repair, and the level fires on time', async () => {
     const incident = await raise(3);
-    const id = jobIds.escalate(incident.id, 'corrections', 1);
+    const id = jobIds.timer(incident.id);
     const job = await queues.getJob(id);
-    if (!job) throw new Error('no pending job after the raise');
+    if (!job) throw new Error('no pending timer after the raise');
     await job.remove();
     expect(await queues.getJob(id)).toBeUndefined();
 
+    const repairs = (events: IncidentEvent[]) => events.filter((e) => e.type === 'escalation_repaired');
     const repaired = await timelineWhen(
       incident.id,
-      (e) => e.some((x) => x.type === 'escalation_repaired'),
-      'the auditor to repair the timer',
+      (e) => repairs(e).length === 2,
+      'the auditor to repair the timer of both chains',
     );
-    expect(repaired.find((e) => e.type === 'escalation_repaired')).toMatchObject({
-      actor: { userId: 'system' },
-      data: {
-        chain: 'corrections',
-        timer: 'escalate',
-        level: 1,
-        dueAt: incident.escalation.chains.corrections.dueAt,
-      },
-    });
+    // Both chains waited on the timer removed: each repair is recorded, with the climb it was set for.
+    expect(repairs(repaired).map((e) => e.data)).toEqual(
+      expect.arrayContaining(
+        (['corrections', 'police'] as const).map((chain) => ({
+          chain,
+          timer: 'escalate',
+          level: 1,
+          dueAt: incident.escalation.chains[chain].dueAt,
+        })),
+      ),
+    );
+    expect(repairs(repaired).every((e) => e.actor.userId === 'system')).toBe(true);
     expect(await jobState(id)).toBe('delayed');
-    const repair = repaired.find((e) => e.type === 'escalation_repaired');
-    expect(Date.parse(repair?.at ?? '')).toBeLessThan(Date.parse(incident.openedAt) + HIGH_WAIT_MS);
+    for (const repair of repairs(repaired))
+      expect(Date.parse(repair.at)).toBeLessThan(Date.parse(incident.openedAt) + HIGH_WAIT_MS);
 
-    const events = await timelineWhen(incident.id, reached('corrections', 1), 'corrections level 1');
-    const fired = escalations(events, 'corrections')[0];
-    // Repaired before it fell due, it fires at its original due time.
-    expect(fired?.data.dueAt).toBe(plusMs(incident.openedAt, HIGH_WAIT_MS));
-    expect(fired?.data.lateMs).toBeLessThan(1000);
-    // The police timer was never lost: one repair, for the one timer removed.
-    expect(events.filter((e) => e.type === 'escalation_repaired')).toHaveLength(1);
+    const events = await timelineWhen(
+      incident.id,
+      (e) => reached('corrections', 1)(e) && reached('police', 1)(e),
+      'both chains at level 1',
+    );
+    // Repaired before they fell due, both fire at their original due time, once.
+    for (const chain of ['corrections', 'police'] as const) {
+      const fired = escalations(events, chain);
+      expect(fired).toHaveLength(1);
+      expect(fired[0]?.data.dueAt).toBe(plusMs(incident.openedAt, HIGH_WAIT_MS));
+      expect(fired[0]?.data.lateMs).toBeLessThan(1000);
+    }
+    expect(repairs(events)).toHaveLength(2);
 
     const metrics = await (await fetch(`${server.url}/metrics`)).text();
     expect(metricValue(metrics, 'sinergi_escalation_repaired_total')).toBeGreaterThanOrEqual(1);
@@ -626,11 +630,22 @@ describe('the auditor', () => {
 });
 
 describe('metrics', () => {
-  it('When levels have fired and a chain was acknowledged, Then /metrics shows lateness, fired, cancelled, queue depth and the auditor heartbeat', async () => {
+  it('When levels have fired and an incident was acknowledged by both agencies, Then /metrics shows lateness, fired, cancelled, queue depth and the auditor heartbeat', async () => {
     const incident = await raise(4);
-    const { socket } = await consoleFor(server.url, 'dispatch.nusakambangan');
-    expect(await socket.emitWithAck('alert:ack', { incidentId: incident.id })).toMatchObject({ ok: true });
+    const dispatch = await consoleFor(server.url, 'dispatch.nusakambangan');
+    expect(await dispatch.socket.emitWithAck('alert:ack', { incidentId: incident.id })).toMatchObject({
+      ok: true,
+    });
     await timelineWhen(incident.id, reached('corrections', 1), 'corrections level 1');
+    const cancelled = async () =>
+      metricValue(await (await fetch(`${server.url}/metrics`)).text(), 'sinergi_escalation_cancelled_total');
+    // High waits 2 s: its timer is pending, not running, when both agencies acknowledge.
+    const quiet = await raise(3);
+    const before = await cancelled();
+    const chief = await consoleFor(server.url, 'chief.permisan');
+    for (const socket of [dispatch.socket, chief.socket])
+      expect(await socket.emitWithAck('alert:ack', { incidentId: quiet.id })).toMatchObject({ ok: true });
+    expect(await cancelled()).toBe((Number.isNaN(before) ? 0 : before) + 1);
     const metrics = await waitFor(
       async () => {
         const text = await (await fetch(`${server.url}/metrics`)).text();
@@ -641,7 +656,6 @@ describe('metrics', () => {
     expect(metricValue(metrics, 'sinergi_escalation_fired_total')).toBeGreaterThanOrEqual(1);
     expect(metricValue(metrics, 'sinergi_escalation_lateness_seconds_count')).toBeGreaterThanOrEqual(1);
     expect(metrics).toMatch(/^sinergi_escalation_lateness_seconds_bucket\{le="0\.1"\} \d+$/m);
-    expect(metricValue(metrics, 'sinergi_escalation_cancelled_total')).toBeGreaterThanOrEqual(1);
     // The corrections chain still has its next level waiting as a delayed job.
     expect(metricValue(metrics, 'sinergi_escalation_queue_jobs{state="delayed"}')).toBeGreaterThanOrEqual(1);
   });

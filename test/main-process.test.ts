@@ -372,9 +372,9 @@ describe('npm start with several server processes (SERVER_PROCESSES=2)', () => {
     const metrics = (await fetch(`${url}/metrics`).then((r) => r.text())).split('\n');
     expect(metrics).toContain('sinergi_sockets_connected{unit_type="precinct"} 4');
     expect(metrics).toContain('sinergi_sockets_connected{unit_type="facility"} 1');
-    // What both processes read from the one Redis is counted once: the incident's two chain timers and
-    // the auditor's next run.
-    expect(metrics).toContain('sinergi_escalation_queue_jobs{state="delayed"} 3');
+    // What both processes read from the one Redis is counted once: the incident's timer and the auditor's
+    // next run.
+    expect(metrics).toContain('sinergi_escalation_queue_jobs{state="delayed"} 2');
     for (const c of consoles) expect(c.socket.io.engine.transport.name).toBe('polling');
 
     // A terminal's Ctrl-C reaches the whole process group.

@@ -26,8 +26,9 @@ import type { StockRunReport, StockRunRequest } from '../load/stock-bullmq.ts';
  * Escalation lateness: incidents raised through the real path (operator consoles over Socket.IO) so that the
  * first level of both chains of every one falls due inside one window; how late each level fires (the
  * `escalated` event's lateMs: decided − due), and that each fires exactly once. Baseline in the same run, on
- * the same Redis: a bare BullMQ Queue + Worker with default settings and as many delayed jobs over the same
- * window; then variants of it that show what costs lateness.
+ * the same Redis: a bare BullMQ Queue + Worker with default settings and one delayed job per level due over
+ * the same window (Sinergi fires both levels of an incident from one timer; the baseline is not given that
+ * help); then variants of it that show what costs lateness.
  */
 
 const TARGETS = { p50: 20, p99: 100 };

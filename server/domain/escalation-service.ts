@@ -2,11 +2,11 @@ import type { z } from 'zod';
 import type { PublicUser } from '../../shared/auth.ts';
 import {
   type Chain,
-  type ChainTimerJob,
   type ChainWake,
-  decideReminder,
+  dueOnWake,
   type HoldEscalation,
-  type ResumeJob,
+  type IncidentTimerJob,
+  incidentWake,
   resolveTargets,
 } from '../../shared/escalation.ts';
 import type { Incident } from '../../shared/incident.ts';
@@ -23,19 +23,18 @@ import type { IncidentWriter } from './incident-writer.ts';
 
 /** What the auditor asks of the timers beyond the writer's per-change sync. */
 export interface EscalationClock {
-  /** The chains of an incident whose running timer (chain timer or resume) is missing. */
+  /** The chains of an incident whose climb or end of hold its timer would miss: none pending, or set too late. */
   missingTimers(incident: Incident): Promise<Chain[]>;
 }
 
-/** What a chain timer did when it woke. */
-export type TimerOutcome =
-  | { kind: 'fired'; lateMs: number }
-  /** Its climb had come, but the chain had already moved on: acknowledged, held, or fired by another run. */
-  | { kind: 'skipped' }
-  /** It paged the waiting level again, or woke early: it wakes again then, for a round or the climb. */
-  | { kind: 'sleep'; wake: ChainWake }
-  /** Before its climb: the chain has moved on, or waits for nothing more. */
-  | { kind: 'done' };
+/** What an incident's timer did when it woke, and when it wakes next (undefined: nothing waits). */
+export interface WakeOutcome {
+  /** How late each level it fired was, in ms. */
+  firedLateMs: number[];
+  /** Climbs and resumes that found the chain already moved on (acknowledged, held, fired by another run). */
+  skipped: number;
+  next: ChainWake | undefined;
+}
 
 export interface ReminderPublisher {
   reminded(reminder: {
@@ -72,62 +71,66 @@ export function createEscalationService(deps: {
 
   return {
     /**
-     * A chain's timer woke: once its climb has come it fires the next level; before that it pages the
-     * waiting level again when a round is due, and says when to wake next.
+     * An incident's timer woke: climbs the chains whose climb has come, resumes those whose hold ran out, pages
+     * each other waiting level again when a round fell due, and says when to wake next, all decided on the
+     * incident as it is now.
      */
-    async wake(timer: ChainTimerJob): Promise<TimerOutcome> {
-      const climb = async (dueAt: string): Promise<TimerOutcome> => {
-        const { event } = await writer.change(
+    async wake(timer: IncidentTimerJob): Promise<WakeOutcome> {
+      let stored = await repo.load(timer.incidentId);
+      if (!stored) return { firedLateMs: [], skipped: 0, next: undefined };
+      const nowMs = Date.parse(now());
+      const due = dueOnWake(stored.incident, stored.policy, Date.parse(timer.at), nowMs);
+      const outcome: WakeOutcome = { firedLateMs: [], skipped: 0, next: undefined };
+      // Each change is decided first on the state the last one left, saving a read per change.
+      for (const chain of due.climbs) {
+        const result = await writer.change(
           timer.incidentId,
-          ({ incident, policy }) => decideEscalation(incident, policy, { ...timer, dueAt }, topology, now()),
+          (current) => decideEscalation(current.incident, current.policy, chain, topology, now()),
           async (fired) => {
             if (fired.type !== 'escalated' || fired.data.addedUnits.length === 0) return {};
             const alert = await repo.openingAlert(timer.incidentId);
             return alert ? { alert } : {};
           },
+          stored,
         );
-        return event?.type === 'escalated'
-          ? { kind: 'fired', lateMs: event.data.lateMs }
-          : { kind: 'skipped' };
-      };
-      const nowMs = Date.parse(now());
-      if (timer.dueAt !== null && nowMs >= Date.parse(timer.dueAt)) return climb(timer.dueAt);
-      const stored = await repo.load(timer.incidentId);
-      if (!stored) return { kind: 'done' };
-      const chain = stored.incident.escalation.chains[timer.chain];
-      const levels = stored.policy.chains[timer.chain].levels;
-      const decided = decideReminder(chain, levels, timer, nowMs);
-      if (!decided) return { kind: 'done' };
-      const { wake } = decided;
-      if (wake?.climb && wake.at <= nowMs) return climb(new Date(wake.at).toISOString());
-      const level = levels[chain.level];
-      if (decided.round !== undefined && level) {
-        const { rooms } = resolveTargets(topology, stored.incident.facilityId, level.notify);
-        deps.publisher.reminded({
-          incident: stored.incident,
-          chain: timer.chain,
-          level: chain.level,
-          round: decided.round,
-          rooms,
-        });
+        stored = result.stored;
+        if (result.event?.type === 'escalated') outcome.firedLateMs.push(result.event.data.lateMs);
+        else outcome.skipped++;
       }
-      return wake ? { kind: 'sleep', wake } : { kind: 'done' };
-    },
-
-    async resume(job: ResumeJob): Promise<void> {
-      await writer.change(job.incidentId, ({ incident }) => decideResume(incident, job, now()));
+      for (const chain of due.resumes) {
+        const result = await writer.change(
+          timer.incidentId,
+          (current) => decideResume(current.incident, chain, now()),
+          undefined,
+          stored,
+        );
+        stored = result.stored;
+        if (!result.event) outcome.skipped++;
+      }
+      const { incident, policy } = stored;
+      for (const { chain, level, round } of due.rounds) {
+        const c = incident.escalation.chains[chain];
+        const notify = policy.chains[chain].levels[level]?.notify;
+        // A level is paged only while the chain still waits at it.
+        if (!notify || c.level !== level || (c.status !== 'running' && c.status !== 'exhausted')) continue;
+        const { rooms } = resolveTargets(topology, incident.facilityId, notify);
+        deps.publisher.reminded({ incident, chain, level, round, rooms });
+      }
+      outcome.next = incidentWake(incident, policy, nowMs);
+      return outcome;
     },
 
     async hold(caller: PublicUser, hold: z.infer<typeof HoldEscalation>): Promise<Incident> {
-      const { incident } = await writer.change(hold.incidentId, ({ incident }) =>
+      const { stored } = await writer.change(hold.incidentId, ({ incident }) =>
         decideHold(checkVisible(caller, incident), caller, hold, now()),
       );
-      return incident;
+      return stored.incident;
     },
 
     /**
-     * Reconciles every open incident with its timers: a running chain whose timer is missing (lost in a
-     * crash between commit and scheduling, or removed by hand) gets it back, and the repair is recorded.
+     * Reconciles every open incident with its timer: a waiting chain whose timer is missing (lost in a crash
+     * between commit and scheduling, or removed by hand) or set too late gets it back, and the repair is
+     * recorded.
      */
     async audit(): Promise<AuditReport> {
       const incidents = await repo.loadMany(await repo.openIds(undefined));

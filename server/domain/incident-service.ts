@@ -57,8 +57,8 @@ export function createIncidentService(deps: {
 
   /** Changes an incident the caller is a party to. */
   async function mutate(caller: PublicUser, id: string, decide: (incident: Incident) => PendingEvent | null) {
-    const { incident } = await writer.change(id, (stored) => decide(checkVisible(caller, stored.incident)));
-    return incident;
+    const { stored } = await writer.change(id, (current) => decide(checkVisible(caller, current.incident)));
+    return stored.incident;
   }
 
   async function duplicateOf(ref: { incidentId: string; alertId: string }) {

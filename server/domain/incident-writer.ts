@@ -71,12 +71,14 @@ export function createIncidentWriter(deps: {
         event: IncidentEvent,
         incident: Incident,
       ) => Promise<Partial<IncidentChange>> = async () => ({}),
-    ): Promise<{ incident: Incident; event?: IncidentEvent }> {
+      /** The incident as the caller last read it: decided on first, saving a read when it is still current. */
+      known?: StoredIncident,
+    ): Promise<{ stored: StoredIncident; event?: IncidentEvent }> {
       for (let attempt = 0; attempt < COMMIT_ATTEMPTS; attempt++) {
-        const before = await repo.load(id);
+        const before = attempt === 0 && known ? known : await repo.load(id);
         if (!before) throw new DomainError('not_found', 'No such incident');
         const pending = decide(before);
-        if (!pending) return { incident: before.incident };
+        if (!pending) return { stored: before };
         const { incident, event, policy } = seal(pending, id, before);
         const change = await repo.append({
           expectedSeq: before.incident.seq,
@@ -86,7 +88,7 @@ export function createIncidentWriter(deps: {
         });
         if (change !== undefined) {
           await committed({ incident, event, policy, ...(await extras(event, incident)) });
-          return { incident, event };
+          return { stored: { incident, policy, lastHash: event.hash }, event };
         }
       }
       throw new DomainError('unavailable', 'The incident is changing too fast; try again');

@@ -2,13 +2,12 @@ import { type Job, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import {
   type Chain,
-  type ChainTimerJob,
+  type ChainState,
   type ChainWake,
   chains,
-  nextWake,
-  type ResumeJob,
+  type IncidentTimerJob,
+  incidentWake,
 } from '../../shared/escalation.ts';
-import type { IncidentEvent } from '../../shared/incident.ts';
 import type { EscalationClock } from '../domain/escalation-service.ts';
 import type { EscalationTimers, IncidentChange } from '../domain/incident-writer.ts';
 import type { Metrics } from '../metrics.ts';
@@ -42,65 +41,47 @@ export function inlinePartitions(settings: { worker: 'inline' | 'off'; partition
   return settings.worker === 'inline' ? allPartitions(settings.partitions) : [];
 }
 
-export type EscalationJobName = 'escalate' | 'resume' | 'audit';
+/** `timer` is an incident's one timer; `escalate` and `resume` are the chain timers earlier versions stored. */
+export type EscalationJobName = 'timer' | 'escalate' | 'resume' | 'audit';
 
-// BullMQ forbids ':' in job ids; ids are deterministic so that scheduling twice is a no-op. A chain timer is
-// named for the level it climbs to; one at the top level, which only pages again, for the level above it.
+// BullMQ forbids ':' in job ids; an incident's timer has one id for its whole life, so that every change
+// finds and replaces it, and scheduling it twice is a no-op.
 export const jobIds = {
+  timer: (incidentId: string) => `tmr.${incidentId}`,
+};
+
+// The ids earlier versions gave a chain's timer and the end of its hold: the auditor counts such a job, still
+// pending, as the chain's timer, since running it sets the incident's.
+const legacyJobIds = {
   escalate: (incidentId: string, chain: Chain, level: number) => `esc.${incidentId}.${chain}.${level}`,
   resume: (incidentId: string, chain: Chain, generation: number) =>
     `res.${incidentId}.${chain}.${generation}`,
 };
 
-// Events after which a chain's timers may have to change; notes never move a chain, and an attached alert
-// only when it brought another policy (see `movesChains`).
+// Events after which the timer may have to change. Notes never move a chain, an attached alert only when it
+// brought another policy, and a climb or a resume is made by the timer's own run, which sets it again.
 const MOVES_CHAINS = new Set<IncidentChange['event']['type']>([
   'opened',
   'alert_attached',
   'acknowledged',
   'status_changed',
-  'escalated',
   'escalation_held',
-  'escalation_resumed',
   'escalation_repaired',
 ]);
 
-// A new waiting period starts at these: the level's reminders count from the event.
-const STARTS_WAIT = new Set<IncidentChange['event']['type']>([
-  'opened',
-  'alert_attached',
-  'escalated',
-  'escalation_resumed',
-  'status_changed',
-]);
-
-// BullMQ hands out jobs without a priority before any prioritized one. A chain timer waiting for a reminder
-// round carries one, so that when the engine is busy a level climbing, or a hold running out, goes before a
-// repeat page to a level already paged; waiting for its climb, it has none.
-const REMINDER_PRIORITY = 10;
+// BullMQ hands out jobs without a priority before any prioritized one. A timer waking only to page a level
+// again carries one, so that when the engine is busy a level climbing, or a hold running out, goes before a
+// repeat page to a level already paged.
+export const REMINDER_PRIORITY = 10;
 
 const PENDING = new Set(['delayed', 'waiting', 'active', 'prioritized', 'waiting-children']);
 
-/** The chains an event can move; the other chain's timers stay exactly as they are. */
-function movedChains(event: IncidentEvent): readonly Chain[] {
-  switch (event.type) {
-    case 'escalated':
-    case 'escalation_held':
-    case 'escalation_resumed':
-    case 'escalation_repaired':
-      return [event.data.chain];
-    case 'acknowledged':
-      return [event.data.agency];
-    default:
-      return chains;
-  }
-}
-
 /**
- * The escalation timers as BullMQ delayed jobs. A waiting chain has one: it wakes for each reminder round of
- * the level it waits at, moving itself back to the delayed set, and then for the climb; it is removed when
- * the chain stops. One job instead of a climb and a reminder each halves what opening an incident costs
- * Redis and the server, and a page can never be due at once with the climb that supersedes it.
+ * The escalation timers as BullMQ delayed jobs, one per incident whose chains wait for anything: it wakes at
+ * the earliest climb, end of hold or reminder round of either chain, moving itself back to the delayed set
+ * after each (see the worker), and goes when no chain waits. Both chains of a policy usually wait alike, so
+ * one wake climbs or pages both: half the jobs that a timer per chain ran, and a page can never be due at
+ * once with the climb that supersedes it.
  */
 export function createEscalationQueue(deps: {
   connection: Redis;
@@ -116,7 +97,7 @@ export function createEscalationQueue(deps: {
       defaultJobOptions: {
         attempts: 5,
         backoff: { type: 'exponential', delay: 200 },
-        // Gone once done, so a chain that restarts at the same level can schedule the same id again.
+        // Gone once done, so an incident whose chains start waiting again can schedule the same id again.
         removeOnComplete: true,
         removeOnFail: { age: 7 * 24 * 3600 },
       },
@@ -128,115 +109,76 @@ export function createEscalationQueue(deps: {
   });
   const queueOf = (incidentId: string) => queues[partitionOf(incidentId, queues.length)] as Queue;
   const now = deps.now ?? Date.now;
-  const delayUntil = (ms: number) => Math.max(0, ms - now());
 
-  const timerOptions = (jobId: string, wake: ChainWake) => ({
-    jobId,
-    delay: delayUntil(wake.at),
-    ...(!wake.climb && { priority: REMINDER_PRIORITY }),
-  });
+  function add(incidentId: string, wake: ChainWake) {
+    const data: IncidentTimerJob = { incidentId, at: new Date(wake.at).toISOString() };
+    return queueOf(incidentId).add('timer', data, {
+      jobId: jobIds.timer(incidentId),
+      delay: Math.max(0, wake.at - now()),
+      ...(!wake.climb && { priority: REMINDER_PRIORITY }),
+    });
+  }
 
-  /** Adds the job unless an identical one is pending; replaces a stale, finished or different one. */
-  async function ensure(
-    name: EscalationJobName,
-    data: ChainTimerJob | ResumeJob,
-    opts: { jobId: string; delay: number; priority?: number },
-  ) {
-    const queue = queueOf(data.incidentId);
-    const existing = await queue.getJob(opts.jobId);
+  /**
+   * Sets an incident's timer to wake by `wake`, or removes it when nothing waits. A pending timer that wakes
+   * sooner stays: it decides on the incident as it is then, and sets itself for the next. A running one
+   * sets itself again when its run ends; should the change that called this come too late for that run to
+   * see, the auditor finds the timer set too late.
+   */
+  async function arm(incidentId: string, wake: ChainWake | undefined) {
+    const existing: Job | undefined = await queueOf(incidentId).getJob(jobIds.timer(incidentId));
     if (existing) {
       const state = await existing.getState();
-      if (PENDING.has(state) && JSON.stringify(existing.data) === JSON.stringify(data)) return;
-      // An active job cannot be removed; its run finds the chain moved on and does nothing.
-      await existing.remove().catch(() => undefined);
+      if (state === 'active') return;
+      if (wake && PENDING.has(state) && Date.parse(existing.data.at) <= wake.at) return;
+      const removed = await existing.remove().then(
+        () => true,
+        () => false,
+      );
+      if (!wake && removed && PENDING.has(state)) deps.metrics.escalationCancelled.inc();
     }
-    await queue.add(name, data, opts);
-  }
-
-  async function cancel(incidentId: string, jobId: string) {
-    const existing = await queueOf(incidentId).getJob(jobId);
-    if (!existing) return;
-    const removed = await existing.remove().then(
-      () => true,
-      () => false,
-    );
-    if (removed) deps.metrics.escalationCancelled.inc();
-  }
-
-  /** The timer a chain needs after a change, if it waits for anything: the next reminder or the climb. */
-  function chainTimer(change: IncidentChange, chain: Chain) {
-    const { incident, event } = change;
-    const c = incident.escalation.chains[chain];
-    const levels = change.policy.chains[chain].levels;
-    const wait = levels[c.level]?.waitSeconds;
-    // Repairs and policy-neutral changes keep the wait the climb was counted from.
-    const waitFromMs =
-      !STARTS_WAIT.has(event.type) && c.status === 'running' && c.dueAt !== null && wait !== undefined
-        ? Date.parse(c.dueAt) - wait * 1000
-        : Date.parse(event.at);
-    const wake = nextWake(c, levels, waitFromMs, now());
-    if (!wake) return undefined;
-    const data: ChainTimerJob = {
-      incidentId: incident.id,
-      chain,
-      level: c.level + 1,
-      generation: c.generation,
-      dueAt: c.status === 'running' ? c.dueAt : null,
-      waitFrom: new Date(waitFromMs).toISOString(),
-    };
-    return { data, opts: timerOptions(jobIds.escalate(incident.id, chain, c.level + 1), wake) };
-  }
-
-  async function syncChain(change: IncidentChange, chain: Chain) {
-    const { incident, event } = change;
-    const c = incident.escalation.chains[chain];
-    const timer = chainTimer(change, chain);
-    if (!timer) await cancel(incident.id, jobIds.escalate(incident.id, chain, c.level + 1));
-    // Right after a level fired, the next level's timer has never been set in this generation: add it
-    // without looking for one to replace (a leftover from an older generation is a no-op, and the
-    // auditor's to repair), which saves the firing path two round trips.
-    else if (event.type === 'escalated') await queueOf(incident.id).add('escalate', timer.data, timer.opts);
-    else await ensure('escalate', timer.data, timer.opts);
-    if (c.status === 'held' && c.heldUntil) {
-      const data = { incidentId: incident.id, chain, generation: c.generation, dueAt: c.heldUntil };
-      const jobId = jobIds.resume(incident.id, chain, c.generation);
-      await ensure('resume', data, { jobId, delay: delayUntil(Date.parse(c.heldUntil)) });
-    }
+    if (wake) await add(incidentId, wake);
   }
 
   const timers: EscalationTimers = {
-    async sync(change) {
-      if (!MOVES_CHAINS.has(change.event.type)) return;
-      if (change.event.type === 'alert_attached' && !change.event.data.escalation) return;
-      if (change.event.type === 'opened') {
-        // A brand-new incident has no timers to look up or replace: they are added at once, in one round
-        // trip. Not with addBulk: its MULTI builds an ioredis pipeline that copies every BullMQ script onto
-        // itself, which cost a raise about 1.5x the CPU of the separate adds.
-        const opening = chains.flatMap((chain) => chainTimer(change, chain) ?? []);
-        const queue = queueOf(change.incident.id);
-        await Promise.all(opening.map((t) => queue.add('escalate', t.data, t.opts)));
-        return;
-      }
-      await Promise.all(movedChains(change.event).map((chain) => syncChain(change, chain)));
+    async sync({ incident, event, policy }) {
+      if (!MOVES_CHAINS.has(event.type)) return;
+      if (event.type === 'alert_attached' && !event.data.escalation) return;
+      const wake = incidentWake(incident, policy, now());
+      // A brand-new incident has no timer to look up or replace.
+      if (event.type === 'opened') {
+        if (wake) await add(incident.id, wake);
+      } else await arm(incident.id, wake);
     },
   };
 
+  /** A chain's pending timer as earlier versions stored it, if any. */
+  async function legacyTimer(incidentId: string, chain: Chain, c: ChainState) {
+    const id =
+      c.status === 'held'
+        ? legacyJobIds.resume(incidentId, chain, c.generation)
+        : legacyJobIds.escalate(incidentId, chain, c.level + 1);
+    const job: Job | undefined = await queueOf(incidentId).getJob(id);
+    return job !== undefined && PENDING.has(await job.getState());
+  }
+
   const clock: EscalationClock = {
     async missingTimers(incident) {
-      const missing: Chain[] = [];
-      for (const chain of chains) {
+      // The moments the timer must not miss: each running chain's climb and each held chain's end of hold.
+      const needed = chains.flatMap((chain) => {
         const c = incident.escalation.chains[chain];
-        const id =
-          c.status === 'running' && c.dueAt
-            ? jobIds.escalate(incident.id, chain, c.level + 1)
-            : c.status === 'held'
-              ? jobIds.resume(incident.id, chain, c.generation)
-              : undefined;
-        if (!id) continue;
-        const job: Job | undefined = await queueOf(incident.id).getJob(id);
-        if (!job || !PENDING.has(await job.getState()) || job.data.generation !== c.generation)
-          missing.push(chain);
+        const at = c.status === 'running' ? c.dueAt : c.status === 'held' ? c.heldUntil : undefined;
+        return at ? [{ chain, at: Date.parse(at) }] : [];
+      });
+      if (needed.length === 0) return [];
+      const job: Job | undefined = await queueOf(incident.id).getJob(jobIds.timer(incident.id));
+      if (job && PENDING.has(await job.getState())) {
+        const at = Date.parse(job.data.at);
+        return needed.filter((n) => n.at < at).map((n) => n.chain);
       }
+      const missing: Chain[] = [];
+      for (const { chain } of needed)
+        if (!(await legacyTimer(incident.id, chain, incident.escalation.chains[chain]))) missing.push(chain);
       return missing;
     },
   };
@@ -244,6 +186,7 @@ export function createEscalationQueue(deps: {
   return {
     timers,
     clock,
+    arm,
     /** Runs the auditor every `everyMs` (one BullMQ job scheduler, on the first partition's queue). */
     scheduleAudit: (everyMs: number) =>
       (queues[0] as Queue).upsertJobScheduler(

@@ -1,11 +1,16 @@
 import { DelayedError, type Job, UnrecoverableError, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { z } from 'zod';
-import { ChainTimerJob, ResumeJob } from '../../shared/escalation.ts';
+import { ChainTimerJob, type ChainWake, IncidentTimerJob, ResumeJob } from '../../shared/escalation.ts';
 import type { EscalationService } from '../domain/escalation-service.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics.ts';
-import { type EscalationJobName, escalationQueueName } from './escalation-queue.ts';
+import {
+  type EscalationJobName,
+  type EscalationQueue,
+  escalationQueueName,
+  REMINDER_PRIORITY,
+} from './escalation-queue.ts';
 
 export interface WorkerSettings {
   concurrency: number;
@@ -39,42 +44,56 @@ function parseJob<S extends z.ZodType>(schema: S, job: Job): z.output<S> {
 }
 
 /**
- * Runs the chain timers (reminders and climbs), resume and audit jobs of one partition's queue; any number
- * of these may run on one Redis. The worker owns `connection`: closing the worker closes it.
+ * Runs the incident timers (climbs, ends of holds, reminders) and audit jobs of one partition's queue; any
+ * number of these may run on one Redis. The worker owns `connection`: closing the worker closes it.
  */
 export function startEscalationWorker(deps: {
   connection: Redis;
   prefix: string;
   partition: number;
   service: EscalationService;
+  /** Sets an incident's timer (for the jobs earlier versions stored). */
+  arm: EscalationQueue['arm'];
   logger: Logger;
   metrics: Metrics;
   settings: WorkerSettings;
 }) {
   const { service, metrics, logger } = deps;
+  /** Moves a timer that has run back to the delayed set, to wake at `wake`, under the same id. */
+  async function sleepUntil(job: Job, token: string | undefined, timer: IncidentTimerJob, wake: ChainWake) {
+    const priority = wake.climb ? 0 : REMINDER_PRIORITY;
+    // Sent together: one round trip.
+    await Promise.all([
+      ...(job.priority !== priority ? [job.changePriority({ priority })] : []),
+      job.updateData({ ...timer, at: new Date(wake.at).toISOString() }),
+      job.moveToDelayed(wake.at, token),
+    ]);
+  }
+
   const processors: Record<EscalationJobName, (job: Job, token?: string) => Promise<unknown>> = {
-    async escalate(job, token) {
-      const outcome = await service.wake(parseJob(ChainTimerJob, job));
-      switch (outcome.kind) {
-        case 'fired':
-          metrics.escalationFired.inc();
-          metrics.escalationLateness.observe(outcome.lateMs / 1000);
-          return { lateMs: outcome.lateMs };
-        case 'sleep':
-          // The same job waits for the next round or the climb: it stays the chain's one timer, under the
-          // id the auditor and every later change look it up by. Waiting for the climb, it gives up the
-          // low priority it had for its rounds.
-          if (outcome.wake.climb && job.priority) await job.changePriority({ priority: 0 });
-          await job.moveToDelayed(outcome.wake.at, token);
-          throw new DelayedError();
-        case 'skipped':
-          metrics.escalationSkipped.inc();
-          return null;
-        case 'done':
-          return null;
+    async timer(job, token) {
+      const timer = parseJob(IncidentTimerJob, job);
+      const outcome = await service.wake(timer);
+      for (const lateMs of outcome.firedLateMs) {
+        metrics.escalationFired.inc();
+        metrics.escalationLateness.observe(lateMs / 1000);
       }
+      if (outcome.skipped > 0) metrics.escalationSkipped.inc(outcome.skipped);
+      if (!outcome.next) return { fired: outcome.firedLateMs.length };
+      await sleepUntil(job, token, timer, outcome.next);
+      throw new DelayedError();
     },
-    resume: (job) => service.resume(parseJob(ResumeJob, job)),
+    // Timers stored by earlier versions hand over to the incident's timer, from when the chain began waiting.
+    async escalate(job) {
+      const legacy = parseJob(ChainTimerJob, job);
+      await deps.arm(legacy.incidentId, { at: Date.parse(legacy.waitFrom), climb: true });
+      return null;
+    },
+    async resume(job) {
+      const legacy = parseJob(ResumeJob, job);
+      await deps.arm(legacy.incidentId, { at: Date.parse(legacy.dueAt), climb: true });
+      return null;
+    },
     async audit() {
       const report = await service.audit();
       metrics.escalationRepaired.inc(report.repaired);
