@@ -12,7 +12,7 @@ import { type EmbeddedRedis, freePort, startEmbeddedRedis } from '../server/redi
 import type { Chain } from '../shared/escalation.ts';
 import type { Incident, IncidentEvent } from '../shared/incident.ts';
 import { uniqueAlert } from './support/alerts.ts';
-import { closeConsoles, get, login, post } from './support/consoles.ts';
+import { closeConsoles, consoleFor, get, login, post } from './support/consoles.ts';
 import {
   startTestServer,
   TEST_JWT_SECRET,
@@ -273,6 +273,62 @@ describe('faults the escalation engine survives', () => {
     );
     expect(metricValue(metrics, 'sinergi_jobs_stalled_total')).toBe(1);
     expect(metricValue(metrics, 'sinergi_escalation_fired_total')).toBe(chains.length);
+  });
+});
+
+describe('a change while the incident’s timer runs', () => {
+  it('When a chain is held while its incident’s timer is running, Then a follow-up wakes for the end of the hold: the chain resumes and both levels fire on time, with no wait for the running timer or the auditor', async () => {
+    const prefix = uniquePrefix();
+    const front = await serverOn({ prefix, env: { ESCALATION_WORKER: 'off', ESCALATION_PARTITIONS: '1' } });
+    const incident = await raiseOverRest(front.url);
+    const timer = jobIds.timer(incident.id);
+
+    // A worker takes the timer and holds it, as one whose run lasts, for longer than this test.
+    const connection = new Redis(inject('redisUrl'), { maxRetriesPerRequest: null });
+    teardown.push(() => connection.quit());
+    const queue = new Queue(escalationQueueName(0), { connection, prefix: `${prefix}bull` });
+    teardown.push(() => queue.close());
+    const slow = new Worker(escalationQueueName(0), null, {
+      connection,
+      prefix: `${prefix}bull`,
+      autorun: false,
+      lockDuration: 60_000,
+    });
+    teardown.push(() => slow.close(true));
+    await (await queue.getJob(timer))?.promote();
+    const token = randomUUID();
+    await waitFor(
+      async () => {
+        const job = await slow.getNextJob(token, { block: false });
+        if (job && job.id !== timer) await job.moveToCompleted(null, token, false);
+        return job?.id === timer;
+      },
+      { intervalMs: 20, what: 'the slow worker to take the timer' },
+    );
+
+    const { socket } = await consoleFor(front.url, 'chief.permisan');
+    const held = await socket.emitWithAck('escalation:hold', {
+      incidentId: incident.id,
+      chain: 'corrections',
+      durationSeconds: 1,
+      reason: 'Regu pengamanan sedang bernegosiasi',
+    });
+    if (!held.ok) throw new Error(JSON.stringify(held.error));
+    const heldUntil = Date.parse(held.data.incident.escalation.chains.corrections.heldUntil ?? '');
+    expect(await queue.getJobState(timer)).toBe('active');
+
+    await serverOn({ prefix, seedDemo: false, env: { ESCALATION_PARTITIONS: '1' } });
+    const fired = expectOncePerChain(await bothFired(front.url, incident.id));
+    for (const e of fired) expect(e.data.lateMs).toBeLessThan(1000);
+    const { accessToken } = await login(front.url, 'admin');
+    const events = (await get(front.url, `/api/incidents/${incident.id}/events?limit=1000`, accessToken)).body
+      .events as IncidentEvent[];
+    const resumed = events.find((e) => e.type === 'escalation_resumed');
+    expect(Date.parse(resumed?.at ?? '') - heldUntil).toBeGreaterThanOrEqual(0);
+    expect(Date.parse(resumed?.at ?? '') - heldUntil).toBeLessThan(1000);
+    // The corrections level waited its full time again from the resume.
+    const corrections = fired.find((e) => e.data.chain === 'corrections');
+    expect(Date.parse(corrections?.data.dueAt ?? '') - Date.parse(resumed?.at ?? '')).toBe(WAIT_MS);
   });
 });
 

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { type Job, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import {
@@ -48,6 +49,8 @@ export type EscalationJobName = 'timer' | 'escalate' | 'resume' | 'audit';
 // finds and replaces it, and scheduling it twice is a no-op.
 export const jobIds = {
   timer: (incidentId: string) => `tmr.${incidentId}`,
+  /** A one-off wake for a change that came while the timer ran; one of its own per change. */
+  followUp: (incidentId: string) => `tmr.${incidentId}.${randomUUID()}`,
 };
 
 // The ids earlier versions gave a chain's timer and the end of its hold: the auditor counts such a job, still
@@ -110,10 +113,10 @@ export function createEscalationQueue(deps: {
   const queueOf = (incidentId: string) => queues[partitionOf(incidentId, queues.length)] as Queue;
   const now = deps.now ?? Date.now;
 
-  function add(incidentId: string, wake: ChainWake) {
+  function add(incidentId: string, wake: ChainWake, jobId = jobIds.timer(incidentId)) {
     const data: IncidentTimerJob = { incidentId, at: new Date(wake.at).toISOString() };
     return queueOf(incidentId).add('timer', data, {
-      jobId: jobIds.timer(incidentId),
+      jobId,
       delay: Math.max(0, wake.at - now()),
       ...(!wake.climb && { priority: REMINDER_PRIORITY }),
     });
@@ -121,15 +124,18 @@ export function createEscalationQueue(deps: {
 
   /**
    * Sets an incident's timer to wake by `wake`, or removes it when nothing waits. A pending timer that wakes
-   * sooner stays: it decides on the incident as it is then, and sets itself for the next. A running one
-   * sets itself again when its run ends; should the change that called this come too late for that run to
-   * see, the auditor finds the timer set too late.
+   * sooner stays: it decides on the incident as it is then, and sets itself for the next.
    */
   async function arm(incidentId: string, wake: ChainWake | undefined) {
     const existing: Job | undefined = await queueOf(incidentId).getJob(jobIds.timer(incidentId));
     if (existing) {
       const state = await existing.getState();
-      if (state === 'active') return;
+      if (state === 'active') {
+        // A running timer cannot be moved, and its run may have read the incident before this change: a
+        // one-off follow-up wakes for what the change needs, and then sets the timer again (see the worker).
+        if (wake) await add(incidentId, wake, jobIds.followUp(incidentId));
+        return;
+      }
       if (wake && PENDING.has(state) && Date.parse(existing.data.at) <= wake.at) return;
       const removed = await existing.remove().then(
         () => true,

@@ -9,6 +9,7 @@ import {
   type EscalationJobName,
   type EscalationQueue,
   escalationQueueName,
+  jobIds,
   REMINDER_PRIORITY,
 } from './escalation-queue.ts';
 
@@ -52,7 +53,7 @@ export function startEscalationWorker(deps: {
   prefix: string;
   partition: number;
   service: EscalationService;
-  /** Sets an incident's timer (for the jobs earlier versions stored). */
+  /** Sets an incident's timer (for follow-ups, and the jobs earlier versions stored). */
   arm: EscalationQueue['arm'];
   logger: Logger;
   metrics: Metrics;
@@ -79,6 +80,11 @@ export function startEscalationWorker(deps: {
         metrics.escalationLateness.observe(lateMs / 1000);
       }
       if (outcome.skipped > 0) metrics.escalationSkipped.inc(outcome.skipped);
+      // A follow-up (see `arm`) runs once, and hands what comes next to the incident's timer.
+      if (job.id !== jobIds.timer(timer.incidentId)) {
+        await deps.arm(timer.incidentId, outcome.next);
+        return { fired: outcome.firedLateMs.length };
+      }
       if (!outcome.next) return { fired: outcome.firedLateMs.length };
       await sleepUntil(job, token, timer, outcome.next);
       throw new DelayedError();
