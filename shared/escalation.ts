@@ -132,7 +132,7 @@ export type ChainStatus = z.infer<typeof ChainStatus>;
 export const ChainState = z.object({
   level: z.number().int().nonnegative(),
   levelCount: z.number().int().positive(),
-  /** Bumped by every ack, hold, resume, stop and reopen: the auditor repairs a chain only if it did not move. */
+  /** Bumped by every ack, hold, resume, stop and reopen: the auditor repairs only a chain that did not move. */
   generation: z.number().int().positive(),
   status: ChainStatus,
   /** When the next level falls due, while running. */
@@ -228,7 +228,7 @@ export function nextReminderAt(
   return at;
 }
 
-/** When a chain next needs its incident's timer; `climb` when the chain moves then (a climb or the end of a hold), not only pages. */
+/** When a chain next needs its incident's timer; `climb` when the chain moves then (a climb, a hold's end). */
 export interface ChainWake {
   at: number;
   climb: boolean;
@@ -294,7 +294,8 @@ export interface DueOnWake {
  * incident as it is then, so a timer that wakes late, early, twice, or after the chains moved on does only
  * what is due: climb the chains whose climb has come, resume those whose hold has run out, and page each
  * other waiting level once for the rounds that fell due since the timer was set (one page, not a burst, for
- * rounds missed while no worker ran). A level that climbs now is not paged: the next level's page supersedes it.
+ * rounds missed while no worker ran). A level that climbs now is not paged: the next level's page supersedes
+ * it.
  */
 export function dueOnWake(
   incident: Escalating,

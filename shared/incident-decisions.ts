@@ -234,7 +234,7 @@ export function decideHold(
   };
 }
 
-/** A held chain resumes by itself once its hold has run out, unless it moved meanwhile (ack, a longer hold, a stop). */
+/** A held chain resumes by itself once its hold has run out, unless it moved meanwhile (ack, longer hold, stop). */
 export function decideResume(incident: Incident, chainName: Chain, at: string): PendingEvent | null {
   const chain = incident.escalation.chains[chainName];
   if (chain.status !== 'held' || !chain.heldUntil || Date.parse(chain.heldUntil) > Date.parse(at))
