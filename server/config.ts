@@ -59,7 +59,7 @@ export const EnvSchema = z
     ESCALATION_FILE: z.string().min(1).default('config/escalation.json'),
     ESCALATION_WORKER: z.enum(['inline', 'off']).default('inline'),
     ESCALATION_AUDIT_INTERVAL_MS: z.coerce.number().int().min(100).default(60_000),
-    ESCALATION_PARTITIONS: z.coerce.number().int().min(1).max(64).default(2),
+    ESCALATION_PARTITIONS: z.coerce.number().int().min(1).max(64).default(1),
     WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(1000).default(50),
     WORKER_LOCK_MS: z.coerce.number().int().min(100).default(10_000),
     WORKER_STALLED_INTERVAL_MS: z.coerce.number().int().min(100).default(5_000),

@@ -471,6 +471,7 @@ describe('npm start with several server processes (SERVER_PROCESSES=2)', () => {
     const dataDir = await tempDir();
     const { server, url } = await startServer(dataDir, await freePort(), {
       SERVER_PROCESSES: '2',
+      ESCALATION_PARTITIONS: '2',
       LOG_LEVEL: 'info',
       ESCALATION_FILE: 'test/fixtures/one-step-escalation.json',
     });
@@ -480,7 +481,7 @@ describe('npm start with several server processes (SERVER_PROCESSES=2)', () => {
         .filter((line) => line.startsWith('{'))
         .map((line) => JSON.parse(line) as { msg?: string; pid?: number; partitions?: number[] })
         .filter((entry) => entry.msg === 'escalation workers running');
-    // The two partitions (the default) are shared out: each process runs the workers of one.
+    // The two partitions are shared out: each process runs the workers of one.
     const shares = running().sort((a, b) => (a.partitions?.[0] ?? 0) - (b.partitions?.[0] ?? 0));
     expect(shares.map((s) => s.partitions)).toEqual([[0], [1]]);
     const victim = shares[0]?.pid;
