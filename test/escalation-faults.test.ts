@@ -85,6 +85,38 @@ function expectOncePerChain(fired: Escalated[]) {
   return fired;
 }
 
+/**
+ * A worker of one partition's queue that takes an incident's timer by hand once it is due and never renews
+ * its lock: to the engine, a worker still running it, and once the lock runs out, one that crashed. Anything
+ * else it is handed (the auditor's runs) it finishes untouched.
+ */
+async function takeTimerByHand(
+  prefix: string,
+  partition: number,
+  timer: string,
+  { lockDuration, timeoutMs }: { lockDuration: number; timeoutMs: number },
+): Promise<Worker> {
+  const connection = new Redis(inject('redisUrl'), { maxRetriesPerRequest: null });
+  teardown.push(() => connection.quit());
+  const worker = new Worker(escalationQueueName(partition), null, {
+    connection,
+    prefix: `${prefix}bull`,
+    autorun: false,
+    lockDuration,
+  });
+  teardown.push(() => worker.close(true));
+  const token = randomUUID();
+  await waitFor(
+    async () => {
+      const job = await worker.getNextJob(token, { block: false });
+      if (job && job.id !== timer) await job.moveToCompleted(null, token, false);
+      return job?.id === timer;
+    },
+    { timeoutMs, intervalMs: 20, what: 'a worker to take the timer by hand' },
+  );
+  return worker;
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function metricsOf(url: string): Promise<string> {
@@ -231,29 +263,12 @@ describe('faults the escalation engine survives', () => {
     const incident = await raiseOverRest(front.url);
     const timer = jobIds.timer(incident.id);
 
-    const connection = new Redis(inject('redisUrl'), { maxRetriesPerRequest: null });
-    teardown.push(() => connection.quit());
-    // Fetched by hand, its jobs' locks are never renewed: after 500 ms they look like a crashed worker's.
-    const doomed = new Worker(
-      escalationQueueName(partitionOf(incident.id, front.config.escalation.partitions)),
-      null,
-      {
-        connection,
-        prefix: `${prefix}bull`,
-        autorun: false,
-        lockDuration: 500,
-      },
-    );
-    teardown.push(() => doomed.close(true));
-    const token = randomUUID();
-    await waitFor(
-      async () => {
-        const job = await doomed.getNextJob(token, { block: false });
-        // Anything else (the auditor's run) is finished untouched: only the timer is left to stall.
-        if (job && job.id !== timer) await job.moveToCompleted(null, token, false);
-        return job?.id === timer;
-      },
-      { timeoutMs: WAIT_MS + 5000, intervalMs: 50, what: 'the doomed worker to take the due timer' },
+    // Fetched by hand, its lock is never renewed: after 500 ms it looks like a crashed worker's.
+    const doomed = await takeTimerByHand(
+      prefix,
+      partitionOf(incident.id, front.config.escalation.partitions),
+      timer,
+      { lockDuration: 500, timeoutMs: WAIT_MS + 5000 },
     );
     await doomed.close(true);
     expect(await escalationsOn(front.url, incident.id)).toEqual([]);
@@ -288,23 +303,8 @@ describe('a change while the incident’s timer runs', () => {
     teardown.push(() => connection.quit());
     const queue = new Queue(escalationQueueName(0), { connection, prefix: `${prefix}bull` });
     teardown.push(() => queue.close());
-    const slow = new Worker(escalationQueueName(0), null, {
-      connection,
-      prefix: `${prefix}bull`,
-      autorun: false,
-      lockDuration: 60_000,
-    });
-    teardown.push(() => slow.close(true));
     await (await queue.getJob(timer))?.promote();
-    const token = randomUUID();
-    await waitFor(
-      async () => {
-        const job = await slow.getNextJob(token, { block: false });
-        if (job && job.id !== timer) await job.moveToCompleted(null, token, false);
-        return job?.id === timer;
-      },
-      { intervalMs: 20, what: 'the slow worker to take the timer' },
-    );
+    await takeTimerByHand(prefix, 0, timer, { lockDuration: 60_000, timeoutMs: 5000 });
 
     const { socket } = await consoleFor(front.url, 'chief.permisan');
     const held = await socket.emitWithAck('escalation:hold', {
