@@ -5,11 +5,13 @@ import type { z } from 'zod';
 import { jobIds } from '../server/jobs/escalation-queue.ts';
 import type { Chain, EscalationFired } from '../shared/escalation.ts';
 import type { Incident, IncidentEvent, IncidentUpdated } from '../shared/incident.ts';
+import { replay } from '../shared/incident-reducer.ts';
 import type { Severity } from '../shared/severity.ts';
 import { uniqueAlert } from './support/alerts.ts';
 import { type ConsoleClient, closeConsoles, consoleFor, get, login } from './support/consoles.ts';
 import { escalationQueues } from './support/escalation-queues.ts';
 import { startTestServer, type TestServer } from './support/test-server.ts';
+import { expectValidChain } from './support/timeline.ts';
 import { waitFor } from './support/wait-for.ts';
 
 // Critical climbs every 0.3 s through four levels; high climbs once, after 2 s; medium reaches Polresta
@@ -201,15 +203,27 @@ describe('climbing the chains of command', () => {
       seq: policeTwo?.seq,
     });
 
+    // The chains waited alike, so each level of both fired at one moment, in one commit (consecutive seqs),
+    // and the parties got one update for the pair, the incident after both.
+    const pairs = escalations(events, 'corrections').map((c, i) => [c, escalations(events, 'police')[i]]);
+    for (const [c, p] of pairs) {
+      expect(p?.data.firedAt).toBe(c?.data.firedAt);
+      expect(Math.abs((p?.seq ?? 0) - (c?.seq ?? 0))).toBe(1);
+    }
+    const updates = heard.operator.updated.filter((u) => u.incidentId === incident.id);
+    expect(updates.map((u) => u.seq)).toEqual(pairs.map(([c, p]) => Math.max(c?.seq ?? 0, p?.seq ?? 0)));
     // Every party saw the level of each chain move with each escalation.
     for (const e of [...escalations(events, 'corrections'), ...escalations(events, 'police')]) {
-      const update = heard.operator.updated.find((u) => u.incidentId === incident.id && u.seq === e.seq);
+      const update = updates.find((u) => u.seq >= e.seq);
       expect(update?.incident.escalation.chains[e.data.chain].level).toBe(e.data.level);
     }
     const final = await current(incident.id);
     for (const chain of ['corrections', 'police'] as const) {
       expect(final.escalation.chains[chain]).toMatchObject({ level: 3, status: 'exhausted', dueAt: null });
     }
+    // Events committed together are sealed in turn, and the incident stored is the fold of all of them.
+    expectValidChain(events);
+    expect(replay(events)).toEqual(final);
     expect(final.parties).toEqual(expect.arrayContaining(['polsek-cilacap-selatan', 'polda-jateng']));
   });
 });

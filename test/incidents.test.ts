@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { eventHash, GENESIS_HASH } from '../server/domain/timeline-seal.ts';
 import type { Incident, IncidentEvent, RaiseAlertInput } from '../shared/incident.ts';
 import { uniqueAlert } from './support/alerts.ts';
 import { closeConsoles, consoleFor, get, login, post } from './support/consoles.ts';
 import { startTestServer, type TestServer } from './support/test-server.ts';
+import { expectValidChain } from './support/timeline.ts';
 import { waitFor } from './support/wait-for.ts';
 
 let a: TestServer;
@@ -33,17 +33,6 @@ async function timeline(id: string, token: string): Promise<IncidentEvent[]> {
   const res = await get(a.url, `/api/incidents/${id}/events?limit=1000`, token);
   expect(res.status).toBe(200);
   return res.body.events;
-}
-
-function expectValidChain(events: IncidentEvent[]) {
-  let prev = GENESIS_HASH;
-  events.forEach((event, i) => {
-    expect(event.seq).toBe(i + 1);
-    expect(event.prevHash).toBe(prev);
-    const { hash, ...rest } = event;
-    expect(eventHash(rest)).toBe(hash);
-    prev = hash;
-  });
 }
 
 describe('idempotency and deduplication', () => {

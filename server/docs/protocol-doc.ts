@@ -44,7 +44,8 @@ const serverEventNotes: Record<keyof ServerEvents, string> = {
   'session:ended':
     'Your access token expired or your account was disabled; the socket closes next. Refresh and reconnect.',
   'alert:new': 'A new incident, or one more alert on an active incident, for a unit you belong to.',
-  'incident:updated': 'An incident you are a party to changed (ack, status, note, escalation…).',
+  'incident:updated':
+    'An incident you are a party to changed (ack, status, note, escalation…): the incident as it is now. Changes committed together (both chains climbing at once) bring one, at the seq of the last; `seq` may skip.',
   'incident:event': 'One timeline event of an incident whose room you joined.',
   'escalation:fired':
     'A chain of command climbed a level: sent to the rooms that level pages and to the incident room. Units it makes parties also get `alert:new`.',

@@ -18,7 +18,7 @@ import {
   systemActor,
 } from '../../shared/incident-decisions.ts';
 import type { TopologyIndex } from '../../shared/topology.ts';
-import type { IncidentRepository } from '../storage/incidents.repository.ts';
+import type { IncidentRepository, StoredIncident } from '../storage/incidents.repository.ts';
 import type { IncidentWriter } from './incident-writer.ts';
 
 /** What the auditor asks of the timers beyond the writer's per-change sync. */
@@ -81,11 +81,16 @@ export function createEscalationService(deps: {
       const nowMs = Date.parse(now());
       const due = dueOnWake(stored.incident, stored.policy, Date.parse(timer.at), nowMs);
       const outcome: WakeOutcome = { firedLateMs: [], skipped: 0, next: undefined };
-      // Each change is decided first on the state the last one left, saving a read per change.
-      for (const chain of due.climbs) {
-        const result = await writer.change(
+      // Decided first on the incident as read, saving a read. The chains climbing now go in one commit, at
+      // one moment, so that chains that waited alike go on waiting alike and climb together again.
+      if (due.climbs.length > 0) {
+        const at = now();
+        const result = await writer.changeAll(
           timer.incidentId,
-          (current) => decideEscalation(current.incident, current.policy, chain, topology, now()),
+          due.climbs.map(
+            (chain) => (current: StoredIncident) =>
+              decideEscalation(current.incident, current.policy, chain, topology, at),
+          ),
           async (fired) => {
             if (fired.type !== 'escalated' || fired.data.addedUnits.length === 0) return {};
             const alert = await repo.openingAlert(timer.incidentId);
@@ -94,8 +99,9 @@ export function createEscalationService(deps: {
           stored,
         );
         stored = result.stored;
-        if (result.event?.type === 'escalated') outcome.firedLateMs.push(result.event.data.lateMs);
-        else outcome.skipped++;
+        for (const event of result.events)
+          if (event.type === 'escalated') outcome.firedLateMs.push(event.data.lateMs);
+        outcome.skipped += due.climbs.length - result.events.length;
       }
       for (const chain of due.resumes) {
         const result = await writer.change(

@@ -15,6 +15,8 @@ export interface IncidentChange {
   alert?: Alert;
   /** The socket a silent raise came from: it must not show the alarm. */
   quietFor?: string;
+  /** A later change committed with this one follows it: this incident is not the latest. */
+  superseded?: boolean;
 }
 
 /** Told after every committed change, to deliver it; the transport decides how. */
@@ -61,37 +63,64 @@ export function createIncidentWriter(deps: {
     await timers.sync(change).catch((error: unknown) => deps.onTimerError(error, change));
   }
 
+  /**
+   * Changes decided in turn, each on the state the one before leaves, committed together: one round trip
+   * and one write of the incident for all of them (an incident's timer climbing both chains at once).
+   */
+  async function changeAll(
+    id: string,
+    decisions: readonly ((stored: StoredIncident) => PendingEvent | null)[],
+    extras: (event: IncidentEvent, incident: Incident) => Promise<Partial<IncidentChange>> = async () => ({}),
+    /** The incident as the caller last read it: decided on first, saving a read when it is still current. */
+    known?: StoredIncident,
+  ): Promise<{ stored: StoredIncident; events: IncidentEvent[] }> {
+    for (let attempt = 0; attempt < COMMIT_ATTEMPTS; attempt++) {
+      const before = attempt === 0 && known ? known : await repo.load(id);
+      if (!before) throw new DomainError('not_found', 'No such incident');
+      let after = before;
+      const changes: IncidentChange[] = [];
+      for (const decide of decisions) {
+        const pending = decide(after);
+        if (!pending) continue;
+        const { incident, event, policy } = seal(pending, id, after);
+        changes.push({ incident, event, policy });
+        after = { incident, policy, lastHash: event.hash };
+      }
+      const last = changes.at(-1);
+      if (!last) return { stored: before, events: [] };
+      const change = await repo.append({
+        expectedSeq: before.incident.seq,
+        incident: last.incident,
+        event: last.event,
+        earlier: changes.slice(0, -1).map((c) => c.event),
+        listedOpen: !isTerminal(last.incident.status),
+      });
+      if (change !== undefined) {
+        for (const c of changes)
+          await committed({
+            ...c,
+            ...(c !== last && { superseded: true }),
+            ...(await extras(c.event, c.incident)),
+          });
+        return { stored: after, events: changes.map((c) => c.event) };
+      }
+    }
+    throw new DomainError('unavailable', 'The incident is changing too fast; try again');
+  }
+
   return {
     committed,
+    changeAll,
 
     async change(
       id: string,
       decide: (stored: StoredIncident) => PendingEvent | null,
-      extras: (
-        event: IncidentEvent,
-        incident: Incident,
-      ) => Promise<Partial<IncidentChange>> = async () => ({}),
-      /** The incident as the caller last read it: decided on first, saving a read when it is still current. */
+      extras?: (event: IncidentEvent, incident: Incident) => Promise<Partial<IncidentChange>>,
       known?: StoredIncident,
     ): Promise<{ stored: StoredIncident; event?: IncidentEvent }> {
-      for (let attempt = 0; attempt < COMMIT_ATTEMPTS; attempt++) {
-        const before = attempt === 0 && known ? known : await repo.load(id);
-        if (!before) throw new DomainError('not_found', 'No such incident');
-        const pending = decide(before);
-        if (!pending) return { stored: before };
-        const { incident, event, policy } = seal(pending, id, before);
-        const change = await repo.append({
-          expectedSeq: before.incident.seq,
-          incident,
-          event,
-          listedOpen: !isTerminal(incident.status),
-        });
-        if (change !== undefined) {
-          await committed({ incident, event, policy, ...(await extras(event, incident)) });
-          return { stored: { incident, policy, lastHash: event.hash }, event };
-        }
-      }
-      throw new DomainError('unavailable', 'The incident is changing too fast; try again');
+      const { stored, events } = await changeAll(id, [decide], extras, known);
+      const [event] = events;
+      return event ? { stored, event } : { stored };
     },
   };
 }

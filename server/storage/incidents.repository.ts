@@ -16,6 +16,8 @@ export interface Commit {
   expectedSeq: number;
   incident: Incident;
   event: IncidentEvent;
+  /** Events before `event` in the same commit, oldest first (an append only): `incident` is after all. */
+  earlier?: IncidentEvent[];
   /** Still in consoles' open lists (not closed, false alarm or cancelled). */
   listedOpen: boolean;
 }
@@ -67,7 +69,12 @@ local function commit(k, a)
 end
 `;
 
+// After the commit's own ARGV: the events before its own, as seq and JSON pairs, oldest first.
 const APPEND = `${COMMIT_BODY}
+if #ARGV > 10 then
+  if (redis.call('HGET', KEYS[1], 'seq') or '0') ~= ARGV[1] then return 0 end
+  for i = 11, #ARGV, 2 do redis.call('XADD', KEYS[2], ARGV[i] .. '-1', 'e', ARGV[i + 1]) end
+end
 local change = commit(KEYS, ARGV)
 if not change then return 0 end
 return change
@@ -166,12 +173,13 @@ export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
       return parseRef(await redis.get(keys.alertRef(userId, clientRef)));
     },
 
-    /** Appends one event; false when another writer changed the incident first (decide again and retry). */
+    /** Appends events; undefined when another writer changed the incident first (decide again and retry). */
     async append(commit: Commit): Promise<number | undefined> {
       const change = (await appendScript(
         6,
         ...commitKeys(commit.incident.id),
         ...commitArgs(commit),
+        ...(commit.earlier ?? []).flatMap((e) => [String(e.seq), JSON.stringify(e)]),
       )) as number;
       return change === 0 ? undefined : change;
     },

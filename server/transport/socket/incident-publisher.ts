@@ -14,7 +14,7 @@ export function createIncidentPublisher(
   topology: TopologyIndex,
 ): IncidentPublisher & ReminderPublisher {
   return {
-    changed({ incident, event, alert, quietFor }) {
+    changed({ incident, event, alert, quietFor, superseded }) {
       const meta = { incidentId: incident.id, seq: incident.seq };
       const incidentRoom = rooms.incident(incident.id);
       const parties = partyRooms(topology, incident.parties);
@@ -32,13 +32,15 @@ export function createIncidentPublisher(
         // Units that had not heard of the incident get it as they would have at raise.
         const added = partyRooms(topology, addedUnits);
         if (alert && added.length > 0) io.to(added).emit('alert:new', { ...meta, incident, alert });
-        io.to(parties)
-          .except(added)
-          .emit('incident:updated', { ...meta, incident });
+        // The change committed with it brings the parties the incident as it is after both.
+        if (!superseded)
+          io.to(parties)
+            .except(added)
+            .emit('incident:updated', { ...meta, incident });
       } else if (alert) {
         const to = io.to(parties);
         (quietFor === undefined ? to : to.except(quietFor)).emit('alert:new', { ...meta, incident, alert });
-      } else {
+      } else if (!superseded) {
         io.to(parties).emit('incident:updated', { ...meta, incident });
       }
       // Nobody can be in the room of an incident just opened: joining needs the committed incident, and the
