@@ -32,7 +32,7 @@ import type { StockRunReport, StockRunRequest } from '../load/stock-bullmq.ts';
  */
 
 const TARGETS = { p50: 20, p99: 100 };
-const QUIET_MS = 2000;
+const QUIET_MS = 1000;
 const GENERATORS = 2;
 const BLOCKS_PER_LAPAS = 100;
 
