@@ -78,19 +78,23 @@ export function createEscalationService(deps: {
     async wake(timer: IncidentTimerJob): Promise<WakeOutcome> {
       let stored = await repo.load(timer.incidentId);
       if (!stored) return { firedLateMs: [], skipped: 0, next: undefined };
-      const nowMs = Date.parse(now());
+      const at = now();
+      const nowMs = Date.parse(at);
       const due = dueOnWake(stored.incident, stored.policy, Date.parse(timer.at), nowMs);
       const outcome: WakeOutcome = { firedLateMs: [], skipped: 0, next: undefined };
-      // Decided first on the incident as read, saving a read. The chains climbing now go in one commit, at
-      // one moment, so that chains that waited alike go on waiting alike and climb together again.
-      if (due.climbs.length > 0) {
-        const at = now();
+      // Decided first on the incident as read, saving a read. The climbs and resumes due now go in one commit,
+      // at one moment, so that chains that waited alike go on waiting alike and climb together again.
+      const moves = [
+        ...due.climbs.map(
+          (chain) => (current: StoredIncident) =>
+            decideEscalation(current.incident, current.policy, chain, topology, at),
+        ),
+        ...due.resumes.map((chain) => (current: StoredIncident) => decideResume(current.incident, chain, at)),
+      ];
+      if (moves.length > 0) {
         const result = await writer.changeAll(
           timer.incidentId,
-          due.climbs.map(
-            (chain) => (current: StoredIncident) =>
-              decideEscalation(current.incident, current.policy, chain, topology, at),
-          ),
+          moves,
           async (fired) => {
             if (fired.type !== 'escalated' || fired.data.addedUnits.length === 0) return {};
             const alert = await repo.openingAlert(timer.incidentId);
@@ -101,17 +105,7 @@ export function createEscalationService(deps: {
         stored = result.stored;
         for (const event of result.events)
           if (event.type === 'escalated') outcome.firedLateMs.push(event.data.lateMs);
-        outcome.skipped += due.climbs.length - result.events.length;
-      }
-      for (const chain of due.resumes) {
-        const result = await writer.change(
-          timer.incidentId,
-          (current) => decideResume(current.incident, chain, now()),
-          undefined,
-          stored,
-        );
-        stored = result.stored;
-        if (!result.event) outcome.skipped++;
+        outcome.skipped += moves.length - result.events.length;
       }
       const { incident, policy } = stored;
       for (const { chain, level, round } of due.rounds) {
