@@ -123,14 +123,15 @@ export function createApp(deps: AppDeps): App {
 
   const queueRedis = createRedis(deps.redisUrl, 'queue');
   queueRedis.on('error', (err) => logger.warn({ err, role: 'queue' }, 'redis connection error'));
+  const incidentRepo = createIncidentRepository(redis, keys);
   const escalationQueue = createEscalationQueue({
     connection: queueRedis,
     prefix: keys.bullPrefix,
     metrics,
     partitions: config.escalation.partitions,
+    incidents: incidentRepo,
   });
   registerQueueDepth(metrics, escalationQueue.depth);
-  const incidentRepo = createIncidentRepository(redis, keys);
   const writer = createIncidentWriter({
     repo: incidentRepo,
     publisher: { changed: (change) => publisher?.changed(change) },

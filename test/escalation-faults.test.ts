@@ -7,10 +7,19 @@ import type { Readable } from 'node:stream';
 import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, inject, it } from 'vitest';
-import { escalationQueueName, jobIds, partitionOf } from '../server/jobs/escalation-queue.ts';
+import {
+  createEscalationQueue,
+  escalationQueueName,
+  jobIds,
+  partitionOf,
+} from '../server/jobs/escalation-queue.ts';
+import { createMetrics } from '../server/metrics.ts';
 import { type EmbeddedRedis, freePort, startEmbeddedRedis } from '../server/redis/embedded-redis.ts';
+import { createIncidentRepository } from '../server/storage/incidents.repository.ts';
+import { redisKeys } from '../server/storage/keys.ts';
 import type { Chain } from '../shared/escalation.ts';
 import type { Incident, IncidentEvent } from '../shared/incident.ts';
+import { replay } from '../shared/incident-reducer.ts';
 import { uniqueAlert } from './support/alerts.ts';
 import { closeConsoles, consoleFor, get, login, post } from './support/consoles.ts';
 import {
@@ -425,5 +434,48 @@ describe('timers stored by an earlier version', () => {
     const events = (await get(front.url, `/api/incidents/${incident.id}/events?limit=1000`, accessToken)).body
       .events as IncidentEvent[];
     expect(events.filter((e) => e.type === 'escalation_repaired')).toEqual([]);
+  });
+});
+
+describe('changes whose timers are set out of order', () => {
+  it('When the timer of a resolve is set after that of the reopening that followed it (two processes, one slow), Then the timer stays set for the reopened incident: both levels fire on time and no repair is needed', async () => {
+    const prefix = uniquePrefix();
+    const front = await serverOn({ prefix, env: { ESCALATION_WORKER: 'off', ESCALATION_PARTITIONS: '1' } });
+    const incident = await raiseOverRest(front.url);
+    const { socket } = await consoleFor(front.url, 'chief.permisan');
+    for (const to of ['responding', 'resolved', 'responding'] as const) {
+      const moved = await socket.emitWithAck('incident:transition', { incidentId: incident.id, to });
+      if (!moved.ok) throw new Error(JSON.stringify(moved.error));
+    }
+    const connection = new Redis(inject('redisUrl'), { maxRetriesPerRequest: null });
+    teardown.push(async () => connection.quit());
+    const keys = redisKeys(prefix);
+    const repo = createIncidentRepository(connection, keys);
+    const stored = await repo.load(incident.id);
+    const events = await repo.events(incident.id, 0, 10);
+    const resolve = events[2];
+    expect(resolve).toMatchObject({ type: 'status_changed', data: { to: 'resolved' } });
+    const atResolve = replay(events.slice(0, 3));
+    if (!stored || !resolve || !atResolve) throw new Error('incident not stored');
+
+    // The resolve's sync, finishing last in another process: nothing waited when it was decided.
+    const queues = createEscalationQueue({
+      connection,
+      prefix: keys.bullPrefix,
+      metrics: createMetrics(),
+      partitions: 1,
+      incidents: repo,
+    });
+    teardown.push(() => queues.close());
+    await queues.timers.sync({ incident: atResolve, event: resolve, policy: stored.policy });
+
+    const queue = new Queue(escalationQueueName(0), { connection, prefix: keys.bullPrefix });
+    teardown.push(() => queue.close());
+    expect(await queue.getJobState(jobIds.timer(incident.id))).toBe('delayed');
+    await serverOn({ prefix, seedDemo: false, env: { ESCALATION_PARTITIONS: '1' } });
+    const fired = expectOncePerChain(await bothFired(front.url, incident.id));
+    for (const e of fired) expect(e.data.lateMs).toBeLessThan(1000);
+    const after = await repo.events(incident.id, 0, 100);
+    expect(after.filter((e) => e.type === 'escalation_repaired')).toEqual([]);
   });
 });

@@ -12,6 +12,7 @@ import {
 import type { EscalationClock } from '../domain/escalation-service.ts';
 import type { EscalationTimers, IncidentChange } from '../domain/incident-writer.ts';
 import type { Metrics } from '../metrics.ts';
+import type { IncidentRepository } from '../storage/incidents.repository.ts';
 
 /**
  * Timers are spread over BullMQ queues by incident, so that several processes can each run the workers of
@@ -79,6 +80,10 @@ export const REMINDER_PRIORITY = 10;
 
 const PENDING = new Set(['delayed', 'waiting', 'active', 'prioritized', 'waiting-children']);
 
+// How often a change's sync sets the timer again for a later state it found stored, before leaving the rest
+// to the syncs of the changes still coming (each of which checks the same way) and to the auditor.
+const CATCH_UP_ATTEMPTS = 3;
+
 /**
  * The escalation timers as BullMQ delayed jobs, one per incident whose chains wait for anything: it wakes at
  * the earliest climb, end of hold or reminder round of either chain, moving itself back to the delayed set
@@ -91,6 +96,8 @@ export function createEscalationQueue(deps: {
   prefix: string;
   metrics: Metrics;
   partitions: number;
+  /** The incidents as stored, for a sync that finds a later change than its own. */
+  incidents: Pick<IncidentRepository, 'seq' | 'load'>;
   now?: () => number;
 }) {
   const queues = allPartitions(deps.partitions).map((partition) => {
@@ -146,15 +153,36 @@ export function createEscalationQueue(deps: {
     if (wake) await add(incidentId, wake);
   }
 
+  /**
+   * Two changes' syncs may finish in either order (two processes, or one slow round trip): the sync of the
+   * earlier change finishing last would leave the timer as that change needed it, for instance removed after
+   * a resolve while the reopening that followed has the chains waiting again. So each sync, once done, checks
+   * that no change committed after its own, and if one did, sets the timer for the incident as stored.
+   */
+  async function catchUp(incidentId: string, armedFor: number) {
+    let seq = armedFor;
+    for (let attempt = 0; attempt < CATCH_UP_ATTEMPTS; attempt++) {
+      if ((await deps.incidents.seq(incidentId)) <= seq) return;
+      const stored = await deps.incidents.load(incidentId);
+      if (!stored) return;
+      await arm(incidentId, incidentWake(stored.incident, stored.policy, now()));
+      seq = stored.incident.seq;
+    }
+  }
+
   const timers: EscalationTimers = {
     async sync({ incident, event, policy }) {
       if (!MOVES_CHAINS.has(event.type)) return;
       if (event.type === 'alert_attached' && !event.data.escalation) return;
       const wake = incidentWake(incident, policy, now());
-      // A brand-new incident has no timer to look up or replace.
+      // A brand-new incident has no timer to look up or replace; and adding one never undoes a later change's
+      // (the id exists already, or nothing waits any more and the timer wakes once to find so).
       if (event.type === 'opened') {
         if (wake) await add(incident.id, wake);
-      } else await arm(incident.id, wake);
+        return;
+      }
+      await arm(incident.id, wake);
+      await catchUp(incident.id, incident.seq);
     },
   };
 

@@ -157,6 +157,11 @@ export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
 
     loadMany,
 
+    /** The seq of the incident's latest change (0: no such incident). */
+    async seq(id: string): Promise<number> {
+      return Number((await redis.hget(keys.incident(id), 'seq')) ?? 0);
+    },
+
     async alert(incidentId: string, alertId: string): Promise<Alert | undefined> {
       const json = await redis.hget(keys.incidentAlerts(incidentId), alertId);
       return json ? (JSON.parse(json) as Alert) : undefined;
