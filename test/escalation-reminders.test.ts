@@ -219,3 +219,32 @@ describe('a repeat page and the climb it precedes, both overdue', () => {
     expect(order[0]).toBe('climb');
   });
 });
+
+describe('each round paged once', () => {
+  it('When the incident’s timer runs five times at once as a round falls due (a stalled run taken over, a follow-up beside the timer), Then each agency’s level is paged once for that round', async () => {
+    // Only schedules: the runs below are the only ones.
+    const scheduler = await server({ ESCALATION_WORKER: 'off' });
+    const dispatch = await consoleFor(scheduler.url, 'dispatch.nusakambangan');
+    const chief = await consoleFor(scheduler.url, 'chief.permisan');
+    const incident = await raise(scheduler.url, 2);
+    const police = listen(dispatch.socket, incident.id);
+    const lapas = listen(chief.socket, incident.id);
+    // Round 1 falls due 0.3 s after the raise, round 2 at 0.6 s: wake between them, as the timer set for it.
+    const timer = {
+      incidentId: incident.id,
+      at: new Date(Date.parse(incident.openedAt) + 300).toISOString(),
+    };
+    await sleep(Date.parse(incident.openedAt) + 400 - Date.now());
+    const runs = await Promise.all(
+      Array.from({ length: 5 }, () => scheduler.app.services.escalation.wake(timer)),
+    );
+    expect(runs.every((r) => r.next !== undefined)).toBe(true);
+    await waitFor(() => police.length >= 1 && lapas.length >= 1, { what: 'the pages of round 1' });
+    await sleep(300);
+    for (const [heard, chain] of [
+      [police, 'police'],
+      [lapas, 'corrections'],
+    ] as const)
+      expect(heard).toEqual([expect.objectContaining({ kind: 'reminder', chain, level: 0, round: 1 })]);
+  });
+});

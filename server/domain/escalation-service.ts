@@ -108,13 +108,25 @@ export function createEscalationService(deps: {
         outcome.skipped += moves.length - result.events.length;
       }
       const { incident, policy } = stored;
-      for (const { chain, level, round } of due.rounds) {
+      const pages = due.rounds.flatMap(({ chain, level, round }) => {
         const c = incident.escalation.chains[chain];
         const notify = policy.chains[chain].levels[level]?.notify;
         // A level is paged only while the chain still waits at it.
-        if (!notify || c.level !== level || (c.status !== 'running' && c.status !== 'exhausted')) continue;
-        const { rooms } = resolveTargets(topology, incident.facilityId, notify);
-        deps.publisher.reminded({ incident, chain, level, round, rooms });
+        if (!notify || c.level !== level || (c.status !== 'running' && c.status !== 'exhausted')) return [];
+        // A round is counted from the start of the chain's wait, which each generation begins anew.
+        return [{ chain, level, round, notify, name: `${chain}.${c.generation}.${level}.${round}` }];
+      });
+      if (pages.length > 0) {
+        const claimed = await repo.claimPages(
+          incident.id,
+          pages.map((p) => p.name),
+          at,
+        );
+        for (const [i, { chain, level, round, notify }] of pages.entries()) {
+          if (!claimed[i]) continue;
+          const { rooms } = resolveTargets(topology, incident.facilityId, notify);
+          deps.publisher.reminded({ incident, chain, level, round, rooms });
+        }
       }
       outcome.next = incidentWake(incident, policy, nowMs);
       return outcome;

@@ -162,6 +162,16 @@ export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
       return Number((await redis.hget(keys.incident(id), 'seq')) ?? 0);
     },
 
+    /**
+     * Claims reminder pages for `at`, each named once for all time: true for each not claimed before, by this
+     * run or another one of the same timer (a stalled job taken over, a follow-up beside the timer).
+     */
+    async claimPages(id: string, pages: string[], at: string): Promise<boolean[]> {
+      return Promise.all(
+        pages.map(async (page) => (await redis.hsetnx(keys.incidentPages(id), page, at)) === 1),
+      );
+    },
+
     async alert(incidentId: string, alertId: string): Promise<Alert | undefined> {
       const json = await redis.hget(keys.incidentAlerts(incidentId), alertId);
       return json ? (JSON.parse(json) as Alert) : undefined;
