@@ -1,10 +1,10 @@
 import { type ChildProcessByStdio, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import { Queue, Worker } from 'bullmq';
+import { type Job, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, inject, it } from 'vitest';
 import {
@@ -104,7 +104,7 @@ async function takeTimerByHand(
   partition: number,
   timer: string,
   { lockDuration, timeoutMs }: { lockDuration: number; timeoutMs: number },
-): Promise<Worker> {
+): Promise<{ worker: Worker; job: Job; token: string }> {
   const connection = new Redis(inject('redisUrl'), { maxRetriesPerRequest: null });
   teardown.push(() => connection.quit());
   const worker = new Worker(escalationQueueName(partition), null, {
@@ -115,15 +115,15 @@ async function takeTimerByHand(
   });
   teardown.push(() => worker.close(true));
   const token = randomUUID();
-  await waitFor(
+  const job = await waitFor(
     async () => {
-      const job = await worker.getNextJob(token, { block: false });
-      if (job && job.id !== timer) await job.moveToCompleted(null, token, false);
-      return job?.id === timer;
+      const next: Job | undefined = await worker.getNextJob(token, { block: false });
+      if (next && next.id !== timer) await next.moveToCompleted(null, token, false);
+      return next?.id === timer && next;
     },
     { timeoutMs, intervalMs: 20, what: 'a worker to take the timer by hand' },
   );
-  return worker;
+  return { worker, job, token };
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -273,7 +273,7 @@ describe('faults the escalation engine survives', () => {
     const timer = jobIds.timer(incident.id);
 
     // Fetched by hand, its lock is never renewed: after 500 ms it looks like a crashed worker's.
-    const doomed = await takeTimerByHand(
+    const { worker: doomed } = await takeTimerByHand(
       prefix,
       partitionOf(incident.id, front.config.escalation.partitions),
       timer,
@@ -338,6 +338,48 @@ describe('a change while the incident’s timer runs', () => {
     // The corrections level waited its full time again from the resume.
     const corrections = fired.find((e) => e.data.chain === 'corrections');
     expect(Date.parse(corrections?.data.dueAt ?? '') - Date.parse(resumed?.at ?? '')).toBe(WAIT_MS);
+  });
+  it('When the timer’s run ends with nothing due after a change made meanwhile set a follow-up, Then the auditor counts the follow-up as the timer: no repair is recorded and both levels fire on time', async () => {
+    const prefix = uniquePrefix();
+    // Levels 4 s apart, so that the auditor runs several times before the follow-up wakes.
+    const escalation = JSON.parse(await readFile(ONE_STEP, 'utf8'));
+    for (const chain of chains) escalation.policies[0].chains[chain].levels[0].waitSeconds = 4;
+    const env = { ESCALATION_PARTITIONS: '1', ESCALATION_AUDIT_INTERVAL_MS: '300' };
+    const front = await serverOn({ prefix, escalation, env: { ...env, ESCALATION_WORKER: 'off' } });
+    const incident = await raiseOverRest(front.url);
+    const timer = jobIds.timer(incident.id);
+    const connection = new Redis(inject('redisUrl'), { maxRetriesPerRequest: null });
+    teardown.push(() => connection.quit());
+    const queue = new Queue(escalationQueueName(0), { connection, prefix: `${prefix}bull` });
+    teardown.push(() => queue.close());
+    await (await queue.getJob(timer))?.promote();
+    const run = await takeTimerByHand(prefix, 0, timer, { lockDuration: 60_000, timeoutMs: 5000 });
+
+    const { socket } = await consoleFor(front.url, 'chief.permisan');
+    const held = await socket.emitWithAck('escalation:hold', {
+      incidentId: incident.id,
+      chain: 'corrections',
+      durationSeconds: 3,
+      reason: 'Regu pengamanan sedang bernegosiasi',
+    });
+    if (!held.ok) throw new Error(JSON.stringify(held.error));
+    expect(await queue.getJobState(jobIds.followUp(incident.id))).toBe('delayed');
+    // The run had read the incident before the hold and ends with nothing due: only the follow-up is left.
+    await run.job.moveToCompleted(null, run.token, false);
+    expect(await queue.getJobState(timer)).toBe('unknown');
+
+    const rescuer = await serverOn({ prefix, escalation, seedDemo: false, env });
+    await sleep(1600);
+    const audited = await metricsOf(rescuer.url);
+    expect(metricValue(audited, 'sinergi_escalation_audit_last_run_seconds')).toBeGreaterThan(0);
+    expect(metricValue(audited, 'sinergi_escalation_repaired_total')).toBe(0);
+
+    const fired = expectOncePerChain(await bothFired(front.url, incident.id));
+    for (const e of fired) expect(e.data.lateMs).toBeLessThan(1000);
+    const { accessToken } = await login(front.url, 'admin');
+    const events = (await get(front.url, `/api/incidents/${incident.id}/events?limit=1000`, accessToken)).body
+      .events as IncidentEvent[];
+    expect(events.filter((e) => e.type === 'escalation_repaired')).toEqual([]);
   });
 });
 

@@ -50,8 +50,10 @@ export type EscalationJobName = 'timer' | 'escalate' | 'resume' | 'audit';
 // finds and replaces it, and scheduling it twice is a no-op.
 export const jobIds = {
   timer: (incidentId: string) => `tmr.${incidentId}`,
-  /** A one-off wake for a change that came while the timer ran; one of its own per change. */
-  followUp: (incidentId: string) => `tmr.${incidentId}.${randomUUID()}`,
+  /** A one-off wake for a change that came while the timer ran, where the auditor looks for it. */
+  followUp: (incidentId: string) => `tmr.${incidentId}.next`,
+  /** One for a change that came while the follow-up ran too: rare enough to go unseen by the auditor. */
+  spareFollowUp: (incidentId: string) => `tmr.${incidentId}.${randomUUID()}`,
 };
 
 // The ids earlier versions gave a chain's timer and the end of its hold: the auditor counts such a job, still
@@ -130,27 +132,32 @@ export function createEscalationQueue(deps: {
   }
 
   /**
-   * Sets an incident's timer to wake by `wake`, or removes it when nothing waits. A pending timer that wakes
-   * sooner stays: it decides on the incident as it is then, and sets itself for the next.
+   * Sets job `jobId` to wake by `wake`, or removes it when nothing waits; false when it is running and cannot
+   * be moved. A pending job that wakes sooner stays: it decides on the incident as it is then.
    */
-  async function arm(incidentId: string, wake: ChainWake | undefined) {
-    const existing: Job | undefined = await queueOf(incidentId).getJob(jobIds.timer(incidentId));
+  async function place(incidentId: string, jobId: string, wake: ChainWake | undefined) {
+    const existing: Job | undefined = await queueOf(incidentId).getJob(jobId);
     if (existing) {
       const state = await existing.getState();
-      if (state === 'active') {
-        // A running timer cannot be moved, and its run may have read the incident before this change: a
-        // one-off follow-up wakes for what the change needs, and then sets the timer again (see the worker).
-        if (wake) await add(incidentId, wake, jobIds.followUp(incidentId));
-        return;
-      }
-      if (wake && PENDING.has(state) && Date.parse(existing.data.at) <= wake.at) return;
+      if (state === 'active') return false;
+      if (wake && PENDING.has(state) && Date.parse(existing.data.at) <= wake.at) return true;
       const removed = await existing.remove().then(
         () => true,
         () => false,
       );
       if (!wake && removed && PENDING.has(state)) deps.metrics.escalationCancelled.inc();
     }
-    if (wake) await add(incidentId, wake);
+    if (wake) await add(incidentId, wake, jobId);
+    return true;
+  }
+
+  /** Sets an incident's timer to wake by `wake`, or removes it when nothing waits. */
+  async function arm(incidentId: string, wake: ChainWake | undefined) {
+    if ((await place(incidentId, jobIds.timer(incidentId), wake)) || !wake) return;
+    // A running timer cannot be moved, and its run may have read the incident before this change: a one-off
+    // follow-up wakes for what the change needs, and then sets the timer again (see the worker).
+    if (!(await place(incidentId, jobIds.followUp(incidentId), wake)))
+      await add(incidentId, wake, jobIds.spareFollowUp(incidentId));
   }
 
   /**
@@ -205,9 +212,14 @@ export function createEscalationQueue(deps: {
         return at ? [{ chain, at: Date.parse(at) }] : [];
       });
       if (needed.length === 0) return [];
-      const job: Job | undefined = await queueOf(incident.id).getJob(jobIds.timer(incident.id));
-      if (job && PENDING.has(await job.getState())) {
-        const at = Date.parse(job.data.at);
+      // The timer, or a follow-up set while it ran: a run that then ended with nothing due left only that.
+      const wakes: number[] = [];
+      for (const id of [jobIds.timer(incident.id), jobIds.followUp(incident.id)]) {
+        const job: Job | undefined = await queueOf(incident.id).getJob(id);
+        if (job && PENDING.has(await job.getState())) wakes.push(Date.parse(job.data.at));
+      }
+      if (wakes.length > 0) {
+        const at = Math.min(...wakes);
         return needed.filter((n) => n.at < at).map((n) => n.chain);
       }
       const missing: Chain[] = [];
