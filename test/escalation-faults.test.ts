@@ -300,30 +300,45 @@ describe('faults the escalation engine survives', () => {
   });
 });
 
+/**
+ * The incident's timer, promoted and taken by hand by a worker that holds it for a minute, as one whose run
+ * lasts: returns a view of its queue and the run.
+ */
+async function timerRunningLong(prefix: string, incidentId: string) {
+  const connection = new Redis(inject('redisUrl'), { maxRetriesPerRequest: null });
+  teardown.push(() => connection.quit());
+  const queue = new Queue(escalationQueueName(0), { connection, prefix: `${prefix}bull` });
+  teardown.push(() => queue.close());
+  const timer = jobIds.timer(incidentId);
+  await (await queue.getJob(timer))?.promote();
+  const run = await takeTimerByHand(prefix, 0, timer, { lockDuration: 60_000, timeoutMs: 5000 });
+  return { queue, run };
+}
+
+/** The Lapas' security chief holds the corrections chain; returns the incident as the hold left it. */
+async function holdCorrections(url: string, incidentId: string, durationSeconds: number): Promise<Incident> {
+  const { socket } = await consoleFor(url, 'chief.permisan');
+  const held = await socket.emitWithAck('escalation:hold', {
+    incidentId,
+    chain: 'corrections',
+    durationSeconds,
+    reason: 'Regu pengamanan sedang bernegosiasi',
+  });
+  if (!held.ok) throw new Error(JSON.stringify(held.error));
+  return held.data.incident;
+}
+
 describe('a change while the incident’s timer runs', () => {
   it('When a chain is held while its incident’s timer is running, Then a follow-up wakes for the end of the hold: the chain resumes and both levels fire on time, with no wait for the running timer or the auditor', async () => {
     const prefix = uniquePrefix();
     const front = await serverOn({ prefix, env: { ESCALATION_WORKER: 'off', ESCALATION_PARTITIONS: '1' } });
     const incident = await raiseOverRest(front.url);
     const timer = jobIds.timer(incident.id);
-
     // A worker takes the timer and holds it, as one whose run lasts, for longer than this test.
-    const connection = new Redis(inject('redisUrl'), { maxRetriesPerRequest: null });
-    teardown.push(() => connection.quit());
-    const queue = new Queue(escalationQueueName(0), { connection, prefix: `${prefix}bull` });
-    teardown.push(() => queue.close());
-    await (await queue.getJob(timer))?.promote();
-    await takeTimerByHand(prefix, 0, timer, { lockDuration: 60_000, timeoutMs: 5000 });
+    const { queue } = await timerRunningLong(prefix, incident.id);
 
-    const { socket } = await consoleFor(front.url, 'chief.permisan');
-    const held = await socket.emitWithAck('escalation:hold', {
-      incidentId: incident.id,
-      chain: 'corrections',
-      durationSeconds: 1,
-      reason: 'Regu pengamanan sedang bernegosiasi',
-    });
-    if (!held.ok) throw new Error(JSON.stringify(held.error));
-    const heldUntil = Date.parse(held.data.incident.escalation.chains.corrections.heldUntil ?? '');
+    const held = await holdCorrections(front.url, incident.id, 1);
+    const heldUntil = Date.parse(held.escalation.chains.corrections.heldUntil ?? '');
     expect(await queue.getJobState(timer)).toBe('active');
 
     await serverOn({ prefix, seedDemo: false, env: { ESCALATION_PARTITIONS: '1' } });
@@ -339,6 +354,7 @@ describe('a change while the incident’s timer runs', () => {
     const corrections = fired.find((e) => e.data.chain === 'corrections');
     expect(Date.parse(corrections?.data.dueAt ?? '') - Date.parse(resumed?.at ?? '')).toBe(WAIT_MS);
   });
+
   it('When the timer’s run ends with nothing due after a change made meanwhile set a follow-up, Then the auditor counts the follow-up as the timer: no repair is recorded and both levels fire on time', async () => {
     const prefix = uniquePrefix();
     // Levels 4 s apart, so that the auditor runs several times before the follow-up wakes.
@@ -347,26 +363,13 @@ describe('a change while the incident’s timer runs', () => {
     const env = { ESCALATION_PARTITIONS: '1', ESCALATION_AUDIT_INTERVAL_MS: '300' };
     const front = await serverOn({ prefix, escalation, env: { ...env, ESCALATION_WORKER: 'off' } });
     const incident = await raiseOverRest(front.url);
-    const timer = jobIds.timer(incident.id);
-    const connection = new Redis(inject('redisUrl'), { maxRetriesPerRequest: null });
-    teardown.push(() => connection.quit());
-    const queue = new Queue(escalationQueueName(0), { connection, prefix: `${prefix}bull` });
-    teardown.push(() => queue.close());
-    await (await queue.getJob(timer))?.promote();
-    const run = await takeTimerByHand(prefix, 0, timer, { lockDuration: 60_000, timeoutMs: 5000 });
+    const { queue, run } = await timerRunningLong(prefix, incident.id);
 
-    const { socket } = await consoleFor(front.url, 'chief.permisan');
-    const held = await socket.emitWithAck('escalation:hold', {
-      incidentId: incident.id,
-      chain: 'corrections',
-      durationSeconds: 3,
-      reason: 'Regu pengamanan sedang bernegosiasi',
-    });
-    if (!held.ok) throw new Error(JSON.stringify(held.error));
+    await holdCorrections(front.url, incident.id, 3);
     expect(await queue.getJobState(jobIds.followUp(incident.id))).toBe('delayed');
     // The run had read the incident before the hold and ends with nothing due: only the follow-up is left.
     await run.job.moveToCompleted(null, run.token, false);
-    expect(await queue.getJobState(timer)).toBe('unknown');
+    expect(await queue.getJobState(jobIds.timer(incident.id))).toBe('unknown');
 
     const rescuer = await serverOn({ prefix, escalation, seedDemo: false, env });
     await sleep(1600);
