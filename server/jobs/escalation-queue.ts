@@ -212,16 +212,18 @@ export function createEscalationQueue(deps: {
         return at ? [{ chain, at: Date.parse(at) }] : [];
       });
       if (needed.length === 0) return [];
-      // The timer, or a follow-up set while it ran: a run that then ended with nothing due left only that.
-      const wakes: number[] = [];
-      for (const id of [jobIds.timer(incident.id), jobIds.followUp(incident.id)]) {
-        const job: Job | undefined = await queueOf(incident.id).getJob(id);
-        if (job && PENDING.has(await job.getState())) wakes.push(Date.parse(job.data.at));
-      }
-      if (wakes.length > 0) {
-        const at = Math.min(...wakes);
-        return needed.filter((n) => n.at < at).map((n) => n.chain);
-      }
+      const pendingAt = async (jobId: string) => {
+        const job: Job | undefined = await queueOf(incident.id).getJob(jobId);
+        return job && PENDING.has(await job.getState()) ? Date.parse(job.data.at) : undefined;
+      };
+      const timerAt = await pendingAt(jobIds.timer(incident.id));
+      // A follow-up set while the timer ran covers for it: a run that then ended with nothing due left only
+      // the follow-up. Looked up only when the timer alone would not do.
+      const at =
+        timerAt !== undefined && needed.every((n) => n.at >= timerAt)
+          ? timerAt
+          : earliest(timerAt, await pendingAt(jobIds.followUp(incident.id)));
+      if (at !== undefined) return needed.filter((n) => n.at < at).map((n) => n.chain);
       const missing: Chain[] = [];
       for (const { chain } of needed)
         if (!(await legacyTimer(incident.id, chain, incident.escalation.chains[chain]))) missing.push(chain);
@@ -255,3 +257,7 @@ export function createEscalationQueue(deps: {
 }
 
 export type EscalationQueue = ReturnType<typeof createEscalationQueue>;
+
+function earliest(a: number | undefined, b: number | undefined): number | undefined {
+  return a === undefined ? b : b === undefined ? a : Math.min(a, b);
+}
