@@ -493,7 +493,7 @@ describe('changes whose timers are set out of order', () => {
       if (!moved.ok) throw new Error(JSON.stringify(moved.error));
     }
     const connection = new Redis(inject('redisUrl'), { maxRetriesPerRequest: null });
-    teardown.push(async () => connection.quit());
+    teardown.push(() => connection.quit());
     const keys = redisKeys(prefix);
     const repo = createIncidentRepository(connection, keys);
     const stored = await repo.load(incident.id);
