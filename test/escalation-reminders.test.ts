@@ -221,7 +221,7 @@ describe('a repeat page and the climb it precedes, both overdue', () => {
 });
 
 describe('each round paged once', () => {
-  it('When the incident’s timer runs five times at once as a round falls due (a stalled run taken over, a follow-up beside the timer), Then each agency’s level is paged once for that round', async () => {
+  it('When the incident’s timer runs five times at once as a round falls due (a stalled run taken over, a follow-up beside the timer), Then each agency’s level is paged once for that round, and once for a later one', async () => {
     // Only schedules: the runs below are the only ones.
     const scheduler = await server({ ESCALATION_WORKER: 'off' });
     const dispatch = await consoleFor(scheduler.url, 'dispatch.nusakambangan');
@@ -246,5 +246,19 @@ describe('each round paged once', () => {
       [lapas, 'corrections'],
     ] as const)
       expect(heard).toEqual([expect.objectContaining({ kind: 'reminder', chain, level: 0, round: 1 })]);
+
+    // A later round is paged again, once, however many runs wake for it.
+    const later = {
+      incidentId: incident.id,
+      at: new Date(Date.parse(incident.openedAt) + 600).toISOString(),
+    };
+    await Promise.all(Array.from({ length: 5 }, () => scheduler.app.services.escalation.wake(later)));
+    await waitFor(() => police.length >= 2 && lapas.length >= 2, { what: 'the pages of a later round' });
+    await sleep(300);
+    for (const heard of [police, lapas]) {
+      expect(heard).toHaveLength(2);
+      expect(heard[1]).toMatchObject({ kind: 'reminder', level: 0, round: expect.any(Number) });
+      expect((heard[1] as Reminder).round).toBeGreaterThanOrEqual(2);
+    }
   });
 });

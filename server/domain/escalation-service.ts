@@ -113,15 +113,11 @@ export function createEscalationService(deps: {
         const notify = policy.chains[chain].levels[level]?.notify;
         // A level is paged only while the chain still waits at it.
         if (!notify || c.level !== level || (c.status !== 'running' && c.status !== 'exhausted')) return [];
-        // A round is counted from the start of the chain's wait, which each generation begins anew.
-        return [{ chain, level, round, notify, name: `${chain}.${c.generation}.${level}.${round}` }];
+        // A round is counted from the start of the chain's wait at its level, which each generation begins anew.
+        return [{ chain, level, round, notify, wait: `${chain}.${c.generation}.${level}` }];
       });
       if (pages.length > 0) {
-        const claimed = await repo.claimPages(
-          incident.id,
-          pages.map((p) => p.name),
-          at,
-        );
+        const claimed = await repo.claimPages(incident.id, pages);
         for (const [i, { chain, level, round, notify }] of pages.entries()) {
           if (!claimed[i]) continue;
           const { rooms } = resolveTargets(topology, incident.facilityId, notify);

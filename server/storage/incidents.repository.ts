@@ -95,6 +95,22 @@ if ARGV[17] ~= '' then redis.call('HSET', KEYS[1], 'policy', ARGV[17]) end
 return {'committed', tostring(change)}
 `;
 
+// KEYS: the incident's pages hash.  ARGV: (wait, round) pairs, a wait being a chain's level in one generation.
+// Claims each round later than the last one claimed for its wait; answers 1 (claimed) or 0 for each pair.
+const CLAIM_PAGES = `
+local claimed = {}
+for i = 1, #ARGV, 2 do
+  local round = tonumber(ARGV[i + 1])
+  if round > tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0') then
+    redis.call('HSET', KEYS[1], ARGV[i], round)
+    claimed[#claimed + 1] = 1
+  else
+    claimed[#claimed + 1] = 0
+  end
+end
+return claimed
+`;
+
 /**
  * A script run by its SHA1 (EVALSHA), loaded again by EVAL when Redis has not seen it since its last start:
  * every commit would otherwise send the whole script text along with the incident.
@@ -114,6 +130,7 @@ function luaScript(redis: Redis, source: string) {
 export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
   const appendScript = luaScript(redis, APPEND);
   const raiseScript = luaScript(redis, RAISE);
+  const claimPagesScript = luaScript(redis, CLAIM_PAGES);
   const commitKeys = (id: string) => [
     keys.incident(id),
     keys.incidentEvents(id),
@@ -163,13 +180,14 @@ export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
     },
 
     /**
-     * Claims reminder pages for `at`, each named once for all time: true for each not claimed before, by this
-     * run or another one of the same timer (a stalled job taken over, a follow-up beside the timer).
+     * Claims reminder rounds, each of a wait (a chain's level in one of its generations): true for each later
+     * than any claimed before for its wait, by this run or another run of the same timer (a stalled job taken
+     * over, a follow-up beside the timer). One field per wait, however long it pages.
      */
-    async claimPages(id: string, pages: string[], at: string): Promise<boolean[]> {
-      return Promise.all(
-        pages.map(async (page) => (await redis.hsetnx(keys.incidentPages(id), page, at)) === 1),
-      );
+    async claimPages(id: string, pages: { wait: string; round: number }[]): Promise<boolean[]> {
+      const args = pages.flatMap((p) => [p.wait, String(p.round)]);
+      const claimed = (await claimPagesScript(1, keys.incidentPages(id), ...args)) as number[];
+      return claimed.map((c) => c === 1);
     },
 
     async alert(incidentId: string, alertId: string): Promise<Alert | undefined> {

@@ -20,7 +20,7 @@ export function redisKeys(prefix: string) {
     incident: (id: string) => `${prefix}{inc:${id}}`,
     incidentEvents: (id: string) => `${prefix}{inc:${id}}:events`,
     incidentAlerts: (id: string) => `${prefix}{inc:${id}}:alerts`,
-    /** The reminder pages sent for an incident, by chain, wait, level and round: each is sent once. */
+    /** The last reminder round paged for each wait of an incident's chains: each round is paged once. */
     incidentPages: (id: string) => `${prefix}{inc:${id}}:pages`,
     /** Which alert a user's clientRef produced: the idempotency record of a raise. */
     alertRef: (userId: string, clientRef: string) => `${prefix}alert-ref:${userId}:${clientRef}`,
