@@ -9,7 +9,7 @@ import {
   incidentWake,
   resolveTargets,
 } from '../../shared/escalation.ts';
-import type { Incident } from '../../shared/incident.ts';
+import type { Alert, Incident } from '../../shared/incident.ts';
 import {
   checkVisible,
   decideEscalation,
@@ -92,12 +92,15 @@ export function createEscalationService(deps: {
         ...due.resumes.map((chain) => (current: StoredIncident) => decideResume(current.incident, chain, at)),
       ];
       if (moves.length > 0) {
+        // Both chains climbing in one commit may each add parties: the opening alert is read once for both.
+        let opening: Promise<Alert | undefined> | undefined;
         const result = await writer.changeAll(
           timer.incidentId,
           moves,
           async (fired) => {
             if (fired.type !== 'escalated' || fired.data.addedUnits.length === 0) return {};
-            const alert = await repo.openingAlert(timer.incidentId);
+            opening ??= repo.openingAlert(timer.incidentId);
+            const alert = await opening;
             return alert ? { alert } : {};
           },
           stored,
