@@ -159,8 +159,17 @@ export const EscalationSnapshot = z.object({
 });
 export type EscalationSnapshot = z.infer<typeof EscalationSnapshot>;
 
+// The same policy always gives the same snapshot object, so whatever is derived from one (its stored text
+// and hash) is derived once.
+const snapshots = new WeakMap<EscalationPolicy, EscalationSnapshot>();
+
 export function snapshotOf(policy: EscalationPolicy): EscalationSnapshot {
-  return { policyId: policy.id, chains: policy.chains };
+  let snapshot = snapshots.get(policy);
+  if (!snapshot) {
+    snapshot = { policyId: policy.id, chains: policy.chains };
+    snapshots.set(policy, snapshot);
+  }
+  return snapshot;
 }
 
 const addSeconds = (at: string, seconds: number) => new Date(Date.parse(at) + seconds * 1000).toISOString();

@@ -1,5 +1,9 @@
 import { randomUUID } from 'node:crypto';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { Redis } from 'ioredis';
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { createIncidentRepository } from '../server/storage/incidents.repository.ts';
+import { redisKeys } from '../server/storage/keys.ts';
+import { canonicalJson } from '../shared/canonical-json.ts';
 import type { Incident, IncidentEvent, RaiseAlertInput } from '../shared/incident.ts';
 import { uniqueAlert } from './support/alerts.ts';
 import { closeConsoles, consoleFor, get, login, post } from './support/consoles.ts';
@@ -9,13 +13,16 @@ import { waitFor } from './support/wait-for.ts';
 
 let a: TestServer;
 let b: TestServer;
+let redis: Redis;
 beforeAll(async () => {
+  redis = new Redis(inject('redisUrl'));
   a = await startTestServer();
   // A second process on the same Redis and key prefix.
   b = await startTestServer({ prefix: a.prefix, seedDemo: false });
 });
 afterEach(closeConsoles);
 afterAll(async () => {
+  redis.disconnect();
   await b.close();
   await a.close();
 });
@@ -84,6 +91,98 @@ describe('idempotency and deduplication', () => {
       expect.arrayContaining(['kanwil-ditjenpas-jateng', 'polresta-cilacap']),
     );
     await waitFor(() => seen.includes(one.incident.id), { what: 'Kanwil hearing of the escalated incident' });
+  });
+});
+
+describe('escalation policies in the store', () => {
+  /** The opening event as Redis holds it, and the policy text its reference points to. */
+  async function storedOpening(incidentId: string) {
+    const [entry] = await redis.xrange(`${a.prefix}{inc:${incidentId}}:events`, '1-1', '1-1');
+    const [, json = '', field, ref = ''] = entry?.[1] ?? [];
+    expect(field).toBe('p');
+    return { json, ref, policy: await redis.get(`${a.prefix}policy:${ref}`) };
+  }
+
+  it('stores each policy once however many incidents it serves, and gives every timeline back whole', async () => {
+    const critical = await Promise.all(
+      [0, 1, 2].map(() => raised('operator.permisan', alert({ severity: 4 }))),
+    );
+    const medium = await raised('operator.batu', alert({ facilityId: 'lapas-batu', severity: 2 }));
+    const stored = await Promise.all([...critical, medium].map((r) => storedOpening(r.incident.id)));
+    for (const { json, policy } of stored) {
+      expect(json).not.toContain('"chains"');
+      expect(policy).toContain('"chains"');
+    }
+    expect(new Set(stored.map((s) => s.ref)).size).toBe(2);
+    expect(stored[3]?.ref).not.toBe(stored[0]?.ref);
+
+    const session = await login(a.url, 'supervisor.kanwil');
+    for (const { incident } of critical) {
+      const events = await timeline(incident.id, session.accessToken);
+      expect(events[0]).toMatchObject({ type: 'opened', data: { escalation: { policyId: 'critical' } } });
+      expectValidChain(events);
+    }
+    const batu = await login(a.url, 'operator.batu');
+    const [opened] = await timeline(medium.incident.id, batu.accessToken);
+    expect(opened).toMatchObject({ type: 'opened', data: { escalation: { policyId: 'medium' } } });
+    // A new process reads the policy from the store, not from what it wrote.
+    const loaded = await createIncidentRepository(redis, redisKeys(a.prefix)).load(medium.incident.id);
+    expect(loaded?.policy.policyId).toBe('medium');
+    expect(loaded?.policy.chains.police.levels.length).toBeGreaterThan(1);
+    expect(await redis.hexists(`${a.prefix}{inc:${medium.incident.id}}`, 'policy')).toBe(0);
+  });
+
+  it('puts the policy an attached alert brings in force, and keeps it in that alert’s event', async () => {
+    const first = alert({ severity: 2 });
+    const one = await raised('operator.permisan', first);
+    await raised('operator.permisan', { ...first, clientRef: randomUUID(), severity: 4 });
+    const repo = createIncidentRepository(redis, redisKeys(a.prefix));
+    expect((await repo.load(one.incident.id))?.policy.policyId).toBe('critical');
+    const events = await repo.events(one.incident.id, 0, 10);
+    expect(
+      events.map((e) => [e.type, 'escalation' in e.data ? e.data.escalation?.policyId : undefined]),
+    ).toEqual([
+      ['opened', 'medium'],
+      ['alert_attached', 'critical'],
+    ]);
+    expectValidChain(events);
+  });
+
+  it('refuses a policy whose stored text was altered, rather than escalating by it', async () => {
+    const { incident } = await raised('operator.permisan', alert({ severity: 4 }));
+    const ref = await redis.hget(`${a.prefix}{inc:${incident.id}}`, 'policyRef');
+    expect(ref).toMatch(/^[0-9a-f]{64}$/);
+    const key = `${a.prefix}policy:${ref}`;
+    const text = (await redis.get(key)) ?? '';
+    try {
+      await redis.set(key, text.replace('"waitSeconds":30', '"waitSeconds":3000'));
+      const repo = createIncidentRepository(redis, redisKeys(a.prefix));
+      await expect(repo.load(incident.id)).rejects.toThrow(/altered/);
+      await expect(repo.events(incident.id, 0, 10)).rejects.toThrow(/altered/);
+    } finally {
+      await redis.set(key, text);
+    }
+  });
+
+  it('loads an incident stored by an earlier version, with its policy’s text inline', async () => {
+    const { incident } = await raised('operator.permisan', alert({ severity: 4 }));
+    const session = await login(a.url, 'operator.permisan');
+    const [opened] = await timeline(incident.id, session.accessToken);
+    if (!opened) throw new Error('no opened event');
+    const key = `${a.prefix}{inc:${incident.id}}`;
+    await redis.hdel(key, 'policyRef');
+    await redis.hset(key, 'policy', canonicalJson(opened.type === 'opened' && opened.data.escalation));
+    await redis.del(`${key}:events`);
+    await redis.xadd(`${key}:events`, '1-1', 'e', JSON.stringify(opened));
+
+    const repo = createIncidentRepository(redis, redisKeys(a.prefix));
+    expect((await repo.load(incident.id))?.policy.policyId).toBe('critical');
+    const events = await timeline(incident.id, session.accessToken);
+    expect(events).toEqual([opened]);
+    // Working it goes on as before: the acknowledgement chains to the opening event.
+    const { socket } = await consoleFor(a.url, 'operator.permisan');
+    expect((await socket.emitWithAck('alert:ack', { incidentId: incident.id })).ok).toBe(true);
+    expectValidChain(await timeline(incident.id, session.accessToken));
   });
 });
 

@@ -115,8 +115,6 @@ export function createIncidentService(deps: {
           dedup: raise,
           expectedDedup,
           dedupWindowMs: settings.dedupWindowMs,
-          // Written when it opens the incident, or when its severity brought another policy.
-          policy: inForce === existing?.policy ? undefined : inForce,
         });
         if (outcome.status === 'duplicate') return duplicateOf(outcome);
         if (outcome.status === 'committed') {

@@ -1,10 +1,12 @@
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { canonicalJson } from '../../shared/canonical-json.ts';
+import { DomainError } from '../../shared/errors.ts';
 import type { EscalationSnapshot } from '../../shared/escalation.ts';
 import type { Alert, Incident, IncidentEvent } from '../../shared/incident.ts';
 import type { RedisKeys } from './keys.ts';
 
-/** An incident as stored, with what the next append must chain to and the policy copied when it opened. */
+/** An incident as stored, with what the next append must chain to and the escalation policy in force. */
 export interface StoredIncident {
   incident: Incident;
   lastHash: string;
@@ -37,8 +39,6 @@ export interface RaiseCommit extends Commit {
   /** The dedup record the decision saw ('' for none); a different one now means a concurrent raise. */
   expectedDedup: string;
   dedupWindowMs: number;
-  /** The escalation policy of a new incident; undefined when the alert joins an existing one. */
-  policy: EscalationSnapshot | undefined;
 }
 
 export type RaiseOutcome =
@@ -52,10 +52,20 @@ const REF_TTL_SECONDS = 7 * 24 * 3600;
 // indexes in step — all or nothing, so there is never a state without its event or an event without its state.
 // KEYS: incident, events, change-seq, changed, all, open.  ARGV: see `commitArgs`.
 const COMMIT_BODY = `
+local function append(k, policies, seq, json, ref, policy)
+  if ref == '' then
+    redis.call('XADD', k[2], seq .. '-1', 'e', json)
+    return
+  end
+  redis.call('SET', policies .. ref, policy, 'NX')
+  redis.call('XADD', k[2], seq .. '-1', 'e', json, 'p', ref)
+  redis.call('HSET', k[1], 'policyRef', ref)
+  redis.call('HDEL', k[1], 'policy')
+end
 local function commit(k, a)
   if (redis.call('HGET', k[1], 'seq') or '0') ~= a[1] then return nil end
   redis.call('HSET', k[1], 'doc', a[3], 'seq', a[2], 'lastHash', a[5])
-  redis.call('XADD', k[2], a[2] .. '-1', 'e', a[4])
+  append(k, a[13], a[2], a[4], a[11], a[12])
   local change = redis.call('INCR', k[3])
   redis.call('ZADD', k[4], change, a[6])
   redis.call('ZADD', k[5], a[7], a[6])
@@ -69,29 +79,28 @@ local function commit(k, a)
 end
 `;
 
-// After the commit's own ARGV: the events before its own, as seq and JSON pairs, oldest first.
+// After the commit's own ARGV: the events before its own, as (seq, JSON, policy ref, policy JSON), oldest first.
 const APPEND = `${COMMIT_BODY}
-if #ARGV > 10 then
+if #ARGV > 13 then
   if (redis.call('HGET', KEYS[1], 'seq') or '0') ~= ARGV[1] then return 0 end
-  for i = 11, #ARGV, 2 do redis.call('XADD', KEYS[2], ARGV[i] .. '-1', 'e', ARGV[i + 1]) end
+  for i = 14, #ARGV, 4 do append(KEYS, ARGV[13], ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]) end
 end
 local change = commit(KEYS, ARGV)
 if not change then return 0 end
 return change
 `;
 
-// KEYS: the six commit keys, then alert ref, dedup, alerts.  ARGV: the ten commit args, then expected
-// dedup record, alert id, alert JSON, ref value, ref TTL, dedup window (ms), policy JSON ('' when joining).
+// KEYS: the six commit keys, then alert ref, dedup, alerts.  ARGV: the thirteen commit args, then expected
+// dedup record, alert id, alert JSON, ref value, ref TTL, dedup window (ms).
 const RAISE = `${COMMIT_BODY}
 local ref = redis.call('GET', KEYS[7])
 if ref then return {'duplicate', ref} end
-if (redis.call('GET', KEYS[8]) or '') ~= ARGV[11] then return {'conflict'} end
+if (redis.call('GET', KEYS[8]) or '') ~= ARGV[14] then return {'conflict'} end
 local change = commit(KEYS, ARGV)
 if not change then return {'conflict'} end
-redis.call('HSET', KEYS[9], ARGV[12], ARGV[13])
-redis.call('SET', KEYS[7], ARGV[14], 'EX', ARGV[15])
-redis.call('SET', KEYS[8], ARGV[6], 'PX', ARGV[16])
-if ARGV[17] ~= '' then redis.call('HSET', KEYS[1], 'policy', ARGV[17]) end
+redis.call('HSET', KEYS[9], ARGV[15], ARGV[16])
+redis.call('SET', KEYS[7], ARGV[17], 'EX', ARGV[18])
+redis.call('SET', KEYS[8], ARGV[6], 'PX', ARGV[19])
 return {'committed', tostring(change)}
 `;
 
@@ -128,6 +137,39 @@ function luaScript(redis: Redis, source: string) {
 }
 
 export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
+  // A handful of escalation policies serve every incident. Each is stored once, under the SHA-256 of its
+  // canonical JSON; an event bringing one (an opening, an alert raising the severity) is stored without it,
+  // beside that reference, which also becomes the incident's policy in force. Stored inline, a new incident's
+  // policy took a third of what it wrote to the append-only file (once in its first event, once beside it).
+  // The hash chain still covers the policy: events are sealed, and read back, whole.
+  const policiesByRef = new Map<string, EscalationSnapshot>();
+  const textsOf = new WeakMap<EscalationSnapshot, { ref: string; json: string }>();
+
+  function remember(ref: string, json: string, policy: EscalationSnapshot) {
+    if (policiesByRef.size > 256) policiesByRef.clear();
+    policiesByRef.set(ref, policy);
+    textsOf.set(policy, { ref, json });
+  }
+
+  function policyText(policy: EscalationSnapshot) {
+    let text = textsOf.get(policy);
+    if (!text) {
+      const json = canonicalJson(policy);
+      text = { ref: sha256(json), json };
+      remember(text.ref, json, policy);
+    }
+    return text;
+  }
+
+  /** An event as stored: its JSON without the policy it brings, the policy's ref and text ('' for none). */
+  function storedEvent(event: IncidentEvent): [json: string, ref: string, policy: string] {
+    const policy =
+      event.type === 'opened' || event.type === 'alert_attached' ? event.data.escalation : undefined;
+    if (!policy) return [JSON.stringify(event), '', ''];
+    const { ref, json } = policyText(policy);
+    return [JSON.stringify({ ...event, data: { ...event.data, escalation: undefined } }), ref, json];
+  }
+
   const appendScript = luaScript(redis, APPEND);
   const raiseScript = luaScript(redis, RAISE);
   const claimPagesScript = luaScript(redis, CLAIM_PAGES);
@@ -139,18 +181,50 @@ export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
     keys.allIncidents,
     keys.openIncidents,
   ];
-  const commitArgs = (c: Commit) => [
-    String(c.expectedSeq),
-    String(c.event.seq),
-    JSON.stringify(c.incident),
-    JSON.stringify(c.event),
-    c.event.hash,
-    c.incident.id,
-    String(Date.parse(c.incident.openedAt)),
-    c.listedOpen ? '1' : '0',
-    keys.unitIndexPrefix,
-    JSON.stringify(c.incident.parties),
-  ];
+  const commitArgs = (c: Commit) => {
+    const [json, ref, policy] = storedEvent(c.event);
+    return [
+      String(c.expectedSeq),
+      String(c.event.seq),
+      JSON.stringify(c.incident),
+      json,
+      c.event.hash,
+      c.incident.id,
+      String(Date.parse(c.incident.openedAt)),
+      c.listedOpen ? '1' : '0',
+      keys.unitIndexPrefix,
+      JSON.stringify(c.incident.parties),
+      ref,
+      policy,
+      keys.policyPrefix,
+    ];
+  };
+
+  /** The policy stored under `ref`, read once per process: a policy's text never changes under its hash. */
+  async function policiesOf(refs: string[]): Promise<void> {
+    const missing = [...new Set(refs)].filter((ref) => !policiesByRef.has(ref));
+    if (missing.length === 0) return;
+    const texts = await redis.mget(missing.map((ref) => keys.policyPrefix + ref));
+    missing.forEach((ref, i) => {
+      const json = texts[i];
+      if (!json) throw new DomainError('internal', `Escalation policy ${ref} is missing from the store`);
+      if (sha256(json) !== ref) throw new DomainError('internal', `Escalation policy ${ref} was altered`);
+      remember(ref, json, JSON.parse(json) as EscalationSnapshot);
+    });
+  }
+
+  /** Stream entries back into events, each with the policy it brought. */
+  async function eventsOf(rows: [id: string, fields: string[]][]): Promise<IncidentEvent[]> {
+    await policiesOf(rows.flatMap(([, f]) => (f[2] === 'p' && f[3] ? [f[3]] : [])));
+    return rows.map(([, fields]) => {
+      const event = JSON.parse(fields[1] ?? 'null') as IncidentEvent;
+      const ref = fields[2] === 'p' ? fields[3] : undefined;
+      const policy = ref === undefined ? undefined : policiesByRef.get(ref);
+      if (policy && (event.type === 'opened' || event.type === 'alert_attached'))
+        event.data.escalation = policy;
+      return event;
+    });
+  }
 
   const dedupKeyOf = (s: DedupScope) => keys.dedup(s.facilityId, s.category, s.location.block, s.drill);
 
@@ -166,10 +240,18 @@ export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
 
   return {
     async load(id: string): Promise<StoredIncident | undefined> {
-      const [doc, lastHash, policy] = await redis.hmget(keys.incident(id), 'doc', 'lastHash', 'policy');
-      return doc && lastHash && policy
-        ? { incident: JSON.parse(doc) as Incident, lastHash, policy: parsePolicy(policy) }
-        : undefined;
+      const [doc, lastHash, ref, inline] = await redis.hmget(
+        keys.incident(id),
+        'doc',
+        'lastHash',
+        'policyRef',
+        'policy',
+      );
+      if (!doc || !lastHash) return undefined;
+      if (ref) await policiesOf([ref]);
+      // Incidents stored by earlier versions hold their policy's text.
+      const policy = ref ? policiesByRef.get(ref) : inline ? parseInlinePolicy(inline) : undefined;
+      return policy && { incident: JSON.parse(doc) as Incident, lastHash, policy };
     },
 
     loadMany,
@@ -212,7 +294,7 @@ export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
         6,
         ...commitKeys(commit.incident.id),
         ...commitArgs(commit),
-        ...(commit.earlier ?? []).flatMap((e) => [String(e.seq), JSON.stringify(e)]),
+        ...(commit.earlier ?? []).flatMap((e) => [String(e.seq), ...storedEvent(e)]),
       )) as number;
       return change === 0 ? undefined : change;
     },
@@ -231,7 +313,6 @@ export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
         `${c.incident.id}/${c.alert.id}`,
         String(REF_TTL_SECONDS),
         String(c.dedupWindowMs),
-        c.policy ? JSON.stringify(c.policy) : '',
       )) as [string, string | undefined];
       if (status === 'committed') return { status, changeSeq: Number(value) };
       const ref = parseRef(value ?? null);
@@ -248,14 +329,12 @@ export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
 
     /** Events with seq > afterSeq, oldest first. */
     async events(id: string, afterSeq: number, limit: number): Promise<IncidentEvent[]> {
-      const rows = await redis.xrange(keys.incidentEvents(id), `${afterSeq + 1}-0`, '+', 'COUNT', limit);
-      return rows.map(([, fields]) => JSON.parse(fields[1] ?? 'null') as IncidentEvent);
+      return eventsOf(await redis.xrange(keys.incidentEvents(id), `${afterSeq + 1}-0`, '+', 'COUNT', limit));
     },
 
     /** The latest `limit` events, oldest first. */
     async latestEvents(id: string, limit: number): Promise<IncidentEvent[]> {
-      const rows = await redis.xrevrange(keys.incidentEvents(id), '+', '-', 'COUNT', limit);
-      return rows.reverse().map(([, fields]) => JSON.parse(fields[1] ?? 'null') as IncidentEvent);
+      return eventsOf((await redis.xrevrange(keys.incidentEvents(id), '+', '-', 'COUNT', limit)).reverse());
     },
 
     /** Incidents still on consoles' lists for a unit (or for everyone, for an administrator). */
@@ -304,14 +383,15 @@ export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
   };
 }
 
-// A handful of distinct policies serve every incident: parse each text once.
-const policies = new Map<string, EscalationSnapshot>();
-function parsePolicy(json: string): EscalationSnapshot {
-  let policy = policies.get(json);
+const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
+
+const inlinePolicies = new Map<string, EscalationSnapshot>();
+function parseInlinePolicy(json: string): EscalationSnapshot {
+  let policy = inlinePolicies.get(json);
   if (!policy) {
-    if (policies.size > 256) policies.clear();
+    if (inlinePolicies.size > 256) inlinePolicies.clear();
     policy = JSON.parse(json) as EscalationSnapshot;
-    policies.set(json, policy);
+    inlinePolicies.set(json, policy);
   }
   return policy;
 }

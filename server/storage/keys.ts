@@ -24,6 +24,8 @@ export function redisKeys(prefix: string) {
     incidentPages: (id: string) => `${prefix}{inc:${id}}:pages`,
     /** Which alert a user's clientRef produced: the idempotency record of a raise. */
     alertRef: (userId: string, clientRef: string) => `${prefix}alert-ref:${userId}:${clientRef}`,
+    /** Escalation policies in force, each stored once under the SHA-256 of its canonical JSON (the ref). */
+    policyPrefix: `${prefix}policy:`,
     /** The active incident that new alerts for the same place and kind join. */
     dedup: (facilityId: string, category: string, block: string, drill: boolean) =>
       `${prefix}dedup:${facilityId}:${category}:${block}:${drill ? 'drill' : 'live'}`,
