@@ -384,6 +384,49 @@ describe('a change while the incident’s timer runs', () => {
       .events as IncidentEvent[];
     expect(events.filter((e) => e.type === 'escalation_repaired')).toEqual([]);
   });
+  it('When a change comes while both the timer and its follow-up run, and both runs end with nothing due, Then the auditor finds the spare timer that change set: no repair is recorded and both levels fire on time', async () => {
+    const prefix = uniquePrefix();
+    const escalation = JSON.parse(await readFile(ONE_STEP, 'utf8'));
+    for (const chain of chains) escalation.policies[0].chains[chain].levels[0].waitSeconds = 4;
+    const env = { ESCALATION_PARTITIONS: '1', ESCALATION_AUDIT_INTERVAL_MS: '300' };
+    const front = await serverOn({ prefix, escalation, env: { ...env, ESCALATION_WORKER: 'off' } });
+    const incident = await raiseOverRest(front.url);
+    const { queue, run } = await timerRunningLong(prefix, incident.id);
+
+    await holdCorrections(front.url, incident.id, 3);
+    const followUp = jobIds.followUp(incident.id);
+    await (await queue.getJob(followUp))?.promote();
+    const followUpRun = await takeTimerByHand(prefix, 0, followUp, { lockDuration: 60_000, timeoutMs: 5000 });
+    // A second change, while both run: it can place neither.
+    const { socket } = await consoleFor(front.url, 'commander.cilacap');
+    const held = await socket.emitWithAck('escalation:hold', {
+      incidentId: incident.id,
+      chain: 'police',
+      durationSeconds: 3,
+      reason: 'Menunggu izin Kapolsek',
+    });
+    if (!held.ok) throw new Error(JSON.stringify(held.error));
+    // Both runs had read the incident before that change and end with nothing due: only the spare is left.
+    await run.job.moveToCompleted(null, run.token, false);
+    await followUpRun.job.moveToCompleted(null, followUpRun.token, false);
+    expect(await queue.getJobState(jobIds.timer(incident.id))).toBe('unknown');
+    expect(await queue.getJobState(followUp)).toBe('unknown');
+    const pending = (await queue.getDelayed()).filter((job) => job.name === 'timer');
+    expect(pending.map((job) => job.id?.startsWith(`${jobIds.timer(incident.id)}.`))).toEqual([true]);
+
+    const rescuer = await serverOn({ prefix, escalation, seedDemo: false, env });
+    await sleep(1600);
+    const audited = await metricsOf(rescuer.url);
+    expect(metricValue(audited, 'sinergi_escalation_audit_last_run_seconds')).toBeGreaterThan(0);
+    expect(metricValue(audited, 'sinergi_escalation_repaired_total')).toBe(0);
+
+    const fired = expectOncePerChain(await bothFired(front.url, incident.id));
+    for (const e of fired) expect(e.data.lateMs).toBeLessThan(1000);
+    const { accessToken } = await login(front.url, 'admin');
+    const events = (await get(front.url, `/api/incidents/${incident.id}/events?limit=1000`, accessToken)).body
+      .events as IncidentEvent[];
+    expect(events.filter((e) => e.type === 'escalation_repaired')).toEqual([]);
+  });
 });
 
 describe('partitions of the escalation timers', () => {

@@ -52,7 +52,7 @@ export const jobIds = {
   timer: (incidentId: string) => `tmr.${incidentId}`,
   /** A one-off wake for a change that came while the timer ran, where the auditor looks for it. */
   followUp: (incidentId: string) => `tmr.${incidentId}.next`,
-  /** One for a change that came while the follow-up ran too: rare enough to go unseen by the auditor. */
+  /** One for a change that came while the follow-up ran too, noted on the incident for the auditor. */
   spareFollowUp: (incidentId: string) => `tmr.${incidentId}.${randomUUID()}`,
 };
 
@@ -98,8 +98,8 @@ export function createEscalationQueue(deps: {
   prefix: string;
   metrics: Metrics;
   partitions: number;
-  /** The incidents as stored, for a sync that finds a later change than its own. */
-  incidents: Pick<IncidentRepository, 'seq' | 'load'>;
+  /** The incidents as stored, for a sync that finds a later change than its own, and their spare timers. */
+  incidents: Pick<IncidentRepository, 'seq' | 'load' | 'spareTimer' | 'noteSpareTimer'>;
   now?: () => number;
 }) {
   const queues = allPartitions(deps.partitions).map((partition) => {
@@ -156,8 +156,10 @@ export function createEscalationQueue(deps: {
     if ((await place(incidentId, jobIds.timer(incidentId), wake)) || !wake) return;
     // A running timer cannot be moved, and its run may have read the incident before this change: a one-off
     // follow-up wakes for what the change needs, and then sets the timer again (see the worker).
-    if (!(await place(incidentId, jobIds.followUp(incidentId), wake)))
-      await add(incidentId, wake, jobIds.spareFollowUp(incidentId));
+    if (await place(incidentId, jobIds.followUp(incidentId), wake)) return;
+    const spare = jobIds.spareFollowUp(incidentId);
+    await add(incidentId, wake, spare);
+    await deps.incidents.noteSpareTimer(incidentId, spare);
   }
 
   /**
@@ -216,13 +218,16 @@ export function createEscalationQueue(deps: {
         const job: Job | undefined = await queueOf(incident.id).getJob(jobId);
         return job && PENDING.has(await job.getState()) ? Date.parse(job.data.at) : undefined;
       };
-      const timerAt = await pendingAt(jobIds.timer(incident.id));
-      // A follow-up set while the timer ran covers for it: a run that then ended with nothing due left only
-      // the follow-up. Looked up only when the timer alone would not do.
-      const at =
-        timerAt !== undefined && needed.every((n) => n.at >= timerAt)
-          ? timerAt
-          : earliest(timerAt, await pendingAt(jobIds.followUp(incident.id)));
+      // A follow-up set while the timer ran covers for it (a run that then ended with nothing due left only
+      // the follow-up), and a spare set while both ran covers for both. Each is looked up only when what was
+      // found before it would not do.
+      const covers = (at: number | undefined) => at !== undefined && needed.every((n) => n.at >= at);
+      let at = await pendingAt(jobIds.timer(incident.id));
+      if (!covers(at)) at = earliest(at, await pendingAt(jobIds.followUp(incident.id)));
+      if (!covers(at)) {
+        const spare = await deps.incidents.spareTimer(incident.id);
+        if (spare) at = earliest(at, await pendingAt(spare));
+      }
       if (at !== undefined) return needed.filter((n) => n.at < at).map((n) => n.chain);
       const missing: Chain[] = [];
       for (const { chain } of needed)

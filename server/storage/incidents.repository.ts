@@ -256,6 +256,18 @@ export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
 
     loadMany,
 
+    /**
+     * Where the incident's spare timer is: a one-off set by a change that came while both its timer and the
+     * timer's follow-up ran, under an id of its own, which the auditor looks up here.
+     */
+    async spareTimer(id: string): Promise<string | undefined> {
+      return (await redis.hget(keys.incident(id), 'spareTimer')) ?? undefined;
+    },
+
+    async noteSpareTimer(id: string, jobId: string): Promise<void> {
+      await redis.hset(keys.incident(id), 'spareTimer', jobId);
+    },
+
     /** The seq of the incident's latest change (0: no such incident). */
     async seq(id: string): Promise<number> {
       return Number((await redis.hget(keys.incident(id), 'seq')) ?? 0);
