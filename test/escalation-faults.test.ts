@@ -315,6 +315,37 @@ async function timerRunningLong(prefix: string, incidentId: string) {
   return { queue, run };
 }
 
+/**
+ * A critical incident whose timer a worker has taken and holds, on a server that only schedules; levels 4 s
+ * apart, so that an auditor running every 300 ms looks several times before anything wakes.
+ */
+async function timerRunningUnderAuditor() {
+  const prefix = uniquePrefix();
+  const escalation = JSON.parse(await readFile(ONE_STEP, 'utf8'));
+  for (const chain of chains) escalation.policies[0].chains[chain].levels[0].waitSeconds = 4;
+  const env = { ESCALATION_PARTITIONS: '1', ESCALATION_AUDIT_INTERVAL_MS: '300' };
+  const front = await serverOn({ prefix, escalation, env: { ...env, ESCALATION_WORKER: 'off' } });
+  const incident = await raiseOverRest(front.url);
+  const { queue, run } = await timerRunningLong(prefix, incident.id);
+
+  /** A server with workers and the auditor comes: no repair is recorded, and both levels fire on time. */
+  async function expectNoRepair() {
+    const rescuer = await serverOn({ prefix, escalation, seedDemo: false, env });
+    await sleep(1600);
+    const audited = await metricsOf(rescuer.url);
+    expect(metricValue(audited, 'sinergi_escalation_audit_last_run_seconds')).toBeGreaterThan(0);
+    expect(metricValue(audited, 'sinergi_escalation_repaired_total')).toBe(0);
+
+    const fired = expectOncePerChain(await bothFired(front.url, incident.id));
+    for (const e of fired) expect(e.data.lateMs).toBeLessThan(1000);
+    const { accessToken } = await login(front.url, 'admin');
+    const events = (await get(front.url, `/api/incidents/${incident.id}/events?limit=1000`, accessToken)).body
+      .events as IncidentEvent[];
+    expect(events.filter((e) => e.type === 'escalation_repaired')).toEqual([]);
+  }
+  return { prefix, front, incident, queue, run, expectNoRepair };
+}
+
 /** The Lapas' security chief holds the corrections chain; returns the incident as the hold left it. */
 async function holdCorrections(url: string, incidentId: string, durationSeconds: number): Promise<Incident> {
   const { socket } = await consoleFor(url, 'chief.permisan');
@@ -356,14 +387,7 @@ describe('a change while the incident’s timer runs', () => {
   });
 
   it('When the timer’s run ends with nothing due after a change made meanwhile set a follow-up, Then the auditor counts the follow-up as the timer: no repair is recorded and both levels fire on time', async () => {
-    const prefix = uniquePrefix();
-    // Levels 4 s apart, so that the auditor runs several times before the follow-up wakes.
-    const escalation = JSON.parse(await readFile(ONE_STEP, 'utf8'));
-    for (const chain of chains) escalation.policies[0].chains[chain].levels[0].waitSeconds = 4;
-    const env = { ESCALATION_PARTITIONS: '1', ESCALATION_AUDIT_INTERVAL_MS: '300' };
-    const front = await serverOn({ prefix, escalation, env: { ...env, ESCALATION_WORKER: 'off' } });
-    const incident = await raiseOverRest(front.url);
-    const { queue, run } = await timerRunningLong(prefix, incident.id);
+    const { front, incident, queue, run, expectNoRepair } = await timerRunningUnderAuditor();
 
     await holdCorrections(front.url, incident.id, 3);
     expect(await queue.getJobState(jobIds.followUp(incident.id))).toBe('delayed');
@@ -371,27 +395,11 @@ describe('a change while the incident’s timer runs', () => {
     await run.job.moveToCompleted(null, run.token, false);
     expect(await queue.getJobState(jobIds.timer(incident.id))).toBe('unknown');
 
-    const rescuer = await serverOn({ prefix, escalation, seedDemo: false, env });
-    await sleep(1600);
-    const audited = await metricsOf(rescuer.url);
-    expect(metricValue(audited, 'sinergi_escalation_audit_last_run_seconds')).toBeGreaterThan(0);
-    expect(metricValue(audited, 'sinergi_escalation_repaired_total')).toBe(0);
-
-    const fired = expectOncePerChain(await bothFired(front.url, incident.id));
-    for (const e of fired) expect(e.data.lateMs).toBeLessThan(1000);
-    const { accessToken } = await login(front.url, 'admin');
-    const events = (await get(front.url, `/api/incidents/${incident.id}/events?limit=1000`, accessToken)).body
-      .events as IncidentEvent[];
-    expect(events.filter((e) => e.type === 'escalation_repaired')).toEqual([]);
+    await expectNoRepair();
   });
+
   it('When a change comes while both the timer and its follow-up run, and both runs end with nothing due, Then the auditor finds the spare timer that change set: no repair is recorded and both levels fire on time', async () => {
-    const prefix = uniquePrefix();
-    const escalation = JSON.parse(await readFile(ONE_STEP, 'utf8'));
-    for (const chain of chains) escalation.policies[0].chains[chain].levels[0].waitSeconds = 4;
-    const env = { ESCALATION_PARTITIONS: '1', ESCALATION_AUDIT_INTERVAL_MS: '300' };
-    const front = await serverOn({ prefix, escalation, env: { ...env, ESCALATION_WORKER: 'off' } });
-    const incident = await raiseOverRest(front.url);
-    const { queue, run } = await timerRunningLong(prefix, incident.id);
+    const { prefix, front, incident, queue, run, expectNoRepair } = await timerRunningUnderAuditor();
 
     await holdCorrections(front.url, incident.id, 3);
     const followUp = jobIds.followUp(incident.id);
@@ -414,18 +422,7 @@ describe('a change while the incident’s timer runs', () => {
     const pending = (await queue.getDelayed()).filter((job) => job.name === 'timer');
     expect(pending.map((job) => job.id?.startsWith(`${jobIds.timer(incident.id)}.`))).toEqual([true]);
 
-    const rescuer = await serverOn({ prefix, escalation, seedDemo: false, env });
-    await sleep(1600);
-    const audited = await metricsOf(rescuer.url);
-    expect(metricValue(audited, 'sinergi_escalation_audit_last_run_seconds')).toBeGreaterThan(0);
-    expect(metricValue(audited, 'sinergi_escalation_repaired_total')).toBe(0);
-
-    const fired = expectOncePerChain(await bothFired(front.url, incident.id));
-    for (const e of fired) expect(e.data.lateMs).toBeLessThan(1000);
-    const { accessToken } = await login(front.url, 'admin');
-    const events = (await get(front.url, `/api/incidents/${incident.id}/events?limit=1000`, accessToken)).body
-      .events as IncidentEvent[];
-    expect(events.filter((e) => e.type === 'escalation_repaired')).toEqual([]);
+    await expectNoRepair();
   });
 });
 
