@@ -1,10 +1,9 @@
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { canonicalJson } from '../../shared/canonical-json.ts';
-import { DomainError } from '../../shared/errors.ts';
 import type { EscalationSnapshot } from '../../shared/escalation.ts';
 import type { Alert, Incident, IncidentEvent } from '../../shared/incident.ts';
 import type { RedisKeys } from './keys.ts';
+import { createPolicyTexts } from './policy-texts.ts';
 
 /** An incident as stored, with what the next append must chain to and the escalation policy in force. */
 export interface StoredIncident {
@@ -137,36 +136,17 @@ function luaScript(redis: Redis, source: string) {
 }
 
 export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
-  // A handful of escalation policies serve every incident. Each is stored once, under the SHA-256 of its
-  // canonical JSON; an event bringing one (an opening, an alert raising the severity) is stored without it,
-  // beside that reference, which also becomes the incident's policy in force. Stored inline, a new incident's
-  // policy took a third of what it wrote to the append-only file (once in its first event, once beside it).
-  // The hash chain still covers the policy: events are sealed, and read back, whole.
-  const policiesByRef = new Map<string, EscalationSnapshot>();
-  const textsOf = new WeakMap<EscalationSnapshot, { ref: string; json: string }>();
-
-  function remember(ref: string, json: string, policy: EscalationSnapshot) {
-    if (policiesByRef.size > 256) policiesByRef.clear();
-    policiesByRef.set(ref, policy);
-    textsOf.set(policy, { ref, json });
-  }
-
-  function policyText(policy: EscalationSnapshot) {
-    let text = textsOf.get(policy);
-    if (!text) {
-      const json = canonicalJson(policy);
-      text = { ref: sha256(json), json };
-      remember(text.ref, json, policy);
-    }
-    return text;
-  }
+  // An event that brings a policy (an opening, an alert raising the severity) is stored without it, beside
+  // its ref, which also becomes the incident's policy in force: stored inline, a new incident's policy took a
+  // third of what it wrote to the append-only file. Events are sealed, and read back, whole.
+  const policies = createPolicyTexts(redis, keys);
 
   /** An event as stored: its JSON without the policy it brings, the policy's ref and text ('' for none). */
   function storedEvent(event: IncidentEvent): [json: string, ref: string, policy: string] {
     const policy =
       event.type === 'opened' || event.type === 'alert_attached' ? event.data.escalation : undefined;
     if (!policy) return [JSON.stringify(event), '', ''];
-    const { ref, json } = policyText(policy);
+    const { ref, json } = policies.textOf(policy);
     return [JSON.stringify({ ...event, data: { ...event.data, escalation: undefined } }), ref, json];
   }
 
@@ -200,26 +180,13 @@ export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
     ];
   };
 
-  /** The policy stored under `ref`, read once per process: a policy's text never changes under its hash. */
-  async function policiesOf(refs: string[]): Promise<void> {
-    const missing = [...new Set(refs)].filter((ref) => !policiesByRef.has(ref));
-    if (missing.length === 0) return;
-    const texts = await redis.mget(missing.map((ref) => keys.policyPrefix + ref));
-    missing.forEach((ref, i) => {
-      const json = texts[i];
-      if (!json) throw new DomainError('internal', `Escalation policy ${ref} is missing from the store`);
-      if (sha256(json) !== ref) throw new DomainError('internal', `Escalation policy ${ref} was altered`);
-      remember(ref, json, JSON.parse(json) as EscalationSnapshot);
-    });
-  }
-
   /** Stream entries back into events, each with the policy it brought. */
   async function eventsOf(rows: [id: string, fields: string[]][]): Promise<IncidentEvent[]> {
-    await policiesOf(rows.flatMap(([, f]) => (f[2] === 'p' && f[3] ? [f[3]] : [])));
+    await policies.load(rows.flatMap(([, f]) => (f[2] === 'p' && f[3] ? [f[3]] : [])));
     return rows.map(([, fields]) => {
       const event = JSON.parse(fields[1] ?? 'null') as IncidentEvent;
       const ref = fields[2] === 'p' ? fields[3] : undefined;
-      const policy = ref === undefined ? undefined : policiesByRef.get(ref);
+      const policy = ref === undefined ? undefined : policies.get(ref);
       if (policy && (event.type === 'opened' || event.type === 'alert_attached'))
         event.data.escalation = policy;
       return event;
@@ -248,9 +215,8 @@ export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
         'policy',
       );
       if (!doc || !lastHash) return undefined;
-      if (ref) await policiesOf([ref]);
-      // Incidents stored by earlier versions hold their policy's text.
-      const policy = ref ? policiesByRef.get(ref) : inline ? parseInlinePolicy(inline) : undefined;
+      if (ref) await policies.load([ref]);
+      const policy = ref ? policies.get(ref) : inline ? parseInlinePolicy(inline) : undefined;
       return policy && { incident: JSON.parse(doc) as Incident, lastHash, policy };
     },
 
@@ -395,8 +361,7 @@ export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
   };
 }
 
-const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
-
+// Incidents stored by earlier versions hold their policy's text beside them: each text is parsed once.
 const inlinePolicies = new Map<string, EscalationSnapshot>();
 function parseInlinePolicy(json: string): EscalationSnapshot {
   let policy = inlinePolicies.get(json);
