@@ -182,11 +182,10 @@ export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
 
   /** Stream entries back into events, each with the policy it brought. */
   async function eventsOf(rows: [id: string, fields: string[]][]): Promise<IncidentEvent[]> {
-    await policies.load(rows.flatMap(([, f]) => (f[2] === 'p' && f[3] ? [f[3]] : [])));
+    const brought = await policies.read(rows.flatMap(([, f]) => (f[2] === 'p' && f[3] ? [f[3]] : [])));
     return rows.map(([, fields]) => {
       const event = JSON.parse(fields[1] ?? 'null') as IncidentEvent;
-      const ref = fields[2] === 'p' ? fields[3] : undefined;
-      const policy = ref === undefined ? undefined : policies.get(ref);
+      const policy = fields[2] === 'p' ? brought.get(fields[3] ?? '') : undefined;
       if (policy && (event.type === 'opened' || event.type === 'alert_attached'))
         event.data.escalation = policy;
       return event;
@@ -215,8 +214,11 @@ export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
         'policy',
       );
       if (!doc || !lastHash) return undefined;
-      if (ref) await policies.load([ref]);
-      const policy = ref ? policies.get(ref) : inline ? parseInlinePolicy(inline) : undefined;
+      const policy = ref
+        ? (await policies.read([ref])).get(ref)
+        : inline
+          ? parseInlinePolicy(inline)
+          : undefined;
       return policy && { incident: JSON.parse(doc) as Incident, lastHash, policy };
     },
 

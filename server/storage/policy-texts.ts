@@ -34,19 +34,26 @@ export function createPolicyTexts(redis: Redis, keys: RedisKeys) {
       return text;
     },
 
-    /** Reads the policies of `refs` not read yet; `get` then has them. */
-    async load(refs: string[]): Promise<void> {
-      const missing = [...new Set(refs)].filter((ref) => !byRef.has(ref));
-      if (missing.length === 0) return;
+    /** The policies stored under `refs`, each read from Redis only the first time. */
+    async read(refs: string[]): Promise<Map<string, EscalationSnapshot>> {
+      const found = new Map<string, EscalationSnapshot>();
+      const missing: string[] = [];
+      for (const ref of new Set(refs)) {
+        const known = byRef.get(ref);
+        if (known) found.set(ref, known);
+        else missing.push(ref);
+      }
+      if (missing.length === 0) return found;
       const stored = await redis.mget(missing.map((ref) => keys.policyPrefix + ref));
       missing.forEach((ref, i) => {
         const json = stored[i];
         if (!json) throw new DomainError('internal', `Escalation policy ${ref} is missing from the store`);
         if (sha256(json) !== ref) throw new DomainError('internal', `Escalation policy ${ref} was altered`);
-        remember(ref, json, JSON.parse(json) as EscalationSnapshot);
+        const policy = JSON.parse(json) as EscalationSnapshot;
+        remember(ref, json, policy);
+        found.set(ref, policy);
       });
+      return found;
     },
-
-    get: (ref: string): EscalationSnapshot | undefined => byRef.get(ref),
   };
 }
