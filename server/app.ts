@@ -85,9 +85,14 @@ export function createApp(deps: AppDeps): App {
 
   const redis = createRedis(deps.redisUrl, 'commands');
   const adapterRedis = createRedis(deps.socketRedisUrl ?? deps.redisUrl, 'adapter');
+  // The raise and note budgets live beside the broadcasts, in the Redis that keeps nothing on disk: their
+  // counters need not outlive a restart, and in the store each raise's point was a synced write of its own
+  // before the commit, its fsync holding up every command behind it.
+  const limitsRedis = createRedis(deps.socketRedisUrl ?? deps.redisUrl, 'limits');
   for (const [role, client] of [
     ['commands', redis],
     ['adapter', adapterRedis],
+    ['limits', limitsRedis],
   ] as const) {
     client.on('error', (err) => logger.warn({ err, role }, 'redis connection error'));
   }
@@ -148,8 +153,8 @@ export function createApp(deps: AppDeps): App {
     topology,
     escalation: deps.escalation,
     gates: {
-      raise: createRateGate(redis, keys, 'raise', config.incidents.raisePerMinute),
-      note: createRateGate(redis, keys, 'note', config.incidents.notePerMinute),
+      raise: createRateGate(limitsRedis, keys, 'raise', config.incidents.raisePerMinute),
+      note: createRateGate(limitsRedis, keys, 'note', config.incidents.notePerMinute),
     },
     settings: { dedupWindowMs: config.incidents.dedupWindowMs },
   });
@@ -266,7 +271,7 @@ export function createApp(deps: AppDeps): App {
     await step('finish HTTP requests', () => httpClosed);
     httpServer.closeAllConnections();
     await step('close queues', () => escalationQueue.close());
-    const clients = [redis, adapterRedis, queueRedis, subscriber];
+    const clients = [redis, adapterRedis, limitsRedis, queueRedis, subscriber];
     await step('quit redis', () => Promise.allSettled(clients.map((c) => c.quit())));
     // Whatever could not quit cleanly (Redis gone) is dropped, so no socket keeps the process alive.
     for (const client of clients) client.disconnect();

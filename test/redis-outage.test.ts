@@ -5,7 +5,9 @@ import path from 'node:path';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type EmbeddedRedis, startEmbeddedRedis } from '../server/redis/embedded-redis.ts';
-import { closeConsoles, consoleFor, post } from './support/consoles.ts';
+import { uniqueAlert } from './support/alerts.ts';
+import { closeConsoles, consoleFor, get, post } from './support/consoles.ts';
+import { startOwnRedis } from './support/own-redis.ts';
 import { startTestServer, type TestServer } from './support/test-server.ts';
 
 let dataDir: string;
@@ -61,5 +63,32 @@ describe('when Redis goes away', () => {
         err: expect.objectContaining({ message: expect.any(String) }),
       }),
     );
+  });
+});
+
+describe('when the broadcast Redis goes away', () => {
+  it('still stores and acknowledges raises, and each process keeps the raise budget meanwhile', async () => {
+    const store = await startOwnRedis('store');
+    const broadcasts = await startOwnRedis('broadcasts');
+    const own = await startTestServer({
+      redisUrl: store.redis.url,
+      env: { SOCKET_REDIS_URL: broadcasts.redis.url, RAISE_RATE_PER_MINUTE: '3' },
+    });
+    try {
+      const { socket, session } = await consoleFor(own.url, 'operator.permisan');
+      await broadcasts.stop();
+      const answers = [];
+      for (let i = 0; i < 4; i++)
+        answers.push(await socket.timeout(5000).emitWithAck('alert:raise', uniqueAlert()));
+      expect(answers.map((a) => (a.ok ? 'ok' : a.error.code))).toEqual(['ok', 'ok', 'ok', 'rate_limited']);
+      for (const answer of answers.slice(0, 3)) {
+        if (!answer.ok) continue;
+        const stored = await get(own.url, `/api/incidents/${answer.data.incident.id}`, session.accessToken);
+        expect(stored.status).toBe(200);
+      }
+    } finally {
+      await own.close();
+      await store.stop();
+    }
   });
 });

@@ -12,7 +12,7 @@ export const RedisAddress = z.union([
   z.string().regex(/^\/[^?]*$/, 'a redis:// or rediss:// URL, or the absolute path of a Unix socket'),
 ]);
 
-export type RedisRole = 'commands' | 'adapter' | 'queue' | 'worker' | 'subscriber' | 'tool';
+export type RedisRole = 'commands' | 'adapter' | 'limits' | 'queue' | 'worker' | 'subscriber' | 'tool';
 
 /**
  * One connection per role. Command connections fail fast while Redis is unreachable so a console gets

@@ -1,15 +1,20 @@
 import type { Redis } from 'ioredis';
-import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
+import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
 import { DomainError } from '../../shared/errors.ts';
 import type { RedisKeys } from './keys.ts';
 
-/** A per-key budget of actions per window, shared by every process through Redis. */
+/**
+ * A per-key budget of actions per window, shared by every process through Redis. While that Redis cannot
+ * answer, each process keeps the budget in its own memory: a limit must never be what stops an alert.
+ */
 export function createRateGate(redis: Redis, keys: RedisKeys, name: string, perMinute: number) {
   const limiter = new RateLimiterRedis({
     storeClient: redis,
     keyPrefix: keys.rateLimitPrefix(name),
     points: perMinute,
     duration: 60,
+    rejectIfRedisNotReady: true,
+    insuranceLimiter: new RateLimiterMemory({ points: perMinute, duration: 60 }),
   });
   return {
     async consume(key: string): Promise<void> {
