@@ -49,6 +49,8 @@ const REF_TTL_SECONDS = 7 * 24 * 3600;
 
 // One incident change: check the seq it was decided on, store the new state, append its event, and keep the
 // indexes in step — all or nothing, so there is never a state without its event or an event without its state.
+// An event that brings a policy goes without it, beside the policy's ref; the text is stored once under that
+// ref, which becomes the incident's policy in force (`policy` is where earlier versions kept its text).
 // KEYS: incident, events, change-seq, changed, all, open.  ARGV: see `commitArgs`.
 const COMMIT_BODY = `
 local function append(k, policies, seq, json, ref, policy)
