@@ -72,6 +72,25 @@ describe('idempotency and deduplication', () => {
     ]);
   });
 
+  it('answers a retry of an attached alert with that alert, also where an earlier version stored it', async () => {
+    const first = alert({ severity: 2 });
+    const one = await raised('operator.permisan', first);
+    const second = { ...first, clientRef: randomUUID(), description: 'Perkelahian meluas ke blok sebelah' };
+    const two = await raised('chief.permisan', second);
+    const alerts = `${a.prefix}{inc:${one.incident.id}}:alerts`;
+    // The alert is kept once, in the event that brought it; the hash says which event.
+    expect(await redis.hget(alerts, two.alert.id)).toBe('2');
+
+    const retry = () => raised('chief.permisan', second, b);
+    expect(await retry()).toMatchObject({
+      duplicate: true,
+      alert: two.alert,
+      incident: { id: one.incident.id },
+    });
+    await redis.hset(alerts, two.alert.id, JSON.stringify(two.alert));
+    expect(await retry()).toMatchObject({ duplicate: true, alert: two.alert });
+  });
+
   it('opens a new incident for a drill even where a real one is open, and marks it as a drill', async () => {
     const real = alert();
     const one = await raised('operator.permisan', real);

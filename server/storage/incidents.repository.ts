@@ -92,16 +92,17 @@ return change
 `;
 
 // KEYS: the six commit keys, then alert ref, dedup, alerts.  ARGV: the thirteen commit args, then expected
-// dedup record, alert id, alert JSON, ref value, ref TTL, dedup window (ms).
+// dedup record, alert id, ref value, ref TTL, dedup window (ms). The alert itself is in its event: the alerts
+// hash says which one (its seq).
 const RAISE = `${COMMIT_BODY}
 local ref = redis.call('GET', KEYS[7])
 if ref then return {'duplicate', ref} end
 if (redis.call('GET', KEYS[8]) or '') ~= ARGV[14] then return {'conflict'} end
 local change = commit(KEYS, ARGV)
 if not change then return {'conflict'} end
-redis.call('HSET', KEYS[9], ARGV[15], ARGV[16])
-redis.call('SET', KEYS[7], ARGV[17], 'EX', ARGV[18])
-redis.call('SET', KEYS[8], ARGV[6], 'PX', ARGV[19])
+redis.call('HSET', KEYS[9], ARGV[15], ARGV[2])
+redis.call('SET', KEYS[7], ARGV[16], 'EX', ARGV[17])
+redis.call('SET', KEYS[8], ARGV[6], 'PX', ARGV[18])
 return {'committed', tostring(change)}
 `;
 
@@ -194,6 +195,13 @@ export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
     });
   }
 
+  /** The alert an event brought (an opening, an attached alert), read from the timeline. */
+  async function alertOfEvent(id: string, seq: number): Promise<Alert | undefined> {
+    const [entry] = await redis.xrange(keys.incidentEvents(id), `${seq}-1`, `${seq}-1`);
+    const event = entry ? (JSON.parse(entry[1][1] ?? 'null') as IncidentEvent) : undefined;
+    return event?.type === 'opened' || event?.type === 'alert_attached' ? event.data.alert : undefined;
+  }
+
   const dedupKeyOf = (s: DedupScope) => keys.dedup(s.facilityId, s.category, s.location.block, s.drill);
 
   async function loadMany(ids: string[]): Promise<Incident[]> {
@@ -255,8 +263,11 @@ export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
     },
 
     async alert(incidentId: string, alertId: string): Promise<Alert | undefined> {
-      const json = await redis.hget(keys.incidentAlerts(incidentId), alertId);
-      return json ? (JSON.parse(json) as Alert) : undefined;
+      const stored = await redis.hget(keys.incidentAlerts(incidentId), alertId);
+      if (!stored) return undefined;
+      // Earlier versions kept the alert's own JSON here.
+      if (stored.startsWith('{')) return JSON.parse(stored) as Alert;
+      return alertOfEvent(incidentId, Number(stored));
     },
 
     async dedupRecord(scope: DedupScope): Promise<string> {
@@ -291,7 +302,6 @@ export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
         ...commitArgs(c),
         c.expectedDedup,
         c.alert.id,
-        JSON.stringify(c.alert),
         `${c.incident.id}/${c.alert.id}`,
         String(REF_TTL_SECONDS),
         String(c.dedupWindowMs),
@@ -303,11 +313,7 @@ export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
     },
 
     /** The alert that opened the incident, from its first timeline event. */
-    async openingAlert(id: string): Promise<Alert | undefined> {
-      const [first] = await redis.xrange(keys.incidentEvents(id), '1-0', '1-1', 'COUNT', 1);
-      const event = first ? (JSON.parse(first[1][1] ?? 'null') as IncidentEvent) : undefined;
-      return event?.type === 'opened' ? event.data.alert : undefined;
-    },
+    openingAlert: (id: string) => alertOfEvent(id, 1),
 
     /** Events with seq > afterSeq, oldest first. */
     async events(id: string, afterSeq: number, limit: number): Promise<IncidentEvent[]> {
