@@ -146,8 +146,7 @@ export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
 
   /** An event as stored: its JSON without the policy it brings, the policy's ref and text ('' for none). */
   function storedEvent(event: IncidentEvent): [json: string, ref: string, policy: string] {
-    const policy =
-      event.type === 'opened' || event.type === 'alert_attached' ? event.data.escalation : undefined;
+    const policy = bringsAlert(event) ? event.data.escalation : undefined;
     if (!policy) return [JSON.stringify(event), '', ''];
     const { ref, json } = policies.textOf(policy);
     return [JSON.stringify({ ...event, data: { ...event.data, escalation: undefined } }), ref, json];
@@ -189,8 +188,7 @@ export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
     return rows.map(([, fields]) => {
       const event = JSON.parse(fields[1] ?? 'null') as IncidentEvent;
       const policy = fields[2] === 'p' ? brought.get(fields[3] ?? '') : undefined;
-      if (policy && (event.type === 'opened' || event.type === 'alert_attached'))
-        event.data.escalation = policy;
+      if (policy && bringsAlert(event)) event.data.escalation = policy;
       return event;
     });
   }
@@ -199,7 +197,7 @@ export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
   async function alertOfEvent(id: string, seq: number): Promise<Alert | undefined> {
     const [entry] = await redis.xrange(keys.incidentEvents(id), `${seq}-1`, `${seq}-1`);
     const event = entry ? (JSON.parse(entry[1][1] ?? 'null') as IncidentEvent) : undefined;
-    return event?.type === 'opened' || event?.type === 'alert_attached' ? event.data.alert : undefined;
+    return bringsAlert(event) ? event.data.alert : undefined;
   }
 
   const dedupKeyOf = (s: DedupScope) => keys.dedup(s.facilityId, s.category, s.location.block, s.drill);
@@ -369,6 +367,13 @@ export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
       return out;
     },
   };
+}
+
+/** An opening or an attached alert: the events that bring an alert, and with it maybe a policy. */
+function bringsAlert(
+  event: IncidentEvent | undefined,
+): event is Extract<IncidentEvent, { type: 'opened' | 'alert_attached' }> {
+  return event?.type === 'opened' || event?.type === 'alert_attached';
 }
 
 // Incidents stored by earlier versions hold their policy's text beside them: each text is parsed once.
