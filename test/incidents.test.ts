@@ -77,9 +77,12 @@ describe('idempotency and deduplication', () => {
     const one = await raised('operator.permisan', first);
     const second = { ...first, clientRef: randomUUID(), description: 'Perkelahian meluas ke blok sebelah' };
     const two = await raised('chief.permisan', second);
+    // The alert is kept once, in the event that brought it; the idempotency ref names that event.
+    const chief = (await login(a.url, 'chief.permisan')).user.id;
+    const ref = `${a.prefix}alert-ref:${chief}:${second.clientRef}`;
+    expect(await redis.get(ref)).toBe(`${one.incident.id}/${two.alert.id}/2`);
     const alerts = `${a.prefix}{inc:${one.incident.id}}:alerts`;
-    // The alert is kept once, in the event that brought it; the hash says which event.
-    expect(await redis.hget(alerts, two.alert.id)).toBe('2');
+    expect(await redis.exists(alerts)).toBe(0);
 
     const retry = () => raised('chief.permisan', second, b);
     expect(await retry()).toMatchObject({
@@ -87,6 +90,10 @@ describe('idempotency and deduplication', () => {
       alert: two.alert,
       incident: { id: one.incident.id },
     });
+    // Earlier versions' refs named no event: the alerts hash held its seq, and before that the alert itself.
+    await redis.set(ref, `${one.incident.id}/${two.alert.id}`, 'KEEPTTL');
+    await redis.hset(alerts, two.alert.id, '2');
+    expect(await retry()).toMatchObject({ duplicate: true, alert: two.alert });
     await redis.hset(alerts, two.alert.id, JSON.stringify(two.alert));
     expect(await retry()).toMatchObject({ duplicate: true, alert: two.alert });
   });

@@ -1,5 +1,7 @@
 import path from 'node:path';
 import { Redis } from 'ioredis';
+import { bringsAlert } from '../../server/storage/incidents.repository.ts';
+import type { IncidentEvent } from '../../shared/incident.ts';
 import { startBenchRedis } from '../lib/bench-redis.ts';
 import { cpuSecondsOf, syscallsOf } from '../lib/cpu.ts';
 import { serverNodeArgs, type startGenerator, startServerProcess } from '../lib/processes.ts';
@@ -197,11 +199,14 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
       await new Promise((r) => setTimeout(r, 500));
     }
 
-    // What Redis holds must be exactly what was acknowledged.
+    // What Redis holds must be exactly what was acknowledged: each alert is in the timeline event that brought it.
     const ids = await client.zrange('sng:incidents:all', '0', '-1');
     const pipeline = client.pipeline();
-    for (const id of ids) pipeline.hlen(`sng:{inc:${id}}:alerts`);
-    const storedAlerts = ((await pipeline.exec()) ?? []).reduce((n, [, v]) => n + Number(v), 0);
+    for (const id of ids) pipeline.xrange(`sng:{inc:${id}}:events`, '-', '+');
+    const timelines = ((await pipeline.exec()) ?? []).map(([, rows]) => rows as [string, string[]][]);
+    const storedAlerts = timelines
+      .flat()
+      .filter(([, fields]) => bringsAlert(JSON.parse(fields[1] ?? 'null') as IncidentEvent)).length;
 
     const best = steps.filter((s) => s.passed).at(-1);
     const bestRate = best?.rate ?? 0;

@@ -24,7 +24,7 @@ import {
 import { isActive } from '../../shared/incident-lifecycle.ts';
 import { isParty, routeIncident } from '../../shared/routing.ts';
 import type { TopologyIndex } from '../../shared/topology.ts';
-import type { IncidentRepository } from '../storage/incidents.repository.ts';
+import type { AlertRef, IncidentRepository } from '../storage/incidents.repository.ts';
 import type { RateGate } from '../storage/rate-gate.ts';
 import { COMMIT_ATTEMPTS, type IncidentWriter, seal } from './incident-writer.ts';
 
@@ -61,11 +61,8 @@ export function createIncidentService(deps: {
     return stored.incident;
   }
 
-  async function duplicateOf(ref: { incidentId: string; alertId: string }) {
-    const [stored, alert] = await Promise.all([
-      repo.load(ref.incidentId),
-      repo.alert(ref.incidentId, ref.alertId),
-    ]);
+  async function duplicateOf(ref: AlertRef) {
+    const [stored, alert] = await Promise.all([repo.load(ref.incidentId), repo.alert(ref)]);
     if (!stored || !alert) throw new DomainError('internal', 'Idempotency record points to a missing alert');
     return { incident: stored.incident, alert, duplicate: true };
   }

@@ -42,7 +42,7 @@ export interface RaiseCommit extends Commit {
 
 export type RaiseOutcome =
   | { status: 'committed'; changeSeq: number }
-  | { status: 'duplicate'; incidentId: string; alertId: string }
+  | ({ status: 'duplicate' } & AlertRef)
   | { status: 'conflict' };
 
 const REF_TTL_SECONDS = 7 * 24 * 3600;
@@ -91,18 +91,16 @@ if not change then return 0 end
 return change
 `;
 
-// KEYS: the six commit keys, then alert ref, dedup, alerts.  ARGV: the thirteen commit args, then expected
-// dedup record, alert id, ref value, ref TTL, dedup window (ms). The alert itself is in its event: the alerts
-// hash says which one (its seq).
+// KEYS: the six commit keys, then alert ref, dedup.  ARGV: the thirteen commit args, then expected dedup
+// record, ref value, ref TTL, dedup window (ms). The alert itself is in its event, which the ref names.
 const RAISE = `${COMMIT_BODY}
 local ref = redis.call('GET', KEYS[7])
 if ref then return {'duplicate', ref} end
 if (redis.call('GET', KEYS[8]) or '') ~= ARGV[14] then return {'conflict'} end
 local change = commit(KEYS, ARGV)
 if not change then return {'conflict'} end
-redis.call('HSET', KEYS[9], ARGV[15], ARGV[2])
-redis.call('SET', KEYS[7], ARGV[16], 'EX', ARGV[17])
-redis.call('SET', KEYS[8], ARGV[6], 'PX', ARGV[18])
+redis.call('SET', KEYS[7], ARGV[15], 'EX', ARGV[16])
+redis.call('SET', KEYS[8], ARGV[6], 'PX', ARGV[17])
 return {'committed', tostring(change)}
 `;
 
@@ -260,10 +258,16 @@ export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
       return claimed.map((c) => c === 1);
     },
 
-    async alert(incidentId: string, alertId: string): Promise<Alert | undefined> {
+    /** The alert an idempotency ref points to, read from the event that brought it. */
+    async alert({ incidentId, alertId, seq }: AlertRef): Promise<Alert | undefined> {
+      if (seq !== undefined) {
+        const alert = await alertOfEvent(incidentId, seq);
+        return alert?.id === alertId ? alert : undefined;
+      }
+      // Refs written by earlier versions name no event: their incident's alerts hash held the alert's seq,
+      // or before that its JSON.
       const stored = await redis.hget(keys.incidentAlerts(incidentId), alertId);
       if (!stored) return undefined;
-      // Earlier versions kept the alert's own JSON here.
       if (stored.startsWith('{')) return JSON.parse(stored) as Alert;
       return alertOfEvent(incidentId, Number(stored));
     },
@@ -292,15 +296,13 @@ export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
 
     async raise(c: RaiseCommit): Promise<RaiseOutcome> {
       const [status, value] = (await raiseScript(
-        9,
+        8,
         ...commitKeys(c.incident.id),
         keys.alertRef(c.refKey.userId, c.refKey.clientRef),
         dedupKeyOf(c.dedup),
-        keys.incidentAlerts(c.incident.id),
         ...commitArgs(c),
         c.expectedDedup,
-        c.alert.id,
-        `${c.incident.id}/${c.alert.id}`,
+        `${c.incident.id}/${c.alert.id}/${c.event.seq}`,
         String(REF_TTL_SECONDS),
         String(c.dedupWindowMs),
       )) as [string, string | undefined];
@@ -370,7 +372,7 @@ export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
 }
 
 /** An opening or an attached alert: the events that bring an alert, and with it maybe a policy. */
-function bringsAlert(
+export function bringsAlert(
   event: IncidentEvent | undefined,
 ): event is Extract<IncidentEvent, { type: 'opened' | 'alert_attached' }> {
   return event?.type === 'opened' || event?.type === 'alert_attached';
@@ -388,9 +390,18 @@ function parseInlinePolicy(json: string): EscalationSnapshot {
   return policy;
 }
 
-function parseRef(value: string | null): { incidentId: string; alertId: string } | undefined {
-  const [incidentId, alertId] = value?.split('/') ?? [];
-  return incidentId && alertId ? { incidentId, alertId } : undefined;
+/** Where a raise was stored: its incident, its alert and the event that brought it. */
+export interface AlertRef {
+  incidentId: string;
+  alertId: string;
+  /** Absent in refs written by earlier versions. */
+  seq?: number;
+}
+
+function parseRef(value: string | null): AlertRef | undefined {
+  const [incidentId, alertId, seq] = value?.split('/') ?? [];
+  if (!incidentId || !alertId) return undefined;
+  return seq ? { incidentId, alertId, seq: Number(seq) } : { incidentId, alertId };
 }
 
 export type IncidentRepository = ReturnType<typeof createIncidentRepository>;
