@@ -109,34 +109,69 @@ describe('a connected console', () => {
     expect(heard).toEqual([before, missed]);
   });
 
-  it('recovers its state after a short drop, but not once its account was disabled meanwhile', async () => {
-    const { user, password } = await addAccount(server, {
+  it('recovers its state after a short drop, but not once its account was disabled meanwhile, and is sent nothing it missed', async () => {
+    const guard = await addAccount(server, {
       username: 'guard.nirbaya',
       role: 'operator',
+      unitId: 'lapas-nirbaya',
+    });
+    const chief = await addAccount(server, {
+      username: 'chief.nirbaya',
+      role: 'security_chief',
       unitId: 'lapas-nirbaya',
     });
     const login = await fetch(`${server.url}/api/auth/login`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ username: 'guard.nirbaya', password }),
+      body: JSON.stringify({ username: 'guard.nirbaya', password: guard.password }),
     }).then((r) => r.json());
     const socket = openConsole(server.url, login.accessToken, { reconnection: true, reconnectionDelay: 100 });
     await waitFor(() => socket.connected, { what: 'first connection' });
+    const heard: string[] = [];
+    socket.on('alert:new', ({ incidentId }) => heard.push(incidentId));
     // Recovery resumes from the last broadcast the console received: give it one.
-    const heard = new Promise((resolve) => socket.once('alert:new', resolve));
-    await socket.emitWithAck('alert:raise', uniqueAlert({ facilityId: 'lapas-nirbaya', severity: 1 }));
-    await heard;
+    const first = await socket.emitWithAck(
+      'alert:raise',
+      uniqueAlert({ facilityId: 'lapas-nirbaya', severity: 1 }),
+    );
+    await waitFor(() => first.ok && heard.includes(first.data.incident.id), { what: 'the first alert' });
 
     // A short drop of the transport: Socket.IO reconnects and recovers the session.
     socket.io.engine.close();
     await waitFor(() => socket.connected && socket.recovered, { what: 'a recovered reconnection' });
 
-    // Dropped again, and disabled meanwhile: recovery must run the auth middleware and refuse.
-    const refused = new Promise<Error>((resolve) => socket.once('connect_error', resolve));
+    // Dropped again, this time without reconnecting by itself; an alert for its Lapas is raised and the
+    // account disabled meanwhile.
+    socket.io.reconnection(false);
     socket.io.engine.close();
-    await server.app.services.users.update(user.id, { disabled: true });
+    await waitFor(() => !server.app.io.of('/').sockets.has(socket.id ?? ''), {
+      what: 'the server to see the drop',
+    });
+    const chiefLogin = await fetch(`${server.url}/api/auth/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ username: 'chief.nirbaya', password: chief.password }),
+    }).then((r) => r.json());
+    const missed = await post(
+      server.url,
+      '/api/alerts',
+      uniqueAlert({ facilityId: 'lapas-nirbaya', severity: 1, location: { block: 'b' } }),
+      chiefLogin.accessToken,
+    );
+    expect(missed.status).toBe(201);
+    await server.app.services.users.update(guard.user.id, { disabled: true });
+
+    // Recovery must run the auth middleware, refuse, and send nothing the session missed. Socket.IO's client
+    // would hold back events that come before the refusal; a hostile one would not, so the wire is read.
+    const onTheWire: unknown[] = [];
+    socket.io.on('packet', (packet) => packet.type === 2 && onTheWire.push(packet.data));
+    const refused = new Promise<Error>((resolve) => socket.once('connect_error', resolve));
+    socket.connect();
     expect((await refused).message).toBe('unauthorized');
     expect(socket.connected).toBe(false);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(onTheWire).toEqual([]);
+    expect(heard).toEqual([first.ok && first.data.incident.id]);
   });
 });
 

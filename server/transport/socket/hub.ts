@@ -38,6 +38,7 @@ const PEAK_BROADCASTS_PER_SECOND = 500;
 export function createHub(deps: HubDeps): { io: Hub; dropUser(userId: string): void } {
   const { settings, logger, metrics } = deps;
   const origins = new Set(settings.publicOrigins);
+  const missed = missedPacketsHeld();
 
   const io: Hub = new Server(deps.httpServer, {
     serveClient: false,
@@ -57,7 +58,8 @@ export function createHub(deps: HubDeps): { io: Hub; dropUser(userId: string): v
       // A recovered socket must pass authentication again: a revoked user must not slip back in.
       skipMiddlewares: false,
     },
-    adapter: skippingOwnEntries(
+    connectTimeout: CONNECT_TIMEOUT_MS,
+    adapter: patched(
       createAdapter(deps.adapterRedis, {
         streamName: deps.keys.socketStream,
         channelPrefix: deps.keys.socketChannelPrefix,
@@ -65,6 +67,10 @@ export function createHub(deps: HubDeps): { io: Hub; dropUser(userId: string): v
         maxLen: Math.max(10_000, Math.ceil((PEAK_BROADCASTS_PER_SECOND * settings.recoveryWindowMs) / 1000)),
         onlyPlaintext: true,
       }),
+      (adapter) => {
+        skipOwnEntries(adapter);
+        missed.holdFrom(adapter);
+      },
     ),
   });
 
@@ -120,6 +126,7 @@ export function createHub(deps: HubDeps): { io: Hub; dropUser(userId: string): v
       return;
     }
     void socket.join(roomsForMember(unit, user.role, user.id));
+    missed.deliverTo(socket);
     metrics.socketsConnected.inc({ unit_type: unit.type });
     expiries.add(socket, expiresAt);
     socket.on('disconnect', onDisconnect);
@@ -135,21 +142,68 @@ export function createHub(deps: HubDeps): { io: Hub; dropUser(userId: string): v
   return { io, dropUser };
 }
 
+type AdapterMaker = ReturnType<typeof createAdapter>;
+type StreamsAdapter = ReturnType<AdapterMaker>;
+
+/** The adapter with `patch` applied to each namespace's instance. */
+function patched(make: AdapterMaker, patch: (adapter: StreamsAdapter) => void): AdapterMaker {
+  // Socket.IO calls it with `new`, which an arrow function refuses; a function returning an object gives that.
+  // biome-ignore lint/complexity/useArrowFunction: constructed with `new`
+  return function (nsp) {
+    const adapter = make(nsp);
+    patch(adapter);
+    return adapter;
+  };
+}
+
 /**
  * Every process reads the whole broadcast stream back, its own entries included, and the adapter parses
  * each entry's JSON (an incident and its alert) before noticing it came from itself and dropping it: on a
  * single process, one parse of every broadcast for nothing. The sender's id is a plain field of the entry.
  */
-function skippingOwnEntries(make: ReturnType<typeof createAdapter>): ReturnType<typeof createAdapter> {
-  // Socket.IO calls it with `new`, which an arrow function refuses; a function returning an object gives that.
-  // biome-ignore lint/complexity/useArrowFunction: constructed with `new`
-  return function (nsp) {
-    const adapter = make(nsp);
-    // The adapter's own id: `protected` in its types, the field the adapter compares itself.
-    const { uid } = adapter as unknown as { uid: string };
-    const read = adapter.onRawMessage.bind(adapter);
-    adapter.onRawMessage = (raw, offset) => (raw.uid === uid ? undefined : read(raw, offset));
-    return adapter;
+function skipOwnEntries(adapter: StreamsAdapter) {
+  // The adapter's own id: `protected` in its types, the field the adapter compares itself.
+  const { uid } = adapter as unknown as { uid: string };
+  const read = adapter.onRawMessage.bind(adapter);
+  adapter.onRawMessage = (raw, offset) => (raw.uid === uid ? undefined : read(raw, offset));
+}
+
+// How long a reconnecting console has to pass the middleware (Socket.IO's own default, stated here because
+// held packets are kept that long).
+const CONNECT_TIMEOUT_MS = 45_000;
+
+/**
+ * Socket.IO sends a recovered session's missed packets from the socket's constructor, before the middleware
+ * has checked its token: a console whose session ended, or whose account was disabled, while it was away
+ * would still be sent everything its rooms got meanwhile. The packets are held instead, and sent once the
+ * socket has passed the middleware, or dropped.
+ */
+function missedPacketsHeld() {
+  const held = new Map<string, unknown[][]>();
+  return {
+    holdFrom(adapter: StreamsAdapter) {
+      const restore = adapter.restoreSession.bind(adapter);
+      adapter.restoreSession = async (pid, offset) => {
+        const session = await restore(pid, offset);
+        if (!session) return session;
+        const packets = session.missedPackets;
+        held.set(session.sid, packets);
+        // Unless a later recovery of the same session holds its own by then.
+        setTimeout(
+          () => held.get(session.sid) === packets && held.delete(session.sid),
+          CONNECT_TIMEOUT_MS,
+        ).unref();
+        return { ...session, missedPackets: [] };
+      };
+    },
+    deliverTo(socket: ConsoleSocket) {
+      const packets = held.get(socket.id);
+      if (!packets) return;
+      held.delete(socket.id);
+      // Each packet is an event's name and arguments as they were broadcast, ending with its stream offset.
+      const emit = socket.emit.bind(socket) as (...packet: unknown[]) => boolean;
+      for (const packet of packets) emit(...packet);
+    },
   };
 }
 
