@@ -104,11 +104,13 @@ export function createApp(deps: AppDeps): App {
     maxAttemptsPerIp: config.auth.loginMaxAttemptsPerIp,
     windowSeconds: config.auth.loginWindowSeconds,
   });
+  const revocations = revocationPublisher(redis, keys);
   const auth = createAuthService({
     users,
     sessions,
     limiter,
     topology,
+    revocations,
     settings: {
       secret: deps.jwtSecret,
       issuer: config.auth.issuer,
@@ -123,7 +125,7 @@ export function createApp(deps: AppDeps): App {
     users,
     sessions,
     topology,
-    revocations: revocationPublisher(redis, keys),
+    revocations,
   });
 
   const queueRedis = createRedis(deps.redisUrl, 'queue');
@@ -287,7 +289,7 @@ export function createApp(deps: AppDeps): App {
     services: { auth, users: userService, incidents, apiKeys, escalation },
     async start() {
       await Promise.all([waitReady(redis), waitReady(adapterRedis), waitReady(subscriber)]);
-      await subscribeRevocations(subscriber, keys, hub.dropUser);
+      await subscribeRevocations(subscriber, keys, hub.dropSessions);
       const recorded = await recordTopology(redis, keys, deps.topology);
       if (recorded.previous) logger.warn(recorded, 'topology changed since the last start');
       await escalationQueue.scheduleAudit(config.escalation.auditIntervalMs);

@@ -3,7 +3,15 @@ import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vi
 import { redisKeys } from '../server/storage/keys.ts';
 import { createSessionRepository } from '../server/storage/sessions.repository.ts';
 import { uniqueAlert } from './support/alerts.ts';
-import { closeConsoles, connectConsole, consoleFor, login, openConsole, post } from './support/consoles.ts';
+import {
+  type ConsoleClient,
+  closeConsoles,
+  connectConsole,
+  consoleFor,
+  login,
+  openConsole,
+  post,
+} from './support/consoles.ts';
 import { addAccount, startTestServer, type TestServer } from './support/test-server.ts';
 import { tokenExpiringIn } from './support/tokens.ts';
 import { waitFor } from './support/wait-for.ts';
@@ -172,6 +180,48 @@ describe('a connected console', () => {
     await new Promise((r) => setTimeout(r, 300));
     expect(onTheWire).toEqual([]);
     expect(heard).toEqual([first.ok && first.data.incident.id]);
+  });
+});
+
+describe('a session ended before its token expires', () => {
+  async function ended(socket: ConsoleClient) {
+    const told = new Promise((resolve) => socket.once('session:ended', resolve));
+    await waitFor(() => socket.disconnected, { what: 'the console to be dropped' });
+    return told;
+  }
+
+  it('When a console logs out, Then the sockets of that session are told and dropped, and those of another session of the same account keep receiving', async () => {
+    const leaving = await login(server.url, 'dispatch.nusakambangan');
+    const staying = await login(server.url, 'dispatch.nusakambangan');
+    const [gone, kept] = await Promise.all([
+      connectConsole(server.url, leaving.accessToken),
+      connectConsole(server.url, staying.accessToken),
+    ]);
+    const told = ended(gone);
+    expect((await post(server.url, '/api/auth/logout', { refreshToken: leaving.refreshToken })).status).toBe(
+      204,
+    );
+    expect(await told).toEqual({ reason: 'revoked' });
+
+    const heard = new Promise<{ incidentId: string }>((resolve) => kept.once('alert:new', resolve));
+    const operator = await login(server.url, 'operator.permisan');
+    const raised = await post(server.url, '/api/alerts', uniqueAlert(), operator.accessToken);
+    expect((await heard).incidentId).toBe(raised.body.incident.id);
+    expect(kept.connected).toBe(true);
+  });
+
+  it('When a refresh token is presented a second time, Then the sockets of its session are dropped: a stolen copy stops receiving', async () => {
+    const session = await login(server.url, 'dispatch.nusakambangan');
+    const thief = await connectConsole(server.url, session.accessToken);
+    const told = ended(thief);
+    expect((await post(server.url, '/api/auth/refresh', { refreshToken: session.refreshToken })).status).toBe(
+      200,
+    );
+    expect(thief.connected).toBe(true);
+    expect((await post(server.url, '/api/auth/refresh', { refreshToken: session.refreshToken })).status).toBe(
+      401,
+    );
+    expect(await told).toEqual({ reason: 'revoked' });
   });
 });
 

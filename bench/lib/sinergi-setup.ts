@@ -82,7 +82,7 @@ export async function seedAccounts(
       users: createUserRepository(redis, keys),
       sessions: createSessionRepository(redis, keys),
       topology,
-      revocations: { userRevoked: async () => {} },
+      revocations: { ended: async () => {} },
     });
     await Promise.all(accounts.map((a) => users.create({ ...a, displayName: a.username, password })));
   } finally {

@@ -42,7 +42,7 @@ const commandNotes: Record<CommandName, string> = {
 
 const serverEventNotes: Record<keyof ServerEvents, string> = {
   'session:ended':
-    'Your access token expired or your account was disabled; the socket closes next. Refresh and reconnect.',
+    'Your access token expired (`expired`: refresh and reconnect), or your session ended: logged out, its refresh token presented twice, the account disabled or its password reset (`revoked`: log in again). The socket closes next.',
   'alert:new': 'A new incident, or one more alert on an active incident, for a unit you belong to.',
   'incident:updated':
     'An incident you are a party to changed (ack, status, note, escalation…): the incident as it is now. Changes committed together (both chains climbing at once) bring one, at the seq of the last; `seq` may skip.',

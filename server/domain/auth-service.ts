@@ -24,6 +24,14 @@ export interface Principal {
   expiresAt: number;
 }
 
+/**
+ * Told when sessions end before their tokens expire, so that every process drops their sockets now: all of a
+ * user's (disabled, password reset) or one (logged out, its refresh token replayed).
+ */
+export interface SessionRevocations {
+  ended(userId: string, sessionId?: string): Promise<void>;
+}
+
 const ALGORITHM = 'HS256';
 const INVALID_LOGIN = 'Invalid username or password';
 
@@ -46,8 +54,9 @@ export function createAuthService(deps: {
   limiter: LoginLimiter;
   topology: TopologyIndex;
   settings: AuthSettings;
+  revocations: SessionRevocations;
 }) {
-  const { users, sessions, limiter, topology, settings } = deps;
+  const { users, sessions, limiter, topology, settings, revocations } = deps;
 
   async function issue(user: UserRecord, sessionId: string, refreshSecret: string): Promise<LoginResponse> {
     const expiresAt = Math.floor(Date.now() / 1000) + settings.accessTtlSeconds;
@@ -115,12 +124,16 @@ export function createAuthService(deps: {
         sha256(next),
         settings.refreshTtlSeconds,
       );
-      if (outcome === 'reused')
+      if (outcome === 'reused') {
+        // Someone else holds a copy of this token: whatever that copy connected must stop receiving now.
+        await revocations.ended(userId, sessionId);
         throw new DomainError('unauthorized', 'Refresh token reused; the session has been ended');
+      }
       if (outcome !== 'rotated') throw new DomainError('unauthorized', 'Invalid refresh token');
       const user = await activeUser(userId);
       if (!user) {
         await sessions.revoke(sessionId, userId);
+        await revocations.ended(userId, sessionId);
         throw new DomainError('unauthorized', 'Account disabled');
       }
       return issue(user, sessionId, next);
@@ -131,6 +144,8 @@ export function createAuthService(deps: {
       // An already ended session needs no second logout; a wrong secret must not end someone else's.
       if ((await sessions.end(sessionId, userId, sha256(secret))) === 'invalid')
         throw new DomainError('unauthorized', 'Invalid refresh token');
+      // The session's consoles on every process, not only the one logging out.
+      await revocations.ended(userId, sessionId);
     },
 
     /** Re-checks, at each command, that a connected socket's session and user still stand. */

@@ -5,13 +5,8 @@ import { roleFitsUnit } from '../../shared/roles.ts';
 import type { TopologyIndex } from '../../shared/topology.ts';
 import type { SessionRepository } from '../storage/sessions.repository.ts';
 import type { UserRecord, UserRepository } from '../storage/users.repository.ts';
-import { toPublicUser } from './auth-service.ts';
+import { type SessionRevocations, toPublicUser } from './auth-service.ts';
 import { hashPassword } from './passwords.ts';
-
-/** Told when a user's existing sessions must end now (disabled, password reset), on every process. */
-export interface SessionRevocations {
-  userRevoked(userId: string): Promise<void>;
-}
 
 export function createUserService(deps: {
   users: UserRepository;
@@ -35,7 +30,7 @@ export function createUserService(deps: {
 
   async function endSessions(userId: string) {
     await sessions.revokeAll(userId);
-    await revocations.userRevoked(userId);
+    await revocations.ended(userId);
   }
 
   return {

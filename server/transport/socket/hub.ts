@@ -35,7 +35,10 @@ export interface HubDeps {
 // timeline events of a major disturbance across the island.
 const PEAK_BROADCASTS_PER_SECOND = 500;
 
-export function createHub(deps: HubDeps): { io: Hub; dropUser(userId: string): void } {
+export function createHub(deps: HubDeps): {
+  io: Hub;
+  dropSessions(userId: string, sessionId: string | undefined): void;
+} {
   const { settings, logger, metrics } = deps;
   const origins = new Set(settings.publicOrigins);
   const missed = missedPacketsHeld();
@@ -102,13 +105,14 @@ export function createHub(deps: HubDeps): { io: Hub; dropUser(userId: string): v
     }
   });
 
-  // The client refreshes its token and reconnects; until then a console must not keep receiving. With
-  // connection-state recovery a plain socket.emit travels through the Redis adapter and would arrive after
-  // the disconnect; a local emit goes out at once, ahead of it.
-  const expiries = createExpiries((socket) => {
-    io.local.to(socket.id).emit('session:ended', { reason: 'expired' });
+  // With connection-state recovery a plain socket.emit travels through the Redis adapter and would arrive
+  // after the disconnect; a local emit goes out at once, ahead of it.
+  const end = (socket: ConsoleSocket, reason: 'expired' | 'revoked') => {
+    io.local.to(socket.id).emit('session:ended', { reason });
     socket.disconnect();
-  });
+  };
+  // The client refreshes its token and reconnects; until then a console must not keep receiving.
+  const expiries = createExpiries((socket) => end(socket, 'expired'));
 
   // Shared by every console (Socket.IO calls it with the socket as `this`): no closure per console.
   function onDisconnect(this: ConsoleSocket) {
@@ -126,20 +130,31 @@ export function createHub(deps: HubDeps): { io: Hub; dropUser(userId: string): v
       return;
     }
     void socket.join(roomsForMember(unit, user.role, user.id));
-    missed.deliverTo(socket);
+    // Sent as the constructor would have: as they were broadcast, each ending with its stream offset, and
+    // locally, not appended to the stream a second time.
+    const send = io.local.to(socket.id) as unknown as { emit(...packet: unknown[]): boolean };
+    for (const packet of missed.take(socket.id)) send.emit(...packet);
+    // A session that ended between the middleware's check and these joins was revoked before this socket
+    // could hear of it.
+    deps.auth.recheck(socket.data).catch((error: unknown) => {
+      if (toDomainError(error)?.code === 'unauthorized') end(socket, 'revoked');
+    });
     metrics.socketsConnected.inc({ unit_type: unit.type });
     expiries.add(socket, expiresAt);
     socket.on('disconnect', onDisconnect);
     for (const install of deps.handlers) install(socket);
   });
 
-  /** Ends a revoked user's sockets on this process (every process hears of each revocation). */
-  const dropUser = (userId: string) => {
-    io.local.to(rooms.user(userId)).emit('session:ended', { reason: 'revoked' });
-    io.local.in(rooms.user(userId)).disconnectSockets();
+  /** Ends a user's sockets on this process, or one session's (every process hears of each revocation). */
+  const dropSessions = (userId: string, sessionId: string | undefined) => {
+    const nsp = io.of('/');
+    for (const id of nsp.adapter.rooms.get(rooms.user(userId)) ?? []) {
+      const socket = nsp.sockets.get(id);
+      if (socket && (sessionId === undefined || socket.data.sessionId === sessionId)) end(socket, 'revoked');
+    }
   };
 
-  return { io, dropUser };
+  return { io, dropSessions };
 }
 
 type AdapterMaker = ReturnType<typeof createAdapter>;
@@ -196,13 +211,11 @@ function missedPacketsHeld() {
         return { ...session, missedPackets: [] };
       };
     },
-    deliverTo(socket: ConsoleSocket) {
-      const packets = held.get(socket.id);
-      if (!packets) return;
-      held.delete(socket.id);
-      // Each packet is an event's name and arguments as they were broadcast, ending with its stream offset.
-      const emit = socket.emit.bind(socket) as (...packet: unknown[]) => boolean;
-      for (const packet of packets) emit(...packet);
+    /** The packets held for a socket that has now passed the middleware: each an event's name and arguments. */
+    take(socketId: string): unknown[][] {
+      const packets = held.get(socketId) ?? [];
+      held.delete(socketId);
+      return packets;
     },
   };
 }
