@@ -9,7 +9,7 @@ import { createUserRepository } from '../server/storage/users.repository.ts';
 import { LoginResponse } from '../shared/auth.ts';
 import { HttpErrorResponse } from '../shared/envelope.ts';
 import { get, login, post } from './support/consoles.ts';
-import { startTestServer, TEST_JWT_SECRET, type TestServer } from './support/test-server.ts';
+import { addAccount, startTestServer, TEST_JWT_SECRET, type TestServer } from './support/test-server.ts';
 
 const INVALID_LOGIN = { error: { code: 'unauthorized', message: 'Invalid username or password' } };
 
@@ -128,6 +128,21 @@ describe('login rate limits', () => {
 
     // Other accounts from the same address are unaffected.
     expect((await loginFrom(freshAddress(), 'chief.permisan', DEMO_PASSWORD)).status).toBe(200);
+  });
+
+  it('evaluates at most 3 of 20 wrong passwords sent at once for one account, refuses the rest with 429, and then the right one too', async () => {
+    const { password } = await addAccount(limited, {
+      username: 'guard.parallel',
+      role: 'operator',
+      unitId: 'lapas-batu',
+    });
+    const answers = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => loginFrom(freshAddress(), 'guard.parallel', `guess-${i}`)),
+    );
+    const statuses = answers.map((a) => a.status);
+    expect(statuses.filter((s) => s === 401)).toHaveLength(3);
+    expect(statuses.filter((s) => s === 429)).toHaveLength(17);
+    expect((await loginFrom(freshAddress(), 'guard.parallel', password)).status).toBe(429);
   });
 
   it('counts failures for an unknown username too, so probing for accounts is limited the same way', async () => {

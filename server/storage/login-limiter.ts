@@ -11,7 +11,8 @@ export interface LoginLimits {
 
 /**
  * Two counters in Redis, shared by every process: all attempts per client address (a flood from one
- * machine) and failed attempts per username (guessing one account's password from many machines).
+ * machine) and failed attempts per username (guessing one account's password from many machines). Every
+ * attempt counts against its username until it succeeds.
  */
 export function createLoginLimiter(redis: Redis, keys: RedisKeys, limits: LoginLimits) {
   const perIp = new RateLimiterRedis({
@@ -38,17 +39,15 @@ export function createLoginLimiter(redis: Redis, keys: RedisKeys, limits: LoginL
   };
 
   return {
-    /** Counts an attempt and refuses it when the address or the account is over its limit. */
+    /**
+     * Takes a point from the address and from the account before the password is checked, so that guesses
+     * sent in parallel cannot all pass while the first of them is still being verified.
+     */
     async admit(ip: string, username: string): Promise<void> {
       await perIp.consume(ip).catch(rethrow);
-      const user = await perUser.get(username).catch(rethrow);
-      if (user && user.consumedPoints >= limits.maxFailuresPerUser) throw limited(user);
+      await perUser.consume(username).catch(rethrow);
     },
-    async recordFailure(username: string): Promise<void> {
-      await perUser.consume(username).catch((error: unknown) => {
-        if (!(error instanceof RateLimiterRes)) rethrow(error);
-      });
-    },
+    /** A correct password below the limit forgets the account's earlier failures, this attempt's point too. */
     async recordSuccess(username: string): Promise<void> {
       await perUser.delete(username).catch(() => undefined);
     },
