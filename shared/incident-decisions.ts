@@ -26,10 +26,8 @@ export const effectiveSeverity = (raise: Pick<RaiseAlert, 'severity' | 'silent'>
 export function checkMayRaise(caller: PublicUser, raise: RaiseAlert, topology: TopologyIndex): void {
   const facility = topology.facility(raise.facilityId);
   if (!facility) throw new DomainError('not_found', `No facility "${raise.facilityId}"`);
-  if (
-    caller.role !== 'admin' &&
-    !(caller.unitId === facility.id && ['operator', 'security_chief'].includes(caller.role))
-  ) {
+  // An administrator works no incident, not even at a Lapas: only its control room raises (devices as operators).
+  if (caller.unitId !== facility.id || !['operator', 'security_chief'].includes(caller.role)) {
     throw new DomainError('forbidden', 'You may raise alerts only for your own Lapas');
   }
   if (!facility.blocks.some((b) => b.id === raise.location.block)) {

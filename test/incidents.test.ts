@@ -6,8 +6,8 @@ import { redisKeys } from '../server/storage/keys.ts';
 import { canonicalJson } from '../shared/canonical-json.ts';
 import type { Incident, IncidentEvent, RaiseAlertInput } from '../shared/incident.ts';
 import { uniqueAlert } from './support/alerts.ts';
-import { closeConsoles, consoleFor, get, login, post } from './support/consoles.ts';
-import { startTestServer, type TestServer } from './support/test-server.ts';
+import { closeConsoles, connectConsole, consoleFor, get, login, post } from './support/consoles.ts';
+import { addAccount, startTestServer, type TestServer } from './support/test-server.ts';
 import { expectValidChain } from './support/timeline.ts';
 import { waitFor } from './support/wait-for.ts';
 
@@ -515,5 +515,23 @@ describe('who may raise', () => {
       ok: false,
       error: { code: 'validation_failed', issues: [{ path: 'location.block' }] },
     });
+  });
+
+  it('refuses a raise by an administrator, over a console or REST and even one placed at that Lapas, storing nothing', async () => {
+    const { password } = await addAccount(a, {
+      username: 'admin.permisan',
+      role: 'admin',
+      unitId: 'lapas-permisan',
+    });
+    for (const session of [await login(a.url, 'admin'), await login(a.url, 'admin.permisan', password)]) {
+      const socket = await connectConsole(a.url, session.accessToken);
+      expect(await socket.emitWithAck('alert:raise', alert())).toMatchObject({
+        ok: false,
+        error: { code: 'forbidden' },
+      });
+      expect((await post(a.url, '/api/alerts', alert(), session.accessToken)).status).toBe(403);
+      const listed = await get(a.url, '/api/incidents?limit=100', session.accessToken);
+      expect(listed.body.incidents.map((i: Incident) => i.openedBy.userId)).not.toContain(session.user.id);
+    }
   });
 });
