@@ -78,4 +78,40 @@ describe('per-user rate limits on raises and notes', () => {
       .events;
     expect(events.filter((e: { type: string }) => e.type === 'note_added')).toHaveLength(2);
   });
+
+  it('counts status changes against the note budget, so a note cannot ride on endless responding ⇄ contained flips, and never limits an acknowledgement', async () => {
+    const { password } = await addAccount(server, {
+      username: 'watch.nirbaya',
+      role: 'operator',
+      unitId: 'lapas-nirbaya',
+    });
+    const session = await login(server.url, 'watch.nirbaya', password);
+    const socket = await connectConsole(server.url, session.accessToken);
+    const raised = await socket.emitWithAck('alert:raise', uniqueAlert({ facilityId: 'lapas-nirbaya' }));
+    if (!raised.ok) throw new Error(JSON.stringify(raised.error));
+    const incidentId = raised.data.incident.id;
+    const note = 'Regu masih di blok';
+    expect(
+      await socket.emitWithAck('incident:transition', { incidentId, to: 'responding', note }),
+    ).toMatchObject({
+      ok: true,
+    });
+    expect(
+      await socket.emitWithAck('incident:transition', { incidentId, to: 'contained', note }),
+    ).toMatchObject({
+      ok: true,
+    });
+    const over = await socket.emitWithAck('incident:transition', { incidentId, to: 'responding', note });
+    expect(over).toMatchObject({ ok: false, error: { code: 'rate_limited' } });
+    expect(!over.ok && over.error.retryAfterMs).toBeGreaterThan(0);
+    expect(await socket.emitWithAck('incident:note', { incidentId, text: note })).toMatchObject({
+      ok: false,
+      error: { code: 'rate_limited' },
+    });
+    expect(await socket.emitWithAck('alert:ack', { incidentId })).toMatchObject({ ok: true });
+
+    const events = (await get(server.url, `/api/incidents/${incidentId}/events`, session.accessToken)).body
+      .events as { type: string }[];
+    expect(events.map((e) => e.type)).toEqual(['opened', 'status_changed', 'status_changed', 'acknowledged']);
+  });
 });

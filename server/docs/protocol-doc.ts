@@ -33,8 +33,10 @@ const commandNotes: Record<CommandName, string> = {
   'incident:join':
     'Open an incident: its state and latest timeline events, and `incident:event` messages from now on.',
   'incident:leave': 'Stop receiving `incident:event` messages for an incident.',
-  'incident:transition': 'Move an incident along its lifecycle (see the transition table in the README).',
-  'incident:note': 'Add a plain-text note to the timeline.',
+  'incident:transition':
+    'Move an incident along its lifecycle (see the transition table in the README). Counts against your note budget: notes and status changes share one per-user limit.',
+  'incident:note':
+    'Add a plain-text note to the timeline. Notes and status changes share one per-user limit.',
   'escalation:hold':
     'Hold (snooze) one chain of command for a while, with a reason (supervisors and security chiefs for the corrections chain, police commanders for the police chain). It resumes by itself at the end; the hold is on the timeline.',
   sync: 'After a reconnect: every open incident in your scope, and those changed since the `cursor` you last received.',
@@ -234,7 +236,10 @@ use \`{ error: { code, message, issues? } }\`. An event sent without a callback 
     conflict: ['already exists (a username)', 409],
     invalid_transition: ['the incident cannot make that move from where it is', 409],
     payload_too_large: ['the body is over 64 KiB', 413],
-    rate_limited: ['too many raises, notes or logins; `retryAfterMs` (and `Retry-After`) say when', 429],
+    rate_limited: [
+      'too many raises, notes and status changes, or logins; `retryAfterMs` (and `Retry-After`) say when',
+      429,
+    ],
     unavailable: ['the store is unreachable or the server is shutting down; retry', 503],
     internal: ['a bug; logged with the request id', 500],
   };

@@ -132,7 +132,9 @@ export function createIncidentService(deps: {
       return mutate(caller, incidentId, (incident) => decideAck(incident, caller, behalf, topology, now()));
     },
 
-    transition(caller: PublicUser, incidentId: string, to: Status, note: string | undefined) {
+    async transition(caller: PublicUser, incidentId: string, to: Status, note: string | undefined) {
+      // A status change carries a note too, and responding ⇄ contained can flip without end: same budget.
+      await gates.note.consume(caller.id);
       return mutate(caller, incidentId, (incident) => decideTransition(incident, caller, to, note, now()));
     },
 
