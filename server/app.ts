@@ -9,6 +9,7 @@ import { type AuthService, createAuthService } from './domain/auth-service.ts';
 import { createEscalationService, type EscalationService } from './domain/escalation-service.ts';
 import { createIncidentService, type IncidentService } from './domain/incident-service.ts';
 import { createIncidentWriter } from './domain/incident-writer.ts';
+import { startRedelivery } from './domain/redelivery.ts';
 import { createUserService, type UserService } from './domain/user-service.ts';
 import { startEscalationWorker } from './jobs/escalation.worker.ts';
 import { createEscalationQueue, inlinePartitions } from './jobs/escalation-queue.ts';
@@ -23,6 +24,7 @@ import { createRateGate } from './storage/rate-gate.ts';
 import { revocationPublisher, subscribeRevocations } from './storage/revocations.channel.ts';
 import { createSessionRepository } from './storage/sessions.repository.ts';
 import { recordTopology } from './storage/topology.repository.ts';
+import { createUndelivered } from './storage/undelivered.ts';
 import { createUserRepository } from './storage/users.repository.ts';
 import { createHttpApp } from './transport/http/http-app.ts';
 import type { Readiness } from './transport/http/ops.routes.ts';
@@ -130,7 +132,10 @@ export function createApp(deps: AppDeps): App {
 
   const queueRedis = createRedis(deps.redisUrl, 'queue');
   queueRedis.on('error', (err) => logger.warn({ err, role: 'queue' }, 'redis connection error'));
-  const incidentRepo = createIncidentRepository(redis, keys);
+  const incidentRepo = createIncidentRepository(redis, keys, {
+    redeliverAfterMs: config.incidents.redeliverAfterMs,
+  });
+  const undelivered = createUndelivered(redis, keys);
   const escalationQueue = createEscalationQueue({
     connection: queueRedis,
     prefix: keys.bullPrefix,
@@ -143,6 +148,7 @@ export function createApp(deps: AppDeps): App {
     repo: incidentRepo,
     publisher: { changed: (change) => publisher?.changed(change) },
     timers: escalationQueue.timers,
+    undelivered,
     onTimerError: (err, change) =>
       logger.error(
         { err, incidentId: change.incident.id },
@@ -241,6 +247,7 @@ export function createApp(deps: AppDeps): App {
     await Promise.all(started.map((w) => w.waitUntilReady()));
   }
 
+  let redelivery: { stop(): void } | undefined;
   let closing: Promise<void> | undefined;
   async function runClose() {
     // Each step is bounded, so a shutdown while Redis is unreachable still completes.
@@ -265,8 +272,11 @@ export function createApp(deps: AppDeps): App {
     await step('finish in-flight commands', () =>
       waitFor(() => inFlight.count === 0, config.shutdownGraceMs),
     );
+    redelivery?.stop();
     // Workers finish their running jobs before the sockets close: those jobs publish through Socket.IO.
     await step('close workers', () => Promise.all([...workers.values()].map((w) => w.close())));
+    // What this process delivered is forgotten now, not delivered again by another after the grace.
+    await step('confirm deliveries', () => undelivered.flush());
     // Closing the engine drops each transport without a "server disconnect" packet, so consoles
     // reconnect by themselves, to another process behind the proxy.
     await step('close sockets', () => hub.io.close());
@@ -294,6 +304,13 @@ export function createApp(deps: AppDeps): App {
       if (recorded.previous) logger.warn(recorded, 'topology changed since the last start');
       await escalationQueue.scheduleAudit(config.escalation.auditIntervalMs);
       await startEscalationWorkers(deps.partitions ?? inlinePartitions(config.escalation));
+      redelivery ??= startRedelivery({
+        undelivered,
+        writer,
+        afterMs: config.incidents.redeliverAfterMs,
+        logger,
+        metrics,
+      });
     },
     startEscalationWorkers,
     close() {

@@ -65,6 +65,7 @@ export const EnvSchema = z
     WORKER_STALLED_INTERVAL_MS: z.coerce.number().int().min(100).default(5_000),
     DEDUP_WINDOW_SECONDS: Seconds(15 * 60),
     RAISE_RATE_PER_MINUTE: z.coerce.number().int().min(1).default(120),
+    REDELIVER_AFTER_MS: z.coerce.number().int().min(500).default(5000),
     NOTE_RATE_PER_MINUTE: z.coerce.number().int().min(1).default(120),
   })
   .superRefine(
@@ -146,6 +147,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     incidents: {
       dedupWindowMs: e.DEDUP_WINDOW_SECONDS * 1000,
       raisePerMinute: e.RAISE_RATE_PER_MINUTE,
+      redeliverAfterMs: e.REDELIVER_AFTER_MS,
       notePerMinute: e.NOTE_RATE_PER_MINUTE,
     },
     socket: {

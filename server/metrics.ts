@@ -32,6 +32,11 @@ export function createMetrics() {
       labelNames: ['event'] as const,
       registers: [registry],
     }),
+    changesRedelivered: new Counter({
+      name: 'sinergi_changes_redelivered_total',
+      help: 'Committed changes delivered again because their first delivery was not confirmed in time',
+      registers: [registry],
+    }),
     escalationLateness: new Histogram({
       name: 'sinergi_escalation_lateness_seconds',
       help: 'How late an escalation level fired after it fell due',

@@ -91,6 +91,7 @@ export function createIncidentService(deps: {
       if (gate) throw gate.refusal;
 
       const alertId = randomUUID();
+      const quiet = raise.silent && origin.socketId !== undefined ? { quietFor: origin.socketId } : {};
       for (let attempt = 0; attempt < COMMIT_ATTEMPTS; attempt++) {
         const expectedDedup = attempt === 0 ? firstDedup : await repo.dedupRecord(raise);
         const candidate = expectedDedup ? await repo.load(expectedDedup) : undefined;
@@ -112,16 +113,11 @@ export function createIncidentService(deps: {
           dedup: raise,
           expectedDedup,
           dedupWindowMs: settings.dedupWindowMs,
+          ...quiet,
         });
         if (outcome.status === 'duplicate') return duplicateOf(outcome);
         if (outcome.status === 'committed') {
-          await writer.committed({
-            incident,
-            event,
-            policy: inForce,
-            alert,
-            ...(raise.silent && origin.socketId !== undefined && { quietFor: origin.socketId }),
-          });
+          await writer.delivered([{ incident, event, policy: inForce, alert, ...quiet }]);
           return { incident, alert, duplicate: false };
         }
       }

@@ -3,7 +3,12 @@ import type { EscalationSnapshot } from '../../shared/escalation.ts';
 import type { Alert, Incident, IncidentEvent, PendingEvent } from '../../shared/incident.ts';
 import { isTerminal } from '../../shared/incident-lifecycle.ts';
 import { applyEvent } from '../../shared/incident-reducer.ts';
-import type { IncidentRepository, StoredIncident } from '../storage/incidents.repository.ts';
+import {
+  bringsAlert,
+  type IncidentRepository,
+  type StoredIncident,
+} from '../storage/incidents.repository.ts';
+import { deliveryMember, parseDelivery, type Undelivered } from '../storage/undelivered.ts';
 import { GENESIS_HASH, sealEvent } from './timeline-seal.ts';
 
 export interface IncidentChange {
@@ -53,14 +58,32 @@ export function createIncidentWriter(deps: {
   repo: IncidentRepository;
   publisher: IncidentPublisher;
   timers: EscalationTimers;
+  undelivered: Undelivered;
   onTimerError: (error: unknown, change: IncidentChange) => void;
 }) {
-  const { repo, publisher, timers } = deps;
+  const { repo, publisher, timers, undelivered } = deps;
 
-  async function committed(change: IncidentChange): Promise<void> {
-    publisher.changed(change);
-    // The change is already durable; a timer that fails to set is found and set again by the auditor.
-    await timers.sync(change).catch((error: unknown) => deps.onTimerError(error, change));
+  /** Publishes the changes one commit stored, oldest first, sets their timers, and forgets the commit's note. */
+  async function delivered(changes: IncidentChange[]): Promise<void> {
+    const [first] = changes;
+    const last = changes.at(-1);
+    if (!first || !last) return;
+    for (const change of changes) {
+      publisher.changed(change);
+      // The change is already durable; a timer that fails to set is found and set again by the auditor.
+      await timers.sync(change).catch((error: unknown) => deps.onTimerError(error, change));
+    }
+    const { quietFor } = first;
+    const delivery = { incidentId: first.incident.id, fromSeq: first.event.seq, toSeq: last.event.seq };
+    undelivered.delivered(deliveryMember(quietFor === undefined ? delivery : { ...delivery, quietFor }));
+  }
+
+  /** The alert behind an event's `alert:new`: the one it brought, or the opening one for parties it added. */
+  async function alertOf(event: IncidentEvent): Promise<Alert | undefined> {
+    if (bringsAlert(event)) return event.data.alert;
+    if (event.type === 'escalated' && event.data.addedUnits.length > 0)
+      return repo.openingAlert(event.incidentId);
+    return undefined;
   }
 
   /**
@@ -96,12 +119,14 @@ export function createIncidentWriter(deps: {
         listedOpen: !isTerminal(last.incident.status),
       });
       if (change !== undefined) {
+        const full: IncidentChange[] = [];
         for (const c of changes)
-          await committed({
+          full.push({
             ...c,
             ...(c !== last && { superseded: true }),
             ...(await extras(c.event, c.incident)),
           });
+        await delivered(full);
         return { stored: after, events: changes.map((c) => c.event) };
       }
     }
@@ -109,8 +134,33 @@ export function createIncidentWriter(deps: {
   }
 
   return {
-    committed,
+    delivered,
     changeAll,
+
+    /**
+     * Delivers again a commit whose note fell overdue: its events, each with the incident as it is now (the
+     * latest a console can be told), the last bringing the parties the update.
+     */
+    async redeliver(member: string): Promise<void> {
+      const delivery = parseDelivery(member);
+      const stored = delivery && (await repo.load(delivery.incidentId));
+      // A note naming nothing that exists is forgotten rather than claimed for ever.
+      if (!delivery || !stored) return undelivered.delivered(member);
+      const { incidentId, fromSeq, toSeq, quietFor } = delivery;
+      const events = await repo.events(incidentId, fromSeq - 1, toSeq - fromSeq + 1);
+      const changes: IncidentChange[] = [];
+      for (const [i, event] of events.entries()) {
+        const alert = await alertOf(event);
+        changes.push({
+          ...stored,
+          event,
+          ...(alert && { alert }),
+          ...(quietFor !== undefined && { quietFor }),
+          ...(i < events.length - 1 && { superseded: true }),
+        });
+      }
+      await delivered(changes);
+    },
 
     async change(
       id: string,

@@ -4,6 +4,7 @@ import type { EscalationSnapshot } from '../../shared/escalation.ts';
 import type { Alert, Incident, IncidentEvent } from '../../shared/incident.ts';
 import type { RedisKeys } from './keys.ts';
 import { createPolicyTexts } from './policy-texts.ts';
+import { type Delivery, deliveryMember } from './undelivered.ts';
 
 /** An incident as stored, with what the next append must chain to and the escalation policy in force. */
 export interface StoredIncident {
@@ -21,6 +22,8 @@ export interface Commit {
   earlier?: IncidentEvent[];
   /** Still in consoles' open lists (not closed, false alarm or cancelled). */
   listedOpen: boolean;
+  /** The socket of a silent raise, kept with the note of the change's delivery. */
+  quietFor?: string;
 }
 
 /** What makes two alerts the same unfolding situation. */
@@ -51,7 +54,9 @@ const REF_TTL_SECONDS = 7 * 24 * 3600;
 // indexes in step — all or nothing, so there is never a state without its event or an event without its state.
 // An event that brings a policy goes without it, beside the policy's ref; the text is stored once under that
 // ref, which becomes the incident's policy in force (`policy` is where earlier versions kept its text).
-// KEYS: incident, events, change-seq, changed, all, open.  ARGV: see `commitArgs`.
+// Each commit also notes itself as undelivered (see undelivered.ts), and a commit that takes the incident out
+// of the open lists drops what only a waiting chain needs: its reminder pages and the note of a spare timer.
+// KEYS: incident, events, change-seq, changed, all, open, undelivered.  ARGV: see `commitArgs`.
 const COMMIT_BODY = `
 local function append(k, policies, seq, json, ref, policy)
   if ref == '' then
@@ -70,8 +75,13 @@ local function commit(k, a)
   local change = redis.call('INCR', k[3])
   redis.call('ZADD', k[4], change, a[6])
   redis.call('ZADD', k[5], a[7], a[6])
+  redis.call('ZADD', k[7], a[15], a[14])
   local open = a[8] == '1'
   if open then redis.call('SADD', k[6], a[6]) else redis.call('SREM', k[6], a[6]) end
+  if not open then
+    redis.call('DEL', k[1] .. ':pages')
+    redis.call('HDEL', k[1], 'spareTimer')
+  end
   for _, unit in ipairs(cjson.decode(a[10])) do
     redis.call('ZADD', a[9] .. unit .. ':incidents', a[7], a[6])
     if open then redis.call('SADD', a[9] .. unit .. ':open', a[6]) else redis.call('SREM', a[9] .. unit .. ':open', a[6]) end
@@ -82,25 +92,25 @@ end
 
 // After the commit's own ARGV: the events before its own, as (seq, JSON, policy ref, policy JSON), oldest first.
 const APPEND = `${COMMIT_BODY}
-if #ARGV > 13 then
+if #ARGV > 15 then
   if (redis.call('HGET', KEYS[1], 'seq') or '0') ~= ARGV[1] then return 0 end
-  for i = 14, #ARGV, 4 do append(KEYS, ARGV[13], ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]) end
+  for i = 16, #ARGV, 4 do append(KEYS, ARGV[13], ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]) end
 end
 local change = commit(KEYS, ARGV)
 if not change then return 0 end
 return change
 `;
 
-// KEYS: the six commit keys, then alert ref, dedup.  ARGV: the thirteen commit args, then expected dedup
+// KEYS: the seven commit keys, then alert ref, dedup.  ARGV: the fifteen commit args, then expected dedup
 // record, ref value, ref TTL, dedup window (ms). The alert itself is in its event, which the ref names.
 const RAISE = `${COMMIT_BODY}
-local ref = redis.call('GET', KEYS[7])
+local ref = redis.call('GET', KEYS[8])
 if ref then return {'duplicate', ref} end
-if (redis.call('GET', KEYS[8]) or '') ~= ARGV[14] then return {'conflict'} end
+if (redis.call('GET', KEYS[9]) or '') ~= ARGV[16] then return {'conflict'} end
 local change = commit(KEYS, ARGV)
 if not change then return {'conflict'} end
-redis.call('SET', KEYS[7], ARGV[15], 'EX', ARGV[16])
-redis.call('SET', KEYS[8], ARGV[6], 'PX', ARGV[17])
+redis.call('SET', KEYS[8], ARGV[17], 'EX', ARGV[18])
+redis.call('SET', KEYS[9], ARGV[6], 'PX', ARGV[19])
 return {'committed', tostring(change)}
 `;
 
@@ -136,7 +146,25 @@ function luaScript(redis: Redis, source: string) {
   };
 }
 
-export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
+/** Where a commit's note of its delivery must be forgotten by: after that, another process delivers it. */
+export const REDELIVER_AFTER_MS = 5000;
+
+/** The delivery a commit notes: its incident, its events and the socket of a silent raise. */
+export function deliveryOf(c: Pick<Commit, 'incident' | 'event' | 'earlier' | 'quietFor'>): Delivery {
+  return {
+    incidentId: c.incident.id,
+    fromSeq: c.earlier?.[0]?.seq ?? c.event.seq,
+    toSeq: c.event.seq,
+    ...(c.quietFor !== undefined && { quietFor: c.quietFor }),
+  };
+}
+
+export function createIncidentRepository(
+  redis: Redis,
+  keys: RedisKeys,
+  options: { redeliverAfterMs?: number } = {},
+) {
+  const redeliverAfterMs = options.redeliverAfterMs ?? REDELIVER_AFTER_MS;
   // An event that brings a policy (an opening, an alert raising the severity) is stored without it, beside
   // its ref, which also becomes the incident's policy in force: stored inline, a new incident's policy took a
   // third of what it wrote to the append-only file. Events are sealed, and read back, whole.
@@ -160,6 +188,7 @@ export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
     keys.changed,
     keys.allIncidents,
     keys.openIncidents,
+    keys.undelivered,
   ];
   const commitArgs = (c: Commit) => {
     const [json, ref, policy] = storedEvent(c.event);
@@ -177,6 +206,8 @@ export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
       ref,
       policy,
       keys.policyPrefix,
+      deliveryMember(deliveryOf(c)),
+      String(Date.now() + redeliverAfterMs),
     ];
   };
 
@@ -286,7 +317,7 @@ export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
     /** Appends events; undefined when another writer changed the incident first (decide again and retry). */
     async append(commit: Commit): Promise<number | undefined> {
       const change = (await appendScript(
-        6,
+        7,
         ...commitKeys(commit.incident.id),
         ...commitArgs(commit),
         ...(commit.earlier ?? []).flatMap((e) => [String(e.seq), ...storedEvent(e)]),
@@ -296,7 +327,7 @@ export function createIncidentRepository(redis: Redis, keys: RedisKeys) {
 
     async raise(c: RaiseCommit): Promise<RaiseOutcome> {
       const [status, value] = (await raiseScript(
-        8,
+        9,
         ...commitKeys(c.incident.id),
         keys.alertRef(c.refKey.userId, c.refKey.clientRef),
         dedupKeyOf(c.dedup),

@@ -29,6 +29,8 @@ export function redisKeys(prefix: string) {
     /** The active incident that new alerts for the same place and kind join. */
     dedup: (facilityId: string, category: string, block: string, drill: boolean) =>
       `${prefix}dedup:${facilityId}:${category}:${block}:${drill ? 'drill' : 'live'}`,
+    /** Committed changes not yet known to be delivered, by when they are overdue: see undelivered.ts. */
+    undelivered: `${prefix}incidents:undelivered`,
     changeSeq: `${prefix}incidents:change-seq`,
     changed: `${prefix}incidents:changed`,
     allIncidents: `${prefix}incidents:all`,

@@ -1,0 +1,85 @@
+import type { Redis } from 'ioredis';
+import type { RedisKeys } from './keys.ts';
+
+/**
+ * Committed changes not yet known to be delivered. Each commit notes itself in the same script, as overdue
+ * after a grace; the process that committed it forgets the note once it has published the change and set its
+ * timers. A process that dies in between, or a commit whose reply was lost (a timeout after Redis applied it:
+ * the retry finds the change stored and has nothing to publish), leaves the note behind, and any server
+ * process claims it when it falls overdue and delivers the change again. Delivery is at least once: consoles
+ * tell a change they have seen by its seq.
+ */
+export interface Delivery {
+  incidentId: string;
+  /** The commit's events, oldest first: several when one commit carried more than one (both chains climbing). */
+  fromSeq: number;
+  toSeq: number;
+  /** The socket a silent raise came from, which must not show the alarm on a second delivery either. */
+  quietFor?: string;
+}
+
+/** A delivery as the note's member: `incidentId/fromSeq/toSeq[/socketId]`. */
+export function deliveryMember(d: Delivery): string {
+  const member = `${d.incidentId}/${d.fromSeq}/${d.toSeq}`;
+  return d.quietFor === undefined ? member : `${member}/${d.quietFor}`;
+}
+
+export function parseDelivery(member: string): Delivery | undefined {
+  const [incidentId, from, to, quietFor] = member.split('/');
+  const fromSeq = Number(from);
+  const toSeq = Number(to);
+  if (!incidentId || !Number.isInteger(fromSeq) || !Number.isInteger(toSeq) || fromSeq > toSeq)
+    return undefined;
+  return quietFor ? { incidentId, fromSeq, toSeq, quietFor } : { incidentId, fromSeq, toSeq };
+}
+
+// KEYS: the notes.  ARGV: now, when a claimed note falls overdue again, how many at most.
+// Claims the overdue notes by pushing them back: a claimer that dies leaves them to the next.
+const CLAIM = `
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], 'XX', ARGV[2], member) end
+return due
+`;
+
+/** How long a delivered change's note waits to be forgotten together with others: one write for many. */
+const FORGET_BATCH_MS = 100;
+
+export function createUndelivered(redis: Redis, keys: RedisKeys) {
+  let delivered: string[] = [];
+  let pending: NodeJS.Timeout | undefined;
+
+  async function flush(): Promise<void> {
+    clearTimeout(pending);
+    pending = undefined;
+    if (delivered.length === 0) return;
+    const members = delivered;
+    delivered = [];
+    // A note that cannot be forgotten now only means one more delivery of that change later.
+    await redis.zrem(keys.undelivered, ...members).catch(() => undefined);
+  }
+
+  return {
+    /** The change noted as `member` is out: published and its timers set. */
+    delivered(member: string): void {
+      delivered.push(member);
+      pending ??= setTimeout(() => void flush(), FORGET_BATCH_MS);
+    },
+
+    flush,
+
+    /** Notes overdue now, each claimed until `retryAfterMs` from now. */
+    async claimOverdue(retryAfterMs: number, limit: number): Promise<string[]> {
+      const now = Date.now();
+      return (await redis.eval(
+        CLAIM,
+        1,
+        keys.undelivered,
+        String(now),
+        String(now + retryAfterMs),
+        String(limit),
+      )) as string[];
+    },
+  };
+}
+
+export type Undelivered = ReturnType<typeof createUndelivered>;

@@ -1,0 +1,74 @@
+import { Redis } from 'ioredis';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { redisKeys } from '../server/storage/keys.ts';
+import { uniqueAlert } from './support/alerts.ts';
+import { closeConsoles, consoleFor } from './support/consoles.ts';
+import { startOwnRedis } from './support/own-redis.ts';
+import { startTestServer, type TestServer, uniquePrefix } from './support/test-server.ts';
+import { waitFor } from './support/wait-for.ts';
+
+// The store and the broadcast Redis of the test's own: the store is paused below, which the suite's shared
+// Redis must never be.
+let store: Awaited<ReturnType<typeof startOwnRedis>>;
+let sockets: Awaited<ReturnType<typeof startOwnRedis>>;
+let a: TestServer;
+let b: TestServer;
+let client: Redis;
+const prefix = uniquePrefix();
+const undelivered = redisKeys(prefix).undelivered;
+
+beforeAll(async () => {
+  [store, sockets] = await Promise.all([startOwnRedis('delivery-store'), startOwnRedis('delivery-sockets')]);
+  const env = { SOCKET_REDIS_URL: sockets.redis.url, REDELIVER_AFTER_MS: '1000' };
+  a = await startTestServer({ prefix, redisUrl: store.redis.url, env });
+  b = await startTestServer({ prefix, redisUrl: store.redis.url, env, seedDemo: false });
+  client = new Redis(store.redis.url);
+});
+afterEach(closeConsoles);
+afterAll(async () => {
+  client?.disconnect();
+  await Promise.all([a?.close(), b?.close()]);
+  await Promise.all([store?.stop(), sockets?.stop()]);
+});
+
+describe('delivery of committed changes', () => {
+  it('delivers each change once and forgets it: nothing is delivered again after the grace', async () => {
+    const dispatch = await consoleFor(b.url, 'dispatch.nusakambangan');
+    const heard: string[] = [];
+    dispatch.socket.on('alert:new', ({ alert }) => heard.push(alert.id));
+    const operator = await consoleFor(a.url, 'operator.permisan');
+    const res = await operator.socket.emitWithAck('alert:raise', uniqueAlert());
+    if (!res.ok) throw new Error(JSON.stringify(res.error));
+    await waitFor(async () => (await client.zcard(undelivered)) === 0, { what: 'the delivery confirmed' });
+    // Past the grace and a few redelivery rounds.
+    await new Promise((r) => setTimeout(r, 1800));
+    expect(heard).toEqual([res.data.alert.id]);
+  });
+
+  it('When a raise is stored but its reply is lost (a store stall past the command timeout), Then the other parties still get the alert, and a retry is answered with it', async () => {
+    const dispatch = await consoleFor(b.url, 'dispatch.nusakambangan');
+    const heard: string[] = [];
+    dispatch.socket.on('alert:new', ({ alert }) => heard.push(alert.clientRef));
+    const operator = await consoleFor(a.url, 'operator.permisan');
+    const report = uniqueAlert({ severity: 4 });
+
+    // Writes wait; reads (the raise's checks) go on. The commit is sent, times out at 3 s, and is applied
+    // when the pause ends.
+    await client.client('PAUSE', 3500, 'WRITE');
+    const lost = await operator.socket.timeout(10_000).emitWithAck('alert:raise', report);
+    expect(lost).toMatchObject({ ok: false, error: { code: 'unavailable' } });
+    expect(heard).toEqual([]);
+
+    await waitFor(() => heard.includes(report.clientRef), {
+      timeoutMs: 8000,
+      what: 'the Polsek to get the alert whose raise answered an error',
+    });
+    const retry = await operator.socket.emitWithAck('alert:raise', report);
+    expect(retry).toMatchObject({
+      ok: true,
+      data: { duplicate: true, alert: { clientRef: report.clientRef } },
+    });
+    await waitFor(async () => (await client.zcard(undelivered)) === 0, { what: 'the delivery confirmed' });
+    expect(heard).toEqual([report.clientRef]);
+  });
+});
