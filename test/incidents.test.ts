@@ -120,6 +120,26 @@ describe('idempotency and deduplication', () => {
   });
 });
 
+describe('a finished incident in the store', () => {
+  it('keeps no reminder pages and no spare-timer note once it is final', async () => {
+    const { socket } = await consoleFor(a.url, 'operator.permisan');
+    const raised = await socket.emitWithAck('alert:raise', alert({ severity: 1 }));
+    if (!raised.ok) throw new Error(JSON.stringify(raised.error));
+    const { id } = raised.data.incident;
+    const keys = redisKeys(a.prefix);
+    // As a waiting chain leaves them: the rounds paged, and where a spare timer went.
+    const repo = createIncidentRepository(redis, keys);
+    await repo.claimPages(id, [{ wait: 'police.0.0', round: 1 }]);
+    await repo.noteSpareTimer(id, randomUUID());
+    expect(await redis.exists(keys.incidentPages(id))).toBe(1);
+
+    const ended = await socket.emitWithAck('incident:transition', { incidentId: id, to: 'false_alarm' });
+    expect(ended).toMatchObject({ ok: true, data: { incident: { status: 'false_alarm' } } });
+    expect(await redis.exists(keys.incidentPages(id))).toBe(0);
+    expect(await redis.hget(keys.incident(id), 'spareTimer')).toBeNull();
+  });
+});
+
 describe('escalation policies in the store', () => {
   /** The opening event as Redis holds it, and the policy text its reference points to. */
   async function storedOpening(incidentId: string) {
