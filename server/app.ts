@@ -206,7 +206,11 @@ export function createApp(deps: AppDeps): App {
     incidents,
     apiKeys,
     topology,
-    settings: { trustProxy: config.http.trustProxy, jsonLimit: config.http.jsonLimit },
+    settings: {
+      trustProxy: config.http.trustProxy,
+      jsonLimit: config.http.jsonLimit,
+      ...(config.http.metricsToken !== undefined && { metricsToken: config.http.metricsToken }),
+    },
   });
   const httpServer = createServer(httpApp);
   const hub = createHub({

@@ -35,6 +35,7 @@ export const EnvSchema = z
       'http://localhost:5173',
     ]),
     TRUST_PROXY: z.coerce.number().int().min(0).max(10).default(0),
+    METRICS_TOKEN: z.string().min(16, 'at least 16 characters').optional(),
     REDIS_URL: RedisAddress.optional(),
     REDIS_KEY_PREFIX: z
       .string()
@@ -118,6 +119,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       trustProxy: e.TRUST_PROXY,
       publicOrigins: e.PUBLIC_ORIGINS,
       jsonLimit: '64kb',
+      metricsToken: e.METRICS_TOKEN,
     },
     redis: {
       url: e.REDIS_URL,

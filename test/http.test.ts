@@ -388,6 +388,26 @@ describe('operations endpoints', () => {
       /^sinergi_http_request_duration_seconds_count\{method="POST",route="\/login",status="200"\} \d+/m,
     );
   });
+
+  it('serves /metrics to no one off this machine without METRICS_TOKEN, and with it only to who presents it', async () => {
+    // One proxy hop: the address the server judges by is the client's, as nginx passes it.
+    const proxied = await startOwnServer({ TRUST_PROXY: '1' });
+    const remote = { 'x-forwarded-for': '203.0.113.9' };
+    expectError(await call('GET', '/metrics', { baseUrl: proxied.url, headers: remote }), 403, 'forbidden');
+    const local = await call('GET', '/metrics', {
+      baseUrl: proxied.url,
+      headers: { 'x-forwarded-for': '127.0.0.1' },
+    });
+    expect(local.status).toBe(200);
+
+    const token = 'scrape-token-0123456789abcdef';
+    const guarded = await startOwnServer({ TRUST_PROXY: '1', METRICS_TOKEN: token });
+    for (const headers of [{}, remote, { ...remote, authorization: 'Bearer not-the-token' }])
+      expectError(await call('GET', '/metrics', { baseUrl: guarded.url, headers }), 401, 'unauthorized');
+    const scraped = await call('GET', '/metrics', { baseUrl: guarded.url, headers: remote, token });
+    expect(scraped.status).toBe(200);
+    expect(scraped.body).toContain('# TYPE sinergi_sockets_connected gauge');
+  });
 });
 
 describe('request ids', () => {

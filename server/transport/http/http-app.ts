@@ -28,7 +28,7 @@ export interface HttpDeps {
   incidents: IncidentService;
   apiKeys: ApiKeyService;
   topology: TopologyIndex;
-  settings: { trustProxy: number; jsonLimit: string };
+  settings: { trustProxy: number; jsonLimit: string; metricsToken?: string };
 }
 
 const REQUEST_ID = /^[\w.-]{1,64}$/;
@@ -63,7 +63,7 @@ export function createHttpApp(deps: HttpDeps): Express {
   });
   app.use(express.json({ limit: deps.settings.jsonLimit }));
 
-  app.use(opsRoutes(deps.metrics, deps.readiness, deps.metricsText));
+  app.use(opsRoutes(deps.metrics, deps.readiness, deps.metricsText, deps.settings.metricsToken));
   app.use('/api/auth', authRoutes(deps.auth));
   app.use('/api/alerts', alertRoutes(deps));
 
