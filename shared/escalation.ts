@@ -269,6 +269,24 @@ export interface Escalating {
   updatedAt: string;
 }
 
+/** When one chain of an incident next needs the incident's timer. */
+export interface ChainNeed extends ChainWake {
+  chain: Chain;
+}
+
+/**
+ * When each chain of an incident next needs its timer after `afterMs` (see nextWake), leaving out the chains
+ * that wait for nothing: what the timer must wake for, and what the auditor checks it against.
+ */
+export function chainNeeds(incident: Escalating, policy: EscalationSnapshot, afterMs: number): ChainNeed[] {
+  return chains.flatMap((chain) => {
+    const c = incident.escalation.chains[chain];
+    const levels = policy.chains[chain].levels;
+    const wake = nextWake(c, levels, waitStart(c, levels, Date.parse(incident.updatedAt)), afterMs);
+    return wake ? [{ chain, ...wake }] : [];
+  });
+}
+
 /**
  * An incident's one timer (see IncidentTimerJob): when it next wakes after `afterMs`, at the earliest of its
  * chains' climbs, hold ends and reminder rounds; undefined when no chain waits for anything.
@@ -279,12 +297,8 @@ export function incidentWake(
   afterMs: number,
 ): ChainWake | undefined {
   let next: ChainWake | undefined;
-  for (const chain of chains) {
-    const c = incident.escalation.chains[chain];
-    const levels = policy.chains[chain].levels;
-    const wake = nextWake(c, levels, waitStart(c, levels, Date.parse(incident.updatedAt)), afterMs);
-    if (wake && (!next || wake.at < next.at || (wake.at === next.at && wake.climb))) next = wake;
-  }
+  for (const { at, climb } of chainNeeds(incident, policy, afterMs))
+    if (!next || at < next.at || (at === next.at && climb)) next = { at, climb };
   return next;
 }
 

@@ -1,7 +1,13 @@
 import type { z } from 'zod';
 import type { PublicUser } from './auth.ts';
 import { DomainError } from './errors.ts';
-import { type Chain, type EscalationSnapshot, resolveTargets } from './escalation.ts';
+import {
+  type Chain,
+  type ChainNeed,
+  type ChainState,
+  type EscalationSnapshot,
+  resolveTargets,
+} from './escalation.ts';
 import type { AckBehalf, Actor, Alert, Incident, PendingEvent, RaiseAlert, Status } from './incident.ts';
 import { ACK_ROLES, checkTransition, isActive, isTerminal, NOTE_ROLES } from './incident-lifecycle.ts';
 import { isParty, mergeParties, type Route } from './routing.ts';
@@ -229,6 +235,32 @@ export function decideHold(
     at,
     actor: actorOf(caller),
     data: { chain: hold.chain, until, reason: hold.reason },
+  };
+}
+
+/**
+ * The auditor's record of a chain's timer set again for what the chain needs (its climb, the end of its hold,
+ * or a reminder round at its level), made only if the chain has not moved since it was found without one.
+ */
+export function decideRepair(
+  incident: Incident,
+  found: ChainState,
+  need: ChainNeed,
+  at: string,
+): PendingEvent | null {
+  const c = incident.escalation.chains[need.chain];
+  if (c.generation !== found.generation || c.level !== found.level || c.status !== found.status) return null;
+  const timer = c.status === 'held' ? 'resume' : need.climb ? 'escalate' : 'remind';
+  return {
+    type: 'escalation_repaired',
+    at,
+    actor: systemActor(incident.facilityId),
+    data: {
+      chain: need.chain,
+      timer,
+      level: timer === 'escalate' ? c.level + 1 : c.level,
+      dueAt: new Date(need.at).toISOString(),
+    },
   };
 }
 

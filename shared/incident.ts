@@ -171,10 +171,13 @@ export const EventData = {
   }),
   escalation_held: z.object({ chain: Chain, until: z.iso.datetime(), reason: z.string() }),
   escalation_resumed: z.object({ chain: Chain }),
-  /** The auditor found a running chain without its timer and scheduled it again. */
+  /**
+   * The auditor found a waiting chain's timer missing or set too late, and set it again: for the climb to
+   * `level`, the end of the hold at `level`, or a reminder round of `level` (a chain at its top level too).
+   */
   escalation_repaired: z.object({
     chain: Chain,
-    timer: z.enum(['escalate', 'resume']),
+    timer: z.enum(['escalate', 'resume', 'remind']),
     level: z.number().int().nonnegative(),
     dueAt: z.iso.datetime(),
   }),
@@ -257,6 +260,12 @@ export const ListIncidentsQuery = z
   })
   .strict();
 export type ListIncidentsQuery = z.infer<typeof ListIncidentsQuery>;
+
+/**
+ * Index rows one list request reads at most, whether they match its filters or not: a page may hold fewer
+ * than `limit` incidents, even none, and still carry a `nextCursor`.
+ */
+export const LIST_SCAN_LIMIT = 1000;
 
 export const ListIncidentsResult = z.object({
   incidents: z.array(Incident),

@@ -1,15 +1,16 @@
+import { readFile } from 'node:fs/promises';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { z } from 'zod';
 import { jobIds } from '../server/jobs/escalation-queue.ts';
 import type { Category } from '../shared/categories.ts';
 import type { EscalationFired, EscalationReminder } from '../shared/escalation.ts';
-import type { Incident } from '../shared/incident.ts';
+import type { Incident, IncidentEvent } from '../shared/incident.ts';
 import type { Severity } from '../shared/severity.ts';
 import { uniqueAlert } from './support/alerts.ts';
-import { type ConsoleClient, closeConsoles, consoleFor } from './support/consoles.ts';
+import { type ConsoleClient, closeConsoles, consoleFor, get, login } from './support/consoles.ts';
 import { escalationQueues } from './support/escalation-queues.ts';
-import { startTestServer, type TestServer } from './support/test-server.ts';
+import { startTestServer, type TestServer, type TestServerOptions } from './support/test-server.ts';
 import { waitFor } from './support/wait-for.ts';
 
 // Severities 1–2: both agencies' first levels are paged again every 0.3 s and never climb within a test.
@@ -27,10 +28,15 @@ afterAll(async () => {
   await Promise.all(servers.map((s) => s.close()));
 });
 
-async function server(env: Record<string, string> = {}, prefix?: string) {
+/** A server on the fixture's policies, or on `escalation`; with `prefix`, beside the server that has it. */
+async function server(
+  env: Record<string, string> = {},
+  { prefix, escalation }: Pick<TestServerOptions, 'prefix' | 'escalation'> = {},
+) {
   const started = await startTestServer({
     env: { ESCALATION_FILE: POLICIES, ...env },
     ...(prefix && { prefix, seedDemo: false }),
+    ...(escalation && { escalation }),
   });
   servers.push(started);
   return started;
@@ -175,6 +181,53 @@ describe('a chain at its top level', () => {
   });
 });
 
+describe('the auditor and a chain at its top level', () => {
+  it('When the timer of a low alert (both chains at their only level, paged again without end) is lost, Then the auditor sets it again, records a reminder repair for each chain, and both levels are paged again', async () => {
+    // The built-in policies, the low one paging again every 0.4 s instead of every 10 minutes.
+    const escalation = JSON.parse(await readFile('config/escalation.json', 'utf8'));
+    for (const policy of escalation.policies)
+      if (policy.id === 'low')
+        for (const chain of ['corrections', 'police'])
+          for (const level of policy.chains[chain].levels) level.repeatSeconds = 0.4;
+    // Only schedules: the timer is lost as if the process died between the commit and setting it.
+    const scheduler = await server({ ESCALATION_WORKER: 'off' }, { escalation });
+    const incident = await raise(scheduler.url, 1);
+    expect(incident.escalation.chains.corrections.status).toBe('exhausted');
+    expect(incident.escalation.chains.police.status).toBe('exhausted');
+    const redis = new Redis(inject('redisUrl'), { maxRetriesPerRequest: null });
+    const queues = escalationQueues(redis, scheduler);
+    try {
+      await (await queues.getJob(jobIds.timer(incident.id)))?.remove();
+      expect(await queues.getJob(jobIds.timer(incident.id))).toBeUndefined();
+    } finally {
+      await queues.close();
+      redis.disconnect();
+    }
+    const dispatch = await consoleFor(scheduler.url, 'dispatch.nusakambangan');
+    const chief = await consoleFor(scheduler.url, 'chief.permisan');
+    const police = listen(dispatch.socket, incident.id);
+    const lapas = listen(chief.socket, incident.id);
+
+    await server({ ESCALATION_AUDIT_INTERVAL_MS: '300' }, { prefix: scheduler.prefix, escalation });
+    await waitFor(() => police.length >= 2 && lapas.length >= 2, { what: 'both levels paged again' });
+    for (const heard of [police, lapas])
+      expect(heard.every((r) => r.kind === 'reminder' && r.level === 0)).toBe(true);
+    // The repaired timer goes on paging; the auditor, still running, finds nothing more to repair.
+    await sleep(1000);
+    const { accessToken } = await login(scheduler.url, 'admin');
+    const res = await get(scheduler.url, `/api/incidents/${incident.id}/events?limit=1000`, accessToken);
+    const repairs = (res.body.events as IncidentEvent[]).filter((e) => e.type === 'escalation_repaired');
+    expect(repairs.map((e) => e.data)).toEqual(
+      expect.arrayContaining(
+        (['corrections', 'police'] as const).map((chain) =>
+          expect.objectContaining({ chain, timer: 'remind', level: 0 }),
+        ),
+      ),
+    );
+    expect(repairs).toHaveLength(2);
+  });
+});
+
 describe('a repeat page and the climb it precedes, both overdue', () => {
   it('When no worker ran until both were due, Then the level climbs first and the stale page of the level below is never sent', async () => {
     // Only schedules: nothing fires until a worker joins.
@@ -189,7 +242,7 @@ describe('a repeat page and the climb it precedes, both overdue', () => {
     // The page was due at 0.4 s and the climb at 0.5 s; one worker, one job at a time, joins after both.
     await sleep(900);
     expect(heard).toEqual([]);
-    await server({ WORKER_CONCURRENCY: '1' }, scheduler.prefix);
+    await server({ WORKER_CONCURRENCY: '1' }, { prefix: scheduler.prefix });
     await waitFor(() => heard.length > 0, { what: 'the climb' });
     await sleep(500);
     expect(heard).toEqual([expect.objectContaining({ kind: 'fired', chain: 'police', level: 1 })]);
@@ -212,7 +265,7 @@ describe('a repeat page and the climb it precedes, both overdue', () => {
     });
     await sleep(900);
     expect(order).toEqual([]);
-    await server({ WORKER_CONCURRENCY: '1', ESCALATION_PARTITIONS: '1' }, scheduler.prefix);
+    await server({ WORKER_CONCURRENCY: '1', ESCALATION_PARTITIONS: '1' }, { prefix: scheduler.prefix });
     await waitFor(() => order.includes('climb') && order.includes('page'), {
       what: 'the climb and the page',
     });

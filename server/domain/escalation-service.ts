@@ -2,6 +2,7 @@ import type { z } from 'zod';
 import type { PublicUser } from '../../shared/auth.ts';
 import {
   type Chain,
+  type ChainNeed,
   type ChainWake,
   dueOnWake,
   type HoldEscalation,
@@ -14,8 +15,8 @@ import {
   checkVisible,
   decideEscalation,
   decideHold,
+  decideRepair,
   decideResume,
-  systemActor,
 } from '../../shared/incident-decisions.ts';
 import type { TopologyIndex } from '../../shared/topology.ts';
 import type { IncidentRepository, StoredIncident } from '../storage/incidents.repository.ts';
@@ -23,8 +24,11 @@ import type { IncidentWriter } from './incident-writer.ts';
 
 /** What the auditor asks of the timers beyond the writer's per-change sync. */
 export interface EscalationClock {
-  /** The chains of an incident whose climb or end of hold its timer would miss: none pending, or set too late. */
-  missingTimers(incident: Incident): Promise<Chain[]>;
+  /**
+   * What the chains of an incident next need of its timer (a climb, an end of hold, a reminder round) that the
+   * timer would miss: none pending, or set too late.
+   */
+  missingTimers(stored: Pick<StoredIncident, 'incident' | 'policy'>): Promise<ChainNeed[]>;
 }
 
 /** What an incident's timer did when it woke, and when it wakes next (undefined: nothing waits). */
@@ -140,38 +144,33 @@ export function createEscalationService(deps: {
 
     /**
      * Reconciles every open incident with its timer: a waiting chain whose timer is missing (lost in a crash
-     * between commit and scheduling, or removed by hand) or set too late gets it back, and the repair is
-     * recorded.
+     * between commit and scheduling, or failed) or set too late for its climb, end of hold or next reminder
+     * round gets it back, and the repair is recorded.
      */
     async audit(): Promise<AuditReport> {
-      const incidents = await repo.loadMany(await repo.openIds(undefined));
+      const loads = await Promise.allSettled((await repo.openIds(undefined)).map((id) => repo.load(id)));
+      const unreadable: unknown[] = [];
+      let checked = 0;
       let repaired = 0;
-      for (const incident of incidents) {
+      for (const load of loads) {
+        if (load.status === 'rejected') unreadable.push(load.reason);
+        const stored = load.status === 'fulfilled' && load.value;
+        if (!stored) continue;
+        checked++;
+        const { incident } = stored;
         if (Date.parse(now()) - Date.parse(incident.updatedAt) < SETTLE_MS) continue;
-        for (const chain of await clock.missingTimers(incident)) {
-          const before = incident.escalation.chains[chain];
-          const { event } = await writer.change(incident.id, ({ incident: current }) => {
-            const c = current.escalation.chains[chain];
-            // Only if nothing moved the chain since it was found without its timer.
-            if (c.generation !== before.generation || c.level !== before.level || c.status !== before.status)
-              return null;
-            const held = c.status === 'held';
-            return {
-              type: 'escalation_repaired',
-              at: now(),
-              actor: systemActor(current.facilityId),
-              data: {
-                chain,
-                timer: held ? 'resume' : 'escalate',
-                level: held ? c.level : c.level + 1,
-                dueAt: (held ? c.heldUntil : c.dueAt) ?? now(),
-              },
-            };
-          });
+        for (const need of await clock.missingTimers(stored)) {
+          const found = incident.escalation.chains[need.chain];
+          const { event } = await writer.change(incident.id, ({ incident: current }) =>
+            decideRepair(current, found, need, now()),
+          );
           if (event) repaired++;
         }
       }
-      return { checked: incidents.length, repaired };
+      // An incident that cannot be read (its policy text refused) must not keep the others from their audit.
+      if (unreadable.length > 0)
+        throw new AggregateError(unreadable, 'open incidents the auditor could not read');
+      return { checked, repaired };
     },
   };
 }

@@ -3,9 +3,10 @@ import { type Job, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import {
   type Chain,
+  type ChainNeed,
   type ChainState,
   type ChainWake,
-  chains,
+  chainNeeds,
   type IncidentTimerJob,
   incidentWake,
 } from '../../shared/escalation.ts';
@@ -206,14 +207,12 @@ export function createEscalationQueue(deps: {
   }
 
   const clock: EscalationClock = {
-    async missingTimers(incident) {
-      // The moments the timer must not miss: each running chain's climb and each held chain's end of hold.
-      const needed = chains.flatMap((chain) => {
-        const c = incident.escalation.chains[chain];
-        const at = c.status === 'running' ? c.dueAt : c.status === 'held' ? c.heldUntil : undefined;
-        return at ? [{ chain, at: Date.parse(at) }] : [];
-      });
-      if (needed.length === 0) return [];
+    async missingTimers({ incident, policy }) {
+      // What each chain needs next (its climb, end of hold or next reminder round, at its top level too), by
+      // the worker's own rule. Reckoned afresh after each read, as the worker reckons after its run, so a timer
+      // that ran meanwhile and set itself for its next round is never taken for one set too late.
+      const needs = () => chainNeeds(incident, policy, now());
+      if (needs().length === 0) return [];
       const pendingAt = async (jobId: string) => {
         const job: Job | undefined = await queueOf(incident.id).getJob(jobId);
         return job && PENDING.has(await job.getState()) ? Date.parse(job.data.at) : undefined;
@@ -221,17 +220,19 @@ export function createEscalationQueue(deps: {
       // A follow-up set while the timer ran covers for it (a run that then ended with nothing due left only
       // the follow-up), and a spare set while both ran covers for both. Each is looked up only when what was
       // found before it would not do.
-      const covers = (at: number | undefined) => at !== undefined && needed.every((n) => n.at >= at);
+      const covers = (at: number | undefined) => at !== undefined && needs().every((n) => n.at >= at);
       let at = await pendingAt(jobIds.timer(incident.id));
       if (!covers(at)) at = earliest(at, await pendingAt(jobIds.followUp(incident.id)));
       if (!covers(at)) {
         const spare = await deps.incidents.spareTimer(incident.id);
         if (spare) at = earliest(at, await pendingAt(spare));
       }
-      if (at !== undefined) return needed.filter((n) => n.at < at).map((n) => n.chain);
-      const missing: Chain[] = [];
-      for (const { chain } of needed)
-        if (!(await legacyTimer(incident.id, chain, incident.escalation.chains[chain]))) missing.push(chain);
+      const needed = needs();
+      if (at !== undefined) return needed.filter((n) => n.at < at);
+      const missing: ChainNeed[] = [];
+      for (const need of needed)
+        if (!(await legacyTimer(incident.id, need.chain, incident.escalation.chains[need.chain])))
+          missing.push(need);
       return missing;
     },
   };
