@@ -20,6 +20,7 @@ import { createApiKeyRepository } from './storage/api-keys.repository.ts';
 import { createIncidentRepository } from './storage/incidents.repository.ts';
 import { redisKeys } from './storage/keys.ts';
 import { createLoginLimiter } from './storage/login-limiter.ts';
+import { createOpenedIndex } from './storage/opened-index.ts';
 import { createRateGate } from './storage/rate-gate.ts';
 import { revocationPublisher, subscribeRevocations } from './storage/revocations.channel.ts';
 import { createSessionRepository } from './storage/sessions.repository.ts';
@@ -157,6 +158,7 @@ export function createApp(deps: AppDeps): App {
   });
   const incidents = createIncidentService({
     repo: incidentRepo,
+    openedIndex: createOpenedIndex(redis, keys),
     writer,
     topology,
     escalation: deps.escalation,

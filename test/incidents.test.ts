@@ -516,6 +516,79 @@ describe('REST', () => {
   });
 });
 
+describe('listing a unit with many incidents', () => {
+  let own: TestServer;
+  const targets = new Map<string, Incident>();
+  const twins = new Map<string, string[]>();
+
+  /**
+   * An escape, then 1,500 riots opened after it: at Batu all in one millisecond (a burst of device reports
+   * could leave them so), at Permisan a millisecond apart.
+   */
+  beforeAll(async () => {
+    own = await startTestServer();
+    const keys = redisKeys(own.prefix);
+    const store = redis.pipeline();
+    for (const [facilityId, username, apartMs] of [
+      ['lapas-batu', 'operator.batu', 0],
+      ['lapas-permisan', 'operator.permisan', 1],
+    ] as const) {
+      const { socket } = await consoleFor(own.url, username);
+      const raiseAt = async (category: RaiseAlertInput['category']) => {
+        const res = await socket.emitWithAck('alert:raise', alert({ facilityId, category }));
+        if (!res.ok) throw new Error(JSON.stringify(res.error));
+        return res.data.incident;
+      };
+      targets.set(facilityId, await raiseAt('escape'));
+      const template = await raiseAt('riot');
+      const ids = [template.id];
+      for (let i = 1; i < 1500; i++) {
+        const id = randomUUID();
+        const openedMs = Date.parse(template.openedAt) + i * apartMs;
+        ids.push(id);
+        const doc = { ...template, id, openedAt: new Date(openedMs).toISOString() };
+        store.hset(keys.incident(id), 'doc', JSON.stringify(doc));
+        store.zadd(keys.unitIncidents(facilityId), openedMs, id);
+      }
+      twins.set(facilityId, ids);
+    }
+    await store.exec();
+  });
+  afterAll(() => own?.close());
+
+  /** Every page of a listing, following `nextCursor` to the end. */
+  async function pages(username: string, query: string) {
+    const { accessToken } = await login(own.url, username);
+    const out: { incidents: Incident[]; nextCursor: string | null }[] = [];
+    let cursor: string | null = null;
+    do {
+      const res = await get(
+        own.url,
+        `/api/incidents?${query}${cursor ? `&cursor=${cursor}` : ''}`,
+        accessToken,
+      );
+      expect(res.status).toBe(200);
+      out.push(res.body);
+      cursor = res.body.nextCursor;
+    } while (cursor);
+    return out;
+  }
+
+  it('pages through 1,500 incidents opened in the same millisecond, each exactly once, and ends', async () => {
+    const listed = (await pages('operator.batu', 'limit=100')).flatMap((p) => p.incidents.map((i) => i.id));
+    expect(listed).toHaveLength(1500 + 1);
+    expect(listed.slice(0, 1500).sort()).toEqual(twins.get('lapas-batu')?.sort());
+    expect(listed.at(-1)).toBe(targets.get('lapas-batu')?.id);
+  });
+
+  it('reads at most 1,000 incidents for a filter that matches few, answering with a cursor to go on from', async () => {
+    const [first, second, ...rest] = await pages('operator.permisan', 'category=escape&limit=10');
+    expect(first).toMatchObject({ incidents: [], nextCursor: expect.any(String) });
+    expect(second?.incidents.map((i) => i.id)).toEqual([targets.get('lapas-permisan')?.id]);
+    expect(rest).toEqual([]);
+  });
+});
+
 describe('who may raise', () => {
   it('refuses a raise for another Lapas, by a dispatcher, and for a block the Lapas does not have', async () => {
     const batu = await consoleFor(a.url, 'operator.batu');

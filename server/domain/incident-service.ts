@@ -12,6 +12,7 @@ import type {
   Status,
   SyncResult,
 } from '../../shared/incident.ts';
+import { LIST_SCAN_LIMIT } from '../../shared/incident.ts';
 import {
   buildAlert,
   checkMayRaise,
@@ -25,6 +26,7 @@ import { isActive } from '../../shared/incident-lifecycle.ts';
 import { isParty, routeIncident } from '../../shared/routing.ts';
 import type { TopologyIndex } from '../../shared/topology.ts';
 import type { AlertRef, IncidentRepository } from '../storage/incidents.repository.ts';
+import type { OpenedIndex, OpenedRow } from '../storage/opened-index.ts';
 import type { RateGate } from '../storage/rate-gate.ts';
 import { COMMIT_ATTEMPTS, type IncidentWriter, seal } from './incident-writer.ts';
 
@@ -37,10 +39,14 @@ export interface RaiseOrigin {
 
 const JOIN_EVENTS = 100;
 const SYNC_BATCH = 500;
+const LIST_BATCH = 200;
+
+const listCursor = (row: OpenedRow) => `${row.openedMs}:${row.id}`;
 
 /** The heart of Sinergi: raising, acknowledging and working incidents, each change one sealed timeline event. */
 export function createIncidentService(deps: {
   repo: IncidentRepository;
+  openedIndex: OpenedIndex;
   writer: IncidentWriter;
   topology: TopologyIndex;
   escalation: EscalationConfig;
@@ -48,7 +54,7 @@ export function createIncidentService(deps: {
   settings: { dedupWindowMs: number };
   now?: () => Date;
 }) {
-  const { repo, writer, topology, gates, settings } = deps;
+  const { repo, openedIndex, writer, topology, gates, settings } = deps;
   const now = () => (deps.now?.() ?? new Date()).toISOString();
 
   async function visible(caller: PublicUser, id: string): Promise<Incident> {
@@ -168,36 +174,36 @@ export function createIncidentService(deps: {
       return { cursor: String(cursor), open, changed, more };
     },
 
-    /** Newest first, only what the caller may see, with a cursor for the next page. */
+    /**
+     * Newest first, only what the caller may see. A page ends at `limit` incidents or after LIST_SCAN_LIMIT
+     * rows of the index, so a filter matching little costs no more than one page; the cursor resumes after
+     * the last incident returned or the last row read.
+     */
     async list(caller: PublicUser, query: ListIncidentsQuery) {
       const scope = caller.role === 'admin' ? undefined : caller.unitId;
       const minMs = query.since ? Date.parse(query.since) : 0;
       const [cursorMs, cursorId] = query.cursor?.split(':') ?? [];
+      let position = cursorId === undefined ? undefined : { id: cursorId, openedMs: Number(cursorMs) };
       const found: Incident[] = [];
-      let maxMs = cursorMs === undefined ? undefined : Number(cursorMs);
-      let skipThrough = cursorId;
-      for (;;) {
-        const batch = await repo.idsOpenedFrom(scope, maxMs, minMs, 200);
-        // Equal opening times come newest-id first; resume strictly after the cursor's id.
-        const fresh = batch.filter(
-          (row) => !(skipThrough !== undefined && row.openedMs === maxMs && row.id >= skipThrough),
-        );
-        const incidents = await repo.loadMany(fresh.map((r) => r.id));
-        for (const incident of incidents) {
+      for (let scanned = 0; scanned < LIST_SCAN_LIMIT; ) {
+        const count = Math.min(LIST_BATCH, LIST_SCAN_LIMIT - scanned);
+        const rows = await openedIndex.after(scope, position, minMs, count);
+        scanned += rows.length;
+        for (const incident of await repo.loadMany(rows.map((r) => r.id))) {
           if (!isParty(caller, incident)) continue;
           if (query.status && incident.status !== query.status) continue;
           if (query.facilityId && incident.facilityId !== query.facilityId) continue;
           if (query.category && incident.category !== query.category) continue;
           found.push(incident);
           if (found.length === query.limit) {
-            return { incidents: found, nextCursor: `${Date.parse(incident.openedAt)}:${incident.id}` };
+            const nextCursor = listCursor({ id: incident.id, openedMs: Date.parse(incident.openedAt) });
+            return { incidents: found, nextCursor };
           }
         }
-        const last = batch.at(-1);
-        if (batch.length < 200 || !last) return { incidents: found, nextCursor: null };
-        maxMs = last.openedMs;
-        skipThrough = last.id;
+        position = rows.at(-1);
+        if (rows.length < count) return { incidents: found, nextCursor: null };
       }
+      return { incidents: found, nextCursor: position ? listCursor(position) : null };
     },
   };
 }
