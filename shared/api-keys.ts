@@ -7,8 +7,10 @@ export const CreateApiKeyRequest = z
   .strict();
 export type CreateApiKeyRequest = z.infer<typeof CreateApiKeyRequest>;
 
+export const ApiKeyId = z.uuid();
+
 export const ApiKeyView = z.object({
-  id: z.string(),
+  id: ApiKeyId,
   name: z.string(),
   facilityId: Slug,
   createdBy: z.string(),

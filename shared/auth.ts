@@ -19,6 +19,9 @@ export const LoginRequest = z
   .strict();
 export type LoginRequest = z.infer<typeof LoginRequest>;
 
+/** An account's id. A caller's `id` is wider: a device raising with its API key has no account. */
+export const UserId = z.uuid();
+
 export const PublicUser = z.object({
   id: z.string(),
   username: z.string(),

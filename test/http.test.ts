@@ -300,6 +300,22 @@ describe('user administration', () => {
     );
   });
 
+  it('answers a malformed id with 400 validation_failed on every route that takes one, changing nothing', async () => {
+    const token = admin.accessToken;
+    for (const id of ['not-a-uuid', `${admin.user.id}x`, 'a'.repeat(300)]) {
+      for (const [method, path, body] of [
+        ['GET', `/api/users/${id}`, undefined],
+        ['PATCH', `/api/users/${id}`, { disabled: true }],
+        ['POST', `/api/users/${id}/password`, { password: 'a-long-enough-password' }],
+        ['DELETE', `/api/api-keys/${id}`, undefined],
+      ] as const) {
+        const error = expectError(await call(method, path, { token, body }), 400, 'validation_failed');
+        expect(error.issues).toHaveLength(1);
+      }
+    }
+    expect((await call('GET', `/api/users/${admin.user.id}`, { token })).body.user.disabled).toBe(false);
+  });
+
   it('disabling a user refuses their next login, ends their refresh token and disconnects their console', async () => {
     const user = await createUser('operator', 'lapas-permisan');
     const { socket, session } = await consoleFor(server.url, user.username);

@@ -1,5 +1,5 @@
 import { Router } from 'express';
-import { CreateApiKeyRequest } from '../../../shared/api-keys.ts';
+import { ApiKeyId, CreateApiKeyRequest } from '../../../shared/api-keys.ts';
 import { parseOrThrow } from '../../../shared/errors.ts';
 import type { ApiKeyService } from '../../domain/api-key-service.ts';
 import { principalOf } from './authenticate.ts';
@@ -15,7 +15,7 @@ export function apiKeyRoutes(apiKeys: ApiKeyService): Router {
     res.status(201).json(await apiKeys.create(request, principalOf(res).user));
   });
   router.delete('/:id', async (req, res) => {
-    await apiKeys.revoke(req.params.id);
+    await apiKeys.revoke(parseOrThrow(ApiKeyId, req.params.id, 'API key id'));
     res.status(204).end();
   });
   return router;
