@@ -381,24 +381,6 @@ export function createIncidentRepository(
         out.push({ id: flat[i] ?? '', change: Number(flat[i + 1]) });
       return out;
     },
-
-    /** Newest first by opening time, from `maxMs` inclusive (or from the newest) down to `minMs`. */
-    async idsOpenedFrom(unitId: string | undefined, maxMs: number | undefined, minMs: number, count: number) {
-      const key = unitId === undefined ? keys.allIncidents : keys.unitIncidents(unitId);
-      const flat = await redis.zrevrangebyscore(
-        key,
-        maxMs === undefined ? '+inf' : String(maxMs),
-        String(minMs),
-        'WITHSCORES',
-        'LIMIT',
-        0,
-        count,
-      );
-      const out: { id: string; openedMs: number }[] = [];
-      for (let i = 0; i + 1 < flat.length; i += 2)
-        out.push({ id: flat[i] ?? '', openedMs: Number(flat[i + 1]) });
-      return out;
-    },
   };
 }
 
