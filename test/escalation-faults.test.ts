@@ -426,6 +426,89 @@ describe('a change while the incident’s timer runs', () => {
   });
 });
 
+/**
+ * A critical incident on a server that only schedules, its levels `waitSeconds` away (time for what a test
+ * puts its timer through first), and servers with workers to run the timer, each until closed.
+ */
+async function timerForALongLife(waitSeconds: number) {
+  const prefix = uniquePrefix();
+  const escalation = JSON.parse(await readFile(ONE_STEP, 'utf8'));
+  for (const chain of chains) escalation.policies[0].chains[chain].levels[0].waitSeconds = waitSeconds;
+  const env = { ESCALATION_PARTITIONS: '1', WORKER_LOCK_MS: '500', WORKER_STALLED_INTERVAL_MS: '300' };
+  const front = await serverOn({ prefix, escalation, env: { ...env, ESCALATION_WORKER: 'off' } });
+  const incident = await raiseOverRest(front.url);
+  const connection = new Redis(inject('redisUrl'), { maxRetriesPerRequest: null });
+  teardown.push(() => connection.quit());
+  const queue = new Queue(escalationQueueName(0), { connection, prefix: `${prefix}bull` });
+  teardown.push(() => queue.close());
+  const timer = jobIds.timer(incident.id);
+  return {
+    prefix,
+    front,
+    incident,
+    connection,
+    timer,
+    /** Makes the timer due now, as if its time had come. */
+    promote: async () => (await queue.getJob(timer))?.promote(),
+    /** The timer once `done` holds for it. */
+    timerWhen: (done: (job: Job, state: string) => boolean, what: string) =>
+      waitFor(
+        async () => {
+          const job: Job | undefined = await queue.getJob(timer);
+          return job !== undefined && done(job, await job.getState()) && job;
+        },
+        { timeoutMs: 10_000, what },
+      ),
+    workers: () => serverOn({ prefix, escalation, seedDemo: false, env }),
+  };
+}
+
+describe('an incident’s timer over a long life', () => {
+  it('When three workers die one after another, each holding the incident’s timer (more stalls than its job was once allowed), Then another takes it over each time and both levels fire on time, once', async () => {
+    const { prefix, front, incident, timer, promote, timerWhen, workers } = await timerForALongLife(5);
+    for (let stall = 1; stall <= 3; stall++) {
+      await promote();
+      const doomed = await takeTimerByHand(prefix, 0, timer, { lockDuration: 300, timeoutMs: 5000 });
+      await doomed.worker.close(true);
+      const rescuer = await workers();
+      // Taken over and run: back in the delayed set, to wake for the climbs.
+      await timerWhen(
+        (job, state) => state === 'delayed' && job.stalledCounter === stall,
+        `the timer taken over after stall ${stall}`,
+      );
+      if (stall < 3) await rescuer.close();
+    }
+    const fired = expectOncePerChain(await bothFired(front.url, incident.id));
+    for (const e of fired) expect(e.data.lateMs).toBeLessThan(1000);
+  });
+
+  it('When the incident’s timer fails five runs in two spells (its policy unreadable for a while), more than its job was once allowed, Then it is retried through both and both levels fire on time, once', async () => {
+    const { prefix, front, incident, connection, promote, timerWhen, workers } = await timerForALongLife(12);
+    const keys = redisKeys(prefix);
+    const policy = `${keys.policyPrefix}${await connection.hget(keys.incident(incident.id), 'policyRef')}`;
+    let failed = 0;
+    for (const [spell, failures] of [3, 2].entries()) {
+      await connection.rename(policy, `${policy}.away`);
+      // A process that has not read the policy yet: each run reads it from the store, and fails.
+      const rescuer = await workers();
+      await promote();
+      failed += failures;
+      await timerWhen((job) => job.attemptsMade >= failed, `${failed} failed runs`);
+      await connection.rename(`${policy}.away`, policy);
+      const readableAt = Date.now();
+      const job = await timerWhen(
+        (j, state) => state === 'delayed' && (j.processedOn ?? 0) >= readableAt,
+        `a run once the policy is readable again, after spell ${spell + 1}`,
+      );
+      failed = job.attemptsMade;
+      if (spell === 0) await rescuer.close();
+    }
+    expect(failed).toBeGreaterThanOrEqual(5);
+    const fired = expectOncePerChain(await bothFired(front.url, incident.id));
+    for (const e of fired) expect(e.data.lateMs).toBeLessThan(1000);
+  });
+});
+
 describe('partitions of the escalation timers', () => {
   /** Raises critical riots until one's timers are in a partition other than the first, of `partitions`. */
   async function raiseOutsideFirstPartition(url: string, partitions: number): Promise<Incident> {

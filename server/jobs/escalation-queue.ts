@@ -83,6 +83,22 @@ export const REMINDER_PRIORITY = 10;
 
 const PENDING = new Set(['delayed', 'waiting', 'active', 'prioritized', 'waiting-children']);
 
+// An incident's timer is one job for the incident's whole life, moved back to the delayed set after each wake,
+// and BullMQ never resets a job's count of failed attempts: any limit would be reached by transient failures
+// spread over a long incident, and the timer then left to the auditor, levels and reminders late. So a failed
+// run is retried for as long as the timer exists, after a capped backoff, so that one failing at once every
+// time costs a run every few seconds, never a spin. BullMQ has no strategy named 'timer': the worker's
+// (timerRetryDelay) is asked.
+const TIMER_RETRIES = {
+  attempts: Number.MAX_SAFE_INTEGER,
+  backoff: { type: 'timer' },
+};
+
+/** How long a timer's run waits after its `attemptsMade`th failure: doubling from 200 ms, at most 5 s. */
+export function timerRetryDelay(attemptsMade: number): number {
+  return Math.min(5000, 200 * 2 ** Math.max(0, attemptsMade - 1));
+}
+
 // How often a change's sync sets the timer again for a later state it found stored, before leaving the rest
 // to the syncs of the changes still coming (each of which checks the same way) and to the auditor.
 const CATCH_UP_ATTEMPTS = 3;
@@ -128,6 +144,7 @@ export function createEscalationQueue(deps: {
     return queueOf(incidentId).add('timer', data, {
       jobId,
       delay: Math.max(0, wake.at - now()),
+      ...TIMER_RETRIES,
       ...(!wake.climb && { priority: REMINDER_PRIORITY }),
     });
   }

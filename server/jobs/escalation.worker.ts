@@ -11,6 +11,7 @@ import {
   escalationQueueName,
   jobIds,
   REMINDER_PRIORITY,
+  timerRetryDelay,
 } from './escalation-queue.ts';
 
 export interface WorkerSettings {
@@ -122,8 +123,11 @@ export function startEscalationWorker(deps: {
       concurrency: deps.settings.concurrency,
       lockDuration: deps.settings.lockDurationMs,
       stalledInterval: deps.settings.stalledIntervalMs,
-      // A job whose worker died is taken over; after two such stalls it is failed and logged.
-      maxStalledCount: 2,
+      // A job whose worker died or lost its lock is taken over by another, however often that happened
+      // before: BullMQ never resets a job's count of stalls, and an incident's timer is one job for the
+      // incident's whole life. None can spin: each stall waits for a lock to lapse and a stalled check.
+      maxStalledCount: Number.MAX_SAFE_INTEGER,
+      settings: { backoffStrategy: timerRetryDelay },
     },
   );
   // Background failures are reported, never thrown: the process keeps serving.
