@@ -1,10 +1,11 @@
+import { randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { z } from 'zod';
 import { jobIds } from '../server/jobs/escalation-queue.ts';
 import type { Category } from '../shared/categories.ts';
-import type { EscalationFired, EscalationReminder } from '../shared/escalation.ts';
+import type { EscalationFired, EscalationLevel, EscalationReminder } from '../shared/escalation.ts';
 import type { Incident, IncidentEvent } from '../shared/incident.ts';
 import type { Severity } from '../shared/severity.ts';
 import { uniqueAlert } from './support/alerts.ts';
@@ -312,6 +313,105 @@ describe('each round paged once', () => {
       expect(heard).toHaveLength(2);
       expect(heard[1]).toMatchObject({ kind: 'reminder', level: 0, round: expect.any(Number) });
       expect((heard[1] as Reminder).round).toBeGreaterThanOrEqual(2);
+    }
+  });
+});
+
+describe('a round and a change that comes while its timer runs', () => {
+  // Up to high, the Lapas' level is paged again every 0.2 s and the Polsek's climbs at 0.5 s; critical begins
+  // both waits anew, paging each every second.
+  type Timing = Pick<EscalationLevel, 'waitSeconds' | 'repeatSeconds'>;
+  const lapasLevel = (timing: Timing): EscalationLevel => ({
+    label: 'Ruang kendali Lapas',
+    notify: [{ scope: 'facility' }],
+    ...timing,
+  });
+  const polsekLevel = (timing: Timing): EscalationLevel => ({
+    label: 'Piket Polsek',
+    notify: [{ scope: 'primary_precinct' }],
+    ...timing,
+  });
+  const top: EscalationLevel = { label: 'Pimpinan', notify: [{ scope: 'facility_command', depth: 1 }] };
+  const escalation = {
+    policies: [
+      {
+        id: 'until-high',
+        match: { severities: [1, 2, 3] },
+        chains: {
+          corrections: {
+            levels: [lapasLevel({ waitSeconds: 60, repeatSeconds: 0.2 }), top],
+          },
+          police: { levels: [polsekLevel({ waitSeconds: 0.5 }), top] },
+        },
+      },
+      {
+        id: 'critical',
+        match: { severities: [4] },
+        chains: {
+          corrections: { levels: [lapasLevel({ waitSeconds: 60, repeatSeconds: 1 }), top] },
+          police: { levels: [polsekLevel({ waitSeconds: 60, repeatSeconds: 1 }), top] },
+        },
+      },
+    ],
+  } satisfies TestServerOptions['escalation'];
+
+  it('When an alert bringing another policy commits between a wake’s read and its climb (the climb decided again), Then the wake pages no round of the old wait, and the new wait’s first round is paged to both agencies', async () => {
+    // Neither runs the timer: the wakes below are the only ones.
+    const a = await server({ ESCALATION_WORKER: 'off' }, { escalation });
+    const b = await server({ ESCALATION_WORKER: 'off' }, { prefix: a.prefix, escalation });
+    const dispatch = await consoleFor(a.url, 'dispatch.nusakambangan');
+    const chief = await consoleFor(a.url, 'chief.permisan');
+    const operator = await consoleFor(a.url, 'operator.permisan');
+    const operatorOnB = await consoleFor(b.url, 'operator.permisan');
+    const alert = uniqueAlert({ severity: 2, category: 'fight' });
+    const opened = await operator.socket.emitWithAck('alert:raise', alert);
+    if (!opened.ok) throw new Error(JSON.stringify(opened.error));
+    const incident = opened.data.incident;
+    const police = listen(dispatch.socket, incident.id);
+    const lapas = listen(chief.socket, incident.id);
+    // The Polsek's climb is due, and the Lapas' third round.
+    const climbAt = incident.escalation.chains.police.dueAt ?? '';
+    await sleep(Date.parse(incident.openedAt) + 650 - Date.now());
+
+    // The wake reads the incident, and a command behind its read holds the connection: the wake's commit,
+    // sent on it next, waits until the other server's change has committed, and finds itself behind.
+    const gate = `${a.prefix}gate`;
+    const waking = a.app.services.escalation.wake({ incidentId: incident.id, at: climbAt });
+    const holding = a.app.redis.blpop(gate, 2);
+    const redis = new Redis(inject('redisUrl'));
+    try {
+      const held = async () =>
+        /\bname=sinergi:commands\b.*\bcmd=blpop\b/.test(String(await redis.client('LIST')));
+      await waitFor(held, { what: 'the wake’s connection held after its read' });
+      const worse = await operatorOnB.socket.emitWithAck('alert:raise', {
+        ...alert,
+        clientRef: randomUUID(),
+        severity: 4,
+      });
+      if (!worse.ok) throw new Error(JSON.stringify(worse.error));
+      expect(worse.data.incident.escalation.policyId).toBe('critical');
+      const newWait = Date.parse(worse.data.incident.escalation.chains.corrections.waitFrom ?? '');
+      await redis.lpush(gate, 'go');
+      await holding;
+      const woke = await waking;
+      expect(woke).toMatchObject({ firedLateMs: [], skipped: 1 });
+      await sleep(300);
+      expect([...police, ...lapas]).toEqual([]);
+
+      // A second into the new wait, its first round: paged to both, not taken for a round of the old one.
+      await sleep(newWait + 1000 - Date.now());
+      await a.app.services.escalation.wake({
+        incidentId: incident.id,
+        at: new Date(newWait + 1000).toISOString(),
+      });
+      await waitFor(() => police.length >= 1 && lapas.length >= 1, { what: 'the new wait’s first round' });
+      for (const [heard, chain] of [
+        [police, 'police'],
+        [lapas, 'corrections'],
+      ] as const)
+        expect(heard).toEqual([expect.objectContaining({ kind: 'reminder', chain, level: 0, round: 1 })]);
+    } finally {
+      redis.disconnect();
     }
   });
 });

@@ -84,7 +84,8 @@ export function createEscalationService(deps: {
       if (!stored) return { firedLateMs: [], skipped: 0, next: undefined };
       const at = now();
       const nowMs = Date.parse(at);
-      const due = dueOnWake(stored.incident, stored.policy, Date.parse(timer.at), nowMs);
+      const plannedMs = Date.parse(timer.at);
+      const due = dueOnWake(stored.incident, stored.policy, plannedMs, nowMs);
       const outcome: WakeOutcome = { firedLateMs: [], skipped: 0, next: undefined };
       // Decided first on the incident as read, saving a read. The climbs and resumes due now go in one commit,
       // at one moment, so that chains that waited alike go on waiting alike and climb together again.
@@ -115,13 +116,14 @@ export function createEscalationService(deps: {
         outcome.skipped += moves.length - result.events.length;
       }
       const { incident, policy } = stored;
-      const pages = due.rounds.flatMap(({ chain, level, round }) => {
-        const c = incident.escalation.chains[chain];
+      // The rounds are reckoned again on the incident as the commit left it, which may have been read anew after
+      // a change that came meanwhile: a round is counted from the start of its chain's wait at its level, which
+      // each generation begins anew (an alert bringing another policy, say), and is claimed under that wait.
+      const { rounds } = dueOnWake(incident, policy, plannedMs, nowMs);
+      const pages = rounds.flatMap(({ chain, level, round }) => {
         const notify = policy.chains[chain].levels[level]?.notify;
-        // A level is paged only while the chain still waits at it.
-        if (!notify || c.level !== level || (c.status !== 'running' && c.status !== 'exhausted')) return [];
-        // A round is counted from the start of the chain's wait at its level, which each generation begins anew.
-        return [{ chain, level, round, notify, wait: `${chain}.${c.generation}.${level}` }];
+        const wait = `${chain}.${incident.escalation.chains[chain].generation}.${level}`;
+        return notify ? [{ chain, level, round, notify, wait }] : [];
       });
       if (pages.length > 0) {
         const claimed = await repo.claimPages(incident.id, pages);
