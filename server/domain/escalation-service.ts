@@ -10,7 +10,7 @@ import {
   incidentWake,
   resolveTargets,
 } from '../../shared/escalation.ts';
-import type { Alert, Incident } from '../../shared/incident.ts';
+import type { Incident } from '../../shared/incident.ts';
 import {
   checkVisible,
   decideEscalation,
@@ -97,19 +97,7 @@ export function createEscalationService(deps: {
         ...due.resumes.map((chain) => (current: StoredIncident) => decideResume(current.incident, chain, at)),
       ];
       if (moves.length > 0) {
-        // Both chains climbing in one commit may each add parties: the opening alert is read once for both.
-        let opening: Promise<Alert | undefined> | undefined;
-        const result = await writer.changeAll(
-          timer.incidentId,
-          moves,
-          async (fired) => {
-            if (fired.type !== 'escalated' || fired.data.addedUnits.length === 0) return {};
-            opening ??= repo.openingAlert(timer.incidentId);
-            const alert = await opening;
-            return alert ? { alert } : {};
-          },
-          stored,
-        );
+        const result = await writer.changeAll(timer.incidentId, moves, stored);
         stored = result.stored;
         for (const event of result.events)
           if (event.type === 'escalated') outcome.firedLateMs.push(event.data.lateMs);

@@ -78,12 +78,23 @@ export function createIncidentWriter(deps: {
     undelivered.delivered(deliveryMember(quietFor === undefined ? delivery : { ...delivery, quietFor }));
   }
 
-  /** The alert behind an event's `alert:new`: the one it brought, or the opening one for parties it added. */
-  async function alertOf(event: IncidentEvent): Promise<Alert | undefined> {
-    if (bringsAlert(event)) return event.data.alert;
-    if (event.type === 'escalated' && event.data.addedUnits.length > 0)
-      return repo.openingAlert(event.incidentId);
-    return undefined;
+  /**
+   * Each change with the alert behind its `alert:new`: the one its event brought, or, for units an escalation
+   * added, the opening one (read once, however many chains climbed in the commit).
+   */
+  async function withAlerts(changes: IncidentChange[]): Promise<IncidentChange[]> {
+    let opening: Promise<Alert | undefined> | undefined;
+    const out: IncidentChange[] = [];
+    for (const change of changes) {
+      const { event } = change;
+      let alert = bringsAlert(event) ? event.data.alert : undefined;
+      if (event.type === 'escalated' && event.data.addedUnits.length > 0) {
+        opening ??= repo.openingAlert(event.incidentId);
+        alert = await opening;
+      }
+      out.push(alert ? { ...change, alert } : change);
+    }
+    return out;
   }
 
   /**
@@ -93,7 +104,6 @@ export function createIncidentWriter(deps: {
   async function changeAll(
     id: string,
     decisions: readonly ((stored: StoredIncident) => PendingEvent | null)[],
-    extras: (event: IncidentEvent, incident: Incident) => Promise<Partial<IncidentChange>> = async () => ({}),
     /** The incident as the caller last read it: decided on first, saving a read when it is still current. */
     known?: StoredIncident,
   ): Promise<{ stored: StoredIncident; events: IncidentEvent[] }> {
@@ -119,14 +129,7 @@ export function createIncidentWriter(deps: {
         listedOpen: !isTerminal(last.incident.status),
       });
       if (change !== undefined) {
-        const full: IncidentChange[] = [];
-        for (const c of changes)
-          full.push({
-            ...c,
-            ...(c !== last && { superseded: true }),
-            ...(await extras(c.event, c.incident)),
-          });
-        await delivered(full);
+        await delivered(await withAlerts(changes.map((c) => (c === last ? c : { ...c, superseded: true }))));
         return { stored: after, events: changes.map((c) => c.event) };
       }
     }
@@ -148,27 +151,20 @@ export function createIncidentWriter(deps: {
       if (!delivery || !stored) return undelivered.delivered(member);
       const { incidentId, fromSeq, toSeq, quietFor } = delivery;
       const events = await repo.events(incidentId, fromSeq - 1, toSeq - fromSeq + 1);
-      const changes: IncidentChange[] = [];
-      for (const [i, event] of events.entries()) {
-        const alert = await alertOf(event);
-        changes.push({
-          ...stored,
-          event,
-          ...(alert && { alert }),
-          ...(quietFor !== undefined && { quietFor }),
-          ...(i < events.length - 1 && { superseded: true }),
-        });
-      }
-      await delivered(changes);
+      const changes = events.map((event, i) => ({
+        ...stored,
+        event,
+        ...(quietFor !== undefined && { quietFor }),
+        ...(i < events.length - 1 && { superseded: true }),
+      }));
+      await delivered(await withAlerts(changes));
     },
 
     async change(
       id: string,
       decide: (stored: StoredIncident) => PendingEvent | null,
-      extras?: (event: IncidentEvent, incident: Incident) => Promise<Partial<IncidentChange>>,
-      known?: StoredIncident,
     ): Promise<{ stored: StoredIncident; event?: IncidentEvent }> {
-      const { stored, events } = await changeAll(id, [decide], extras, known);
+      const { stored, events } = await changeAll(id, [decide]);
       const [event] = events;
       return event ? { stored, event } : { stored };
     },
