@@ -130,7 +130,7 @@ describe('login rate limits', () => {
     expect((await loginFrom(freshAddress(), 'chief.permisan', DEMO_PASSWORD)).status).toBe(200);
   });
 
-  it('evaluates at most 3 of 20 wrong passwords sent at once for one account, refuses the rest with 429, and then the right one too', async () => {
+  it('answers 401 to at most 3 of 20 wrong passwords sent at once for one account, 429 to the rest, and then to the right one too', async () => {
     const { password } = await addAccount(limited, {
       username: 'guard.parallel',
       role: 'operator',
@@ -143,6 +143,18 @@ describe('login rate limits', () => {
     expect(statuses.filter((s) => s === 401)).toHaveLength(3);
     expect(statuses.filter((s) => s === 429)).toHaveLength(17);
     expect((await loginFrom(freshAddress(), 'guard.parallel', password)).status).toBe(429);
+  });
+
+  it('lets in every workstation of a control room logging in to its shared account at the same moment, however many', async () => {
+    const { password } = await addAccount(limited, {
+      username: 'control.room',
+      role: 'operator',
+      unitId: 'lapas-batu',
+    });
+    const answers = await Promise.all(
+      Array.from({ length: 10 }, () => loginFrom(freshAddress(), 'control.room', password)),
+    );
+    expect(answers.map((a) => a.status)).toEqual(Array(10).fill(200));
   });
 
   it('counts failures for an unknown username too, so probing for accounts is limited the same way', async () => {

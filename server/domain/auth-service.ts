@@ -102,8 +102,10 @@ export function createAuthService(deps: {
       await limiter.admit(ip, request.username);
       const user = await users.findByUsername(request.username);
       const passwordOk = await verifyPassword(user?.passwordHash, request.password);
-      if (!user || !passwordOk || user.disabled || !topology.unit(user.unitId))
+      if (!user || !passwordOk || user.disabled || !topology.unit(user.unitId)) {
+        await limiter.recordFailure(request.username);
         throw new DomainError('unauthorized', INVALID_LOGIN);
+      }
       await limiter.recordSuccess(request.username);
       const sessionId = randomUUID();
       const secret = randomBytes(32).toString('base64url');
