@@ -104,6 +104,7 @@ export function createApp(deps: AppDeps): App {
   const sessions = createSessionRepository(redis, keys);
   const limiter = createLoginLimiter(redis, keys, {
     maxFailuresPerUser: config.auth.loginMaxFailuresPerUser,
+    maxFailuresPerUserAndIp: config.auth.loginMaxFailuresPerUserAndIp,
     maxAttemptsPerIp: config.auth.loginMaxAttemptsPerIp,
     windowSeconds: config.auth.loginWindowSeconds,
   });

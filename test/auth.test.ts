@@ -21,7 +21,12 @@ beforeAll(async () => {
   [server, limited] = await Promise.all([
     startTestServer(),
     startTestServer({
-      env: { LOGIN_MAX_FAILURES_PER_USER: '3', LOGIN_MAX_ATTEMPTS_PER_IP: '5', TRUST_PROXY: '1' },
+      env: {
+        LOGIN_MAX_FAILURES_PER_USER: '3',
+        LOGIN_MAX_FAILURES_PER_USER_AND_IP: '2',
+        LOGIN_MAX_ATTEMPTS_PER_IP: '5',
+        TRUST_PROXY: '1',
+      },
     }),
   ]);
 });
@@ -128,6 +133,20 @@ describe('login rate limits', () => {
 
     // Other accounts from the same address are unaffected.
     expect((await loginFrom(freshAddress(), 'chief.permisan', DEMO_PASSWORD)).status).toBe(200);
+  });
+
+  it('locks out of an account the workstation that failed twice, not the account: another workstation still logs in', async () => {
+    const { password } = await addAccount(limited, {
+      username: 'control.batu',
+      role: 'operator',
+      unitId: 'lapas-batu',
+    });
+    const mistyping = freshAddress();
+    for (let i = 0; i < 2; i++) expect((await loginFrom(mistyping, 'control.batu', 'typo')).status).toBe(401);
+    const refused = await loginFrom(mistyping, 'control.batu', password);
+    expect(refused.status).toBe(429);
+    expect(HttpErrorResponse.parse(refused.body).error.code).toBe('rate_limited');
+    expect((await loginFrom(freshAddress(), 'control.batu', password)).status).toBe(200);
   });
 
   it('answers 401 to at most 3 of 20 wrong passwords sent at once for one account, 429 to the rest, and then to the right one too', async () => {

@@ -103,10 +103,10 @@ export function createAuthService(deps: {
       const user = await users.findByUsername(request.username);
       const passwordOk = await verifyPassword(user?.passwordHash, request.password);
       if (!user || !passwordOk || user.disabled || !topology.unit(user.unitId)) {
-        await limiter.recordFailure(request.username);
+        await limiter.recordFailure(ip, request.username);
         throw new DomainError('unauthorized', INVALID_LOGIN);
       }
-      await limiter.recordSuccess(request.username);
+      await limiter.recordSuccess(ip, request.username);
       const sessionId = randomUUID();
       const secret = randomBytes(32).toString('base64url');
       await sessions.create(sessionId, user.id, sha256(secret), settings.refreshTtlSeconds);
