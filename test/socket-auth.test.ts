@@ -128,12 +128,11 @@ describe('a connected console', () => {
       role: 'security_chief',
       unitId: 'lapas-nirbaya',
     });
-    const login = await fetch(`${server.url}/api/auth/login`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ username: 'guard.nirbaya', password: guard.password }),
-    }).then((r) => r.json());
-    const socket = openConsole(server.url, login.accessToken, { reconnection: true, reconnectionDelay: 100 });
+    const session = await login(server.url, 'guard.nirbaya', guard.password);
+    const socket = openConsole(server.url, session.accessToken, {
+      reconnection: true,
+      reconnectionDelay: 100,
+    });
     await waitFor(() => socket.connected, { what: 'first connection' });
     const heard: string[] = [];
     socket.on('alert:new', ({ incidentId }) => heard.push(incidentId));
@@ -155,11 +154,7 @@ describe('a connected console', () => {
     await waitFor(() => !server.app.io.of('/').sockets.has(socket.id ?? ''), {
       what: 'the server to see the drop',
     });
-    const chiefLogin = await fetch(`${server.url}/api/auth/login`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ username: 'chief.nirbaya', password: chief.password }),
-    }).then((r) => r.json());
+    const chiefLogin = await login(server.url, 'chief.nirbaya', chief.password);
     const missed = await post(
       server.url,
       '/api/alerts',
