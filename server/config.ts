@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { RedisAddress } from './redis/redis-connection.ts';
+import { REDELIVER_AFTER_MS } from './storage/incidents.repository.ts';
 
 const Flag = z
   .enum(['1', '0', 'true', 'false', 'yes', 'no', 'on', 'off'])
@@ -67,7 +68,7 @@ export const EnvSchema = z
     WORKER_STALLED_INTERVAL_MS: z.coerce.number().int().min(100).default(5_000),
     DEDUP_WINDOW_SECONDS: Seconds(15 * 60),
     RAISE_RATE_PER_MINUTE: z.coerce.number().int().min(1).default(120),
-    REDELIVER_AFTER_MS: z.coerce.number().int().min(500).default(5000),
+    REDELIVER_AFTER_MS: z.coerce.number().int().min(500).default(REDELIVER_AFTER_MS),
     NOTE_RATE_PER_MINUTE: z.coerce.number().int().min(1).default(120),
   })
   .superRefine(

@@ -150,7 +150,7 @@ function luaScript(redis: Redis, source: string) {
 export const REDELIVER_AFTER_MS = 5000;
 
 /** The delivery a commit notes: its incident, its events and the socket of a silent raise. */
-export function deliveryOf(c: Pick<Commit, 'incident' | 'event' | 'earlier' | 'quietFor'>): Delivery {
+function deliveryOf(c: Pick<Commit, 'incident' | 'event' | 'earlier' | 'quietFor'>): Delivery {
   return {
     incidentId: c.incident.id,
     fromSeq: c.earlier?.[0]?.seq ?? c.event.seq,
