@@ -71,4 +71,24 @@ describe('delivery of committed changes', () => {
     await waitFor(async () => (await client.zcard(undelivered)) === 0, { what: 'the delivery confirmed' });
     expect(heard).toEqual([report.clientRef]);
   });
+
+  it('When a silent (duress) raise is delivered again, Then the Polsek gets it and the console that raised it still shows nothing', async () => {
+    const dispatch = await consoleFor(b.url, 'dispatch.nusakambangan');
+    const heard: string[] = [];
+    dispatch.socket.on('alert:new', ({ alert }) => heard.push(alert.clientRef));
+    const operator = await consoleFor(a.url, 'operator.permisan');
+    const shown: string[] = [];
+    operator.socket.on('alert:new', ({ alert }) => shown.push(alert.clientRef));
+    const report = uniqueAlert({ severity: 1, silent: true });
+
+    await client.client('PAUSE', 3500, 'WRITE');
+    const lost = await operator.socket.timeout(10_000).emitWithAck('alert:raise', report);
+    expect(lost).toMatchObject({ ok: false, error: { code: 'unavailable' } });
+    await waitFor(() => heard.includes(report.clientRef), {
+      timeoutMs: 8000,
+      what: 'the Polsek to get the silent alert delivered again',
+    });
+    await waitFor(async () => (await client.zcard(undelivered)) === 0, { what: 'the delivery confirmed' });
+    expect(shown).toEqual([]);
+  });
 });
