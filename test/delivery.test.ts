@@ -16,10 +16,12 @@ let b: TestServer;
 let client: Redis;
 const prefix = uniquePrefix();
 const undelivered = redisKeys(prefix).undelivered;
+// Short, for the test's sake, yet well above what a first delivery takes on a loaded machine.
+const GRACE_MS = 2000;
 
 beforeAll(async () => {
   [store, sockets] = await Promise.all([startOwnRedis('delivery-store'), startOwnRedis('delivery-sockets')]);
-  const env = { SOCKET_REDIS_URL: sockets.redis.url, REDELIVER_AFTER_MS: '1000' };
+  const env = { SOCKET_REDIS_URL: sockets.redis.url, REDELIVER_AFTER_MS: String(GRACE_MS) };
   a = await startTestServer({ prefix, redisUrl: store.redis.url, env });
   b = await startTestServer({ prefix, redisUrl: store.redis.url, env, seedDemo: false });
   client = new Redis(store.redis.url);
@@ -40,8 +42,8 @@ describe('delivery of committed changes', () => {
     const res = await operator.socket.emitWithAck('alert:raise', uniqueAlert());
     if (!res.ok) throw new Error(JSON.stringify(res.error));
     await waitFor(async () => (await client.zcard(undelivered)) === 0, { what: 'the delivery confirmed' });
-    // Past the grace and a few redelivery rounds.
-    await new Promise((r) => setTimeout(r, 1800));
+    // Past the grace and a few redelivery rounds (five per grace).
+    await new Promise((r) => setTimeout(r, GRACE_MS * 1.4));
     expect(heard).toEqual([res.data.alert.id]);
   });
 
