@@ -63,16 +63,21 @@ export function createIncidentWriter(deps: {
 }) {
   const { repo, publisher, timers, undelivered } = deps;
 
-  /** Publishes the changes one commit stored, oldest first, sets their timers, and forgets the commit's note. */
-  async function delivered(changes: IncidentChange[]): Promise<void> {
-    const [first] = changes;
-    const last = changes.at(-1);
-    if (!first || !last) return;
+  /** Publishes changes, oldest first, and sets their timers. */
+  async function publish(changes: IncidentChange[]): Promise<void> {
     for (const change of changes) {
       publisher.changed(change);
       // The change is already durable; a timer that fails to set is found and set again by the auditor.
       await timers.sync(change).catch((error: unknown) => deps.onTimerError(error, change));
     }
+  }
+
+  /** Delivers the changes one commit stored, and forgets the commit's note. */
+  async function delivered(changes: IncidentChange[]): Promise<void> {
+    const [first] = changes;
+    const last = changes.at(-1);
+    if (!first || !last) return;
+    await publish(changes);
     const { quietFor } = first;
     const delivery = { incidentId: first.incident.id, fromSeq: first.event.seq, toSeq: last.event.seq };
     undelivered.delivered(deliveryMember(quietFor === undefined ? delivery : { ...delivery, quietFor }));
@@ -147,7 +152,8 @@ export function createIncidentWriter(deps: {
     async redeliver(member: string): Promise<void> {
       const delivery = parseDelivery(member);
       const stored = delivery && (await repo.load(delivery.incidentId));
-      // A note naming nothing that exists is forgotten rather than claimed for ever.
+      // A note naming nothing that exists is forgotten rather than claimed for ever. Otherwise the note itself
+      // is forgotten once what it names is out, even should fewer events be found than it names.
       if (!delivery || !stored) return undelivered.delivered(member);
       const { incidentId, fromSeq, toSeq, quietFor } = delivery;
       const events = await repo.events(incidentId, fromSeq - 1, toSeq - fromSeq + 1);
@@ -157,7 +163,8 @@ export function createIncidentWriter(deps: {
         ...(quietFor !== undefined && { quietFor }),
         ...(i < events.length - 1 && { superseded: true }),
       }));
-      await delivered(await withAlerts(changes));
+      await publish(await withAlerts(changes));
+      undelivered.delivered(member);
     },
 
     async change(
