@@ -6,7 +6,7 @@ import { type EmbeddedRedis, startEmbeddedRedis } from '../server/redis/embedded
 import { redisKeys } from '../server/storage/keys.ts';
 import { rooms } from '../shared/rooms.ts';
 import { uniqueAlert } from './support/alerts.ts';
-import { closeConsoles, connectConsole, consoleFor, get, login } from './support/consoles.ts';
+import { closeConsoles, connectConsole, consoleFor, get } from './support/consoles.ts';
 import { startOwnRedis } from './support/own-redis.ts';
 import { addAccount, startTestServer, TEST_JWT_SECRET, type TestServer } from './support/test-server.ts';
 import { waitFor } from './support/wait-for.ts';
@@ -53,8 +53,7 @@ describe('two servers on one Redis', () => {
       role: 'operator',
       unitId: 'lapas-batu',
     });
-    const session = await login(b.url, 'guard.batu', password);
-    const guard = await connectConsole(b.url, session.accessToken);
+    const { socket: guard, session } = await consoleFor(b.url, 'guard.batu', password);
     const bystander = (await consoleFor(b.url, 'dispatch.cilacap')).socket;
     const ended: unknown[] = [];
     guard.on('session:ended', (payload) => ended.push(payload));
@@ -75,8 +74,7 @@ describe('two servers on one Redis', () => {
       role: 'operator',
       unitId: 'lapas-besi',
     });
-    const session = await login(b.url, 'guard.besi', password);
-    const guard = await connectConsole(b.url, session.accessToken);
+    const { socket: guard } = await consoleFor(b.url, 'guard.besi', password);
     const ended: unknown[] = [];
     guard.on('session:ended', (payload) => ended.push(payload));
 

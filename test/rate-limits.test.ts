@@ -1,6 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { uniqueAlert } from './support/alerts.ts';
-import { closeConsoles, connectConsole, consoleFor, get, login } from './support/consoles.ts';
+import { closeConsoles, consoleFor, get, login } from './support/consoles.ts';
 import { addAccount, startTestServer, type TestServer } from './support/test-server.ts';
 
 let server: TestServer;
@@ -41,8 +41,7 @@ describe('per-user rate limits on raises and notes', () => {
       role: 'operator',
       unitId: 'lapas-nirbaya',
     });
-    const session = await login(server.url, 'guard.nirbaya', password);
-    const socket = await connectConsole(server.url, session.accessToken);
+    const { socket } = await consoleFor(server.url, 'guard.nirbaya', password);
     const first = uniqueAlert({ facilityId: 'lapas-nirbaya' });
     expect(await socket.emitWithAck('alert:raise', first)).toMatchObject({ ok: true });
     // A console that lost the answers retries its report twice: still two new alerts left of three.
@@ -85,8 +84,7 @@ describe('per-user rate limits on raises and notes', () => {
       role: 'operator',
       unitId: 'lapas-nirbaya',
     });
-    const session = await login(server.url, 'watch.nirbaya', password);
-    const socket = await connectConsole(server.url, session.accessToken);
+    const { socket, session } = await consoleFor(server.url, 'watch.nirbaya', password);
     const raised = await socket.emitWithAck('alert:raise', uniqueAlert({ facilityId: 'lapas-nirbaya' }));
     if (!raised.ok) throw new Error(JSON.stringify(raised.error));
     const incidentId = raised.data.incident.id;

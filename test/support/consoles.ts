@@ -67,8 +67,8 @@ export function connectConsole(
 }
 
 /** Logs a demo account in and connects its console. */
-export async function consoleFor(baseUrl: string, username: string) {
-  const session = await login(baseUrl, username);
+export async function consoleFor(baseUrl: string, username: string, password = DEMO_PASSWORD) {
+  const session = await login(baseUrl, username, password);
   const socket = await connectConsole(baseUrl, session.accessToken);
   return { socket, session };
 }
