@@ -17,6 +17,8 @@ import { tokenExpiringIn } from './support/tokens.ts';
 import { waitFor } from './support/wait-for.ts';
 
 let server: TestServer;
+/** A login's session id, the middle part of its refresh token. */
+const sessionOf = (login: { refreshToken: string }) => login.refreshToken.split('.')[1];
 beforeAll(async () => {
   server = await startTestServer();
 });
@@ -41,14 +43,19 @@ describe('socket handshake', () => {
     await expect(connectConsole(server.url, expired)).rejects.toThrow('unauthorized');
   });
 
-  it('joins a Permisan operator to exactly its Lapas room, its role room and its own user room', async () => {
+  it("joins a Permisan operator to exactly its Lapas room, its role room, its own user room and its login's room", async () => {
     const { socket, session } = await consoleFor(server.url, 'operator.permisan');
     const res = await socket.emitWithAck('session:whoami', {});
     expect(res).toEqual({
       ok: true,
       data: {
         user: session.user,
-        rooms: ['facility:lapas-permisan', 'role:lapas-permisan:operator', `user:${session.user.id}`].sort(),
+        rooms: [
+          'facility:lapas-permisan',
+          'role:lapas-permisan:operator',
+          `user:${session.user.id}`,
+          `session:${sessionOf(session)}`,
+        ].sort(),
         expiresAt: session.accessTokenExpiresAt,
       },
     });
@@ -58,7 +65,12 @@ describe('socket handshake', () => {
     const { socket, session } = await consoleFor(server.url, 'commander.cilacap');
     const res = await socket.emitWithAck('session:whoami', {});
     expect(res.ok && res.data.rooms).toEqual(
-      ['command:polresta-cilacap', 'role:polresta-cilacap:commander', `user:${session.user.id}`].sort(),
+      [
+        'command:polresta-cilacap',
+        'role:polresta-cilacap:commander',
+        `user:${session.user.id}`,
+        `session:${sessionOf(session)}`,
+      ].sort(),
     );
   });
 

@@ -215,7 +215,7 @@ truth; this file is generated from them and a test fails if it is out of date.
 2. Connect Socket.IO to the same origin with \`auth: { token: accessToken }\` (never in the query string).
    A missing, bad or expired token is refused with a \`connect_error\` whose message is \`unauthorized\`.
 3. On connect the socket joins its unit's room (\`facility:<id>\`, \`precinct:<id>\` or \`command:<id>\`), its
-   role room (\`role:<unitId>:<role>\`) and its own user room. \`incident:join\` adds \`incident:<id>\`.
+   role room (\`role:<unitId>:<role>\`), its own user room and the room of its login (session). \`incident:join\` adds \`incident:<id>\`.
 4. Before the access token expires, \`POST /api/auth/refresh\` and reconnect with the new token; at expiry
    the server sends \`session:ended\` and disconnects the socket.
 5. After any reconnect, call \`sync\` with the last \`cursor\` you received.

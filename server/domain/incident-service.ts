@@ -31,8 +31,8 @@ import type { RateGate } from '../storage/rate-gate.ts';
 import { COMMIT_ATTEMPTS, type IncidentWriter, seal } from './incident-writer.ts';
 
 export interface RaiseOrigin {
-  /** The raising console's socket, for silent raises. */
-  socketId?: string;
+  /** The raising console's login: none of its consoles may show the alarm of a silent raise. */
+  sessionId?: string;
   /** The caller as re-checked now, when the check runs alongside the first reads; nothing is stored before it passes. */
   standing?: Promise<PublicUser>;
 }
@@ -97,7 +97,7 @@ export function createIncidentService(deps: {
       if (gate) throw gate.refusal;
 
       const alertId = randomUUID();
-      const quiet = raise.silent && origin.socketId !== undefined ? { quietFor: origin.socketId } : {};
+      const quiet = raise.silent && origin.sessionId !== undefined ? { quietFor: origin.sessionId } : {};
       for (let attempt = 0; attempt < COMMIT_ATTEMPTS; attempt++) {
         const expectedDedup = attempt === 0 ? firstDedup : await repo.dedupRecord(raise);
         const candidate = expectedDedup ? await repo.load(expectedDedup) : undefined;

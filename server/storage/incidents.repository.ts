@@ -22,7 +22,7 @@ export interface Commit {
   earlier?: IncidentEvent[];
   /** Still in consoles' open lists (not closed, false alarm or cancelled). */
   listedOpen: boolean;
-  /** The socket of a silent raise, kept with the note of the change's delivery. */
+  /** The session of a silent raise, kept with the note of the change's delivery. */
   quietFor?: string;
 }
 

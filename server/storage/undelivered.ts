@@ -14,11 +14,11 @@ export interface Delivery {
   /** The commit's events, oldest first: several when one commit carried more than one (both chains climbing). */
   fromSeq: number;
   toSeq: number;
-  /** The socket a silent raise came from, which must not show the alarm on a second delivery either. */
+  /** The session a silent raise came from, whose consoles must not show the alarm on a second delivery either. */
   quietFor?: string;
 }
 
-/** A delivery as the note's member: `incidentId/fromSeq/toSeq[/socketId]`. */
+/** A delivery as the note's member: `incidentId/fromSeq/toSeq[/sessionId]`. */
 export function deliveryMember(d: Delivery): string {
   const member = `${d.incidentId}/${d.fromSeq}/${d.toSeq}`;
   return d.quietFor === undefined ? member : `${member}/${d.quietFor}`;

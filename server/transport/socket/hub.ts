@@ -123,13 +123,13 @@ export function createHub(deps: HubDeps): {
   }
 
   io.on('connection', (socket) => {
-    const { user, expiresAt } = socket.data;
+    const { user, sessionId, expiresAt } = socket.data;
     const unit = deps.topology.unit(user.unitId);
     if (!unit) {
       socket.disconnect(true);
       return;
     }
-    void socket.join(roomsForMember(unit, user.role, user.id));
+    void socket.join(roomsForMember(unit, user.role, user.id, sessionId));
     // Sent as the constructor would have: as they were broadcast, each ending with its stream offset, and
     // locally, not appended to the stream a second time.
     const send = io.local.to(socket.id) as unknown as { emit(...packet: unknown[]): boolean };
@@ -147,11 +147,9 @@ export function createHub(deps: HubDeps): {
 
   /** Ends a user's sockets on this process, or one session's (every process hears of each revocation). */
   const dropSessions = (userId: string, sessionId: string | undefined) => {
-    const nsp = io.of('/');
-    for (const id of nsp.adapter.rooms.get(rooms.user(userId)) ?? []) {
-      const socket = nsp.sockets.get(id);
-      if (socket && (sessionId === undefined || socket.data.sessionId === sessionId)) end(socket, 'revoked');
-    }
+    const room = sessionId === undefined ? rooms.user(userId) : rooms.session(sessionId);
+    io.local.to(room).emit('session:ended', { reason: 'revoked' });
+    io.local.in(room).disconnectSockets();
   };
 
   return { io, dropSessions };

@@ -39,7 +39,11 @@ export function createIncidentPublisher(
             .emit('incident:updated', { ...meta, incident });
       } else if (alert) {
         const to = io.to(parties);
-        (quietFor === undefined ? to : to.except(quietFor)).emit('alert:new', { ...meta, incident, alert });
+        (quietFor === undefined ? to : to.except(rooms.session(quietFor))).emit('alert:new', {
+          ...meta,
+          incident,
+          alert,
+        });
       } else if (!superseded) {
         io.to(parties).emit('incident:updated', { ...meta, incident });
       }

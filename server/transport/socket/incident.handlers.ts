@@ -12,9 +12,9 @@ export function incidentHandlers(
     defineHandler(
       ctx,
       'alert:raise',
-      (payload, caller, socket, standing) =>
+      (payload, caller, _socket, standing) =>
         incidents.raise(caller.user, payload, {
-          socketId: socket.id,
+          sessionId: caller.sessionId,
           standing: standing.then((p) => p.user),
         }),
       { overlapRecheck: true },
