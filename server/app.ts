@@ -151,6 +151,7 @@ export function createApp(deps: AppDeps): App {
     publisher: { changed: (change) => publisher?.changed(change) },
     timers: escalationQueue.timers,
     undelivered,
+    broadcastReady: () => adapterRedis.status === 'ready',
     onTimerError: (err, change) =>
       logger.error(
         { err, incidentId: change.incident.id },

@@ -2,9 +2,11 @@ import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type EmbeddedRedis, startEmbeddedRedis } from '../server/redis/embedded-redis.ts';
+import { redisKeys } from '../server/storage/keys.ts';
 import { uniqueAlert } from './support/alerts.ts';
 import { closeConsoles, consoleFor, get, post } from './support/consoles.ts';
 import { startOwnRedis } from './support/own-redis.ts';
@@ -67,7 +69,7 @@ describe('when Redis goes away', () => {
 });
 
 describe('when the broadcast Redis goes away', () => {
-  it('still stores and acknowledges raises, and each process keeps the raise budget meanwhile', async () => {
+  it('still stores and acknowledges raises, keeps the notes of their delivery, and each process keeps the raise budget meanwhile', async () => {
     const store = await startOwnRedis('store');
     const broadcasts = await startOwnRedis('broadcasts');
     const own = await startTestServer({
@@ -85,6 +87,15 @@ describe('when the broadcast Redis goes away', () => {
         if (!answer.ok) continue;
         const stored = await get(own.url, `/api/incidents/${answer.data.incident.id}`, session.accessToken);
         expect(stored.status).toBe(200);
+      }
+      // Their broadcasts wait in this process's memory: the notes of their delivery stay, for another process
+      // to deliver them should this one stop before the broadcast Redis is back.
+      await new Promise((r) => setTimeout(r, 500));
+      const client = new Redis(store.redis.url);
+      try {
+        expect(await client.zcard(redisKeys(own.prefix).undelivered)).toBe(3);
+      } finally {
+        client.disconnect();
       }
     } finally {
       await own.close();

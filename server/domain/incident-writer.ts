@@ -18,7 +18,7 @@ export interface IncidentChange {
   policy: EscalationSnapshot;
   /** The alert behind `alert:new`: the new one for a raise, the opening one when escalation adds parties. */
   alert?: Alert;
-  /** The socket a silent raise came from: it must not show the alarm. */
+  /** The session (login) a silent raise came from: none of its consoles may show the alarm. */
   quietFor?: string;
   /** A later change committed with this one follows it: this incident is not the latest. */
   superseded?: boolean;
@@ -59,6 +59,12 @@ export function createIncidentWriter(deps: {
   publisher: IncidentPublisher;
   timers: EscalationTimers;
   undelivered: Undelivered;
+  /**
+   * Whether what is published now leaves this process (the broadcast Redis answers). While it does not, the
+   * adapter holds broadcasts in memory, so a change's note is kept, for another process to deliver should
+   * this one stop first.
+   */
+  broadcastReady: () => boolean;
   onTimerError: (error: unknown, change: IncidentChange) => void;
 }) {
   const { repo, publisher, timers, undelivered } = deps;
@@ -72,6 +78,10 @@ export function createIncidentWriter(deps: {
     }
   }
 
+  const forget = (member: string) => {
+    if (deps.broadcastReady()) undelivered.delivered(member);
+  };
+
   /** Delivers the changes one commit stored, and forgets the commit's note. */
   async function delivered(changes: IncidentChange[]): Promise<void> {
     const [first] = changes;
@@ -80,7 +90,7 @@ export function createIncidentWriter(deps: {
     await publish(changes);
     const { quietFor } = first;
     const delivery = { incidentId: first.incident.id, fromSeq: first.event.seq, toSeq: last.event.seq };
-    undelivered.delivered(deliveryMember(quietFor === undefined ? delivery : { ...delivery, quietFor }));
+    forget(deliveryMember(quietFor === undefined ? delivery : { ...delivery, quietFor }));
   }
 
   /**
@@ -164,7 +174,7 @@ export function createIncidentWriter(deps: {
         ...(i < events.length - 1 && { superseded: true }),
       }));
       await publish(await withAlerts(changes));
-      undelivered.delivered(member);
+      forget(member);
     },
 
     async change(

@@ -26,11 +26,14 @@ export function startRedelivery(deps: {
       for (const member of await deps.undelivered.claimOverdue(deps.afterMs, BATCH)) {
         deps.logger.warn({ delivery: member }, 'delivering a change again: its delivery was not confirmed');
         deps.metrics.changesRedelivered.inc();
-        await deps.writer.redeliver(member);
+        // One that fails (its incident unreadable, a timeout) must not hold back the others claimed with it:
+        // it falls overdue again and is retried, by this process or another.
+        await deps.writer.redeliver(member).catch((err: unknown) => {
+          deps.logger.warn({ err, delivery: member }, 'could not deliver a change again; retrying');
+        });
       }
     } catch (err) {
-      // Claimed notes fall overdue again and are retried by this process or another.
-      deps.logger.warn({ err }, 'could not deliver overdue changes; retrying');
+      deps.logger.warn({ err }, 'could not claim overdue changes; retrying');
     } finally {
       running = false;
     }
