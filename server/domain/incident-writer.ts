@@ -88,9 +88,8 @@ export function createIncidentWriter(deps: {
     const last = changes.at(-1);
     if (!first || !last) return;
     await publish(changes);
-    const { quietFor } = first;
-    const delivery = { incidentId: first.incident.id, fromSeq: first.event.seq, toSeq: last.event.seq };
-    forget(deliveryMember(quietFor === undefined ? delivery : { ...delivery, quietFor }));
+    const { incident, event, quietFor } = first;
+    forget(deliveryMember({ incidentId: incident.id, fromSeq: event.seq, toSeq: last.event.seq, quietFor }));
   }
 
   /**

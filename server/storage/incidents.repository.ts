@@ -149,13 +149,13 @@ function luaScript(redis: Redis, source: string) {
 /** Where a commit's note of its delivery must be forgotten by: after that, another process delivers it. */
 export const REDELIVER_AFTER_MS = 5000;
 
-/** The delivery a commit notes: its incident, its events and the socket of a silent raise. */
+/** The delivery a commit notes: its incident, its events and the session of a silent raise. */
 function deliveryOf(c: Pick<Commit, 'incident' | 'event' | 'earlier' | 'quietFor'>): Delivery {
   return {
     incidentId: c.incident.id,
     fromSeq: c.earlier?.[0]?.seq ?? c.event.seq,
     toSeq: c.event.seq,
-    ...(c.quietFor !== undefined && { quietFor: c.quietFor }),
+    quietFor: c.quietFor,
   };
 }
 

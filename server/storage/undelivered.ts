@@ -15,7 +15,7 @@ export interface Delivery {
   fromSeq: number;
   toSeq: number;
   /** The session a silent raise came from, whose consoles must not show the alarm on a second delivery either. */
-  quietFor?: string;
+  quietFor?: string | undefined;
 }
 
 /** A delivery as the note's member: `incidentId/fromSeq/toSeq[/sessionId]`. */
@@ -30,7 +30,7 @@ export function parseDelivery(member: string): Delivery | undefined {
   const toSeq = Number(to);
   if (!incidentId || !Number.isInteger(fromSeq) || !Number.isInteger(toSeq) || fromSeq > toSeq)
     return undefined;
-  return quietFor ? { incidentId, fromSeq, toSeq, quietFor } : { incidentId, fromSeq, toSeq };
+  return { incidentId, fromSeq, toSeq, quietFor: quietFor || undefined };
 }
 
 // KEYS: the notes.  ARGV: now, when a claimed note falls overdue again, how many at most.
