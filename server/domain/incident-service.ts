@@ -29,6 +29,7 @@ import type { AlertRef, IncidentRepository } from '../storage/incidents.reposito
 import type { OpenedIndex, OpenedRow } from '../storage/opened-index.ts';
 import type { RateGate } from '../storage/rate-gate.ts';
 import { COMMIT_ATTEMPTS, type IncidentWriter, seal } from './incident-writer.ts';
+import { sharedReads } from './shared-reads.ts';
 
 export interface RaiseOrigin {
   /** The raising console's login: none of its consoles may show the alarm of a silent raise. */
@@ -56,6 +57,21 @@ export function createIncidentService(deps: {
 }) {
   const { repo, openedIndex, writer, topology, gates, settings } = deps;
   const now = () => (deps.now?.() ?? new Date()).toISOString();
+
+  // Shared by the consoles that sync at once (a unit's workstations after a restart); each caller then keeps
+  // only what it is a party to. The change counter is read first: the incidents read after it are at least
+  // that new, and anything later reaches the console live or at its next sync.
+  const openIn = sharedReads(async (scope: string | undefined) => {
+    const head = await repo.currentChangeSeq();
+    const open = await repo.loadMany(await repo.openIds(scope));
+    open.sort((a, b) => b.openedAt.localeCompare(a.openedAt));
+    return { head, open };
+  });
+  const changedAfter = sharedReads(async (since: number) => {
+    const changes = await repo.changedSince(since, SYNC_BATCH);
+    const changed = await repo.loadMany(changes.map((c) => c.id));
+    return { changed, cursor: changes.at(-1)?.change ?? since, more: changes.length === SYNC_BATCH };
+  });
 
   async function visible(caller: PublicUser, id: string): Promise<Incident> {
     return checkVisible(caller, (await repo.load(id))?.incident);
@@ -161,17 +177,17 @@ export function createIncidentService(deps: {
 
     /** What a console needs after a reconnect: everything open in its scope, and what changed since its cursor. */
     async sync(caller: PublicUser, since: number | undefined): Promise<SyncResult> {
-      const scope = caller.role === 'admin' ? undefined : caller.unitId;
-      const head = await repo.currentChangeSeq();
-      const open = (await repo.loadMany(await repo.openIds(scope))).filter((i) => isParty(caller, i));
-      open.sort((a, b) => b.openedAt.localeCompare(a.openedAt));
+      const { head, open } = await openIn(caller.role === 'admin' ? undefined : caller.unitId);
+      const mine = open.filter((i) => isParty(caller, i));
       if (since === undefined || since >= head)
-        return { cursor: String(head), open, changed: [], more: false };
-      const changes = await repo.changedSince(since, SYNC_BATCH);
-      const more = changes.length === SYNC_BATCH;
-      const cursor = more ? (changes.at(-1)?.change ?? head) : head;
-      const changed = (await repo.loadMany(changes.map((c) => c.id))).filter((i) => isParty(caller, i));
-      return { cursor: String(cursor), open, changed, more };
+        return { cursor: String(head), open: mine, changed: [], more: false };
+      const { changed, cursor, more } = await changedAfter(since);
+      return {
+        cursor: String(more ? cursor : head),
+        open: mine,
+        changed: changed.filter((i) => isParty(caller, i)),
+        more,
+      };
     },
 
     /**
