@@ -4,8 +4,7 @@ import { sharedReads } from '../server/domain/shared-reads.ts';
 /** A read whose answers the test releases one by one, recording when each started. */
 function controlledRead() {
   const started: { key: string; release: (value: string) => void; fail: (error: Error) => void }[] = [];
-  const read = (key: string) =>
-    new Promise<string>((release, fail) => started.push({ key, release, fail }));
+  const read = (key: string) => new Promise<string>((release, fail) => started.push({ key, release, fail }));
   return { read, started };
 }
 
