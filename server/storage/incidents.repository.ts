@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { EscalationSnapshot } from '../../shared/escalation.ts';
 import type { Alert, Incident, IncidentEvent } from '../../shared/incident.ts';
@@ -58,20 +58,36 @@ const REF_TTL_SECONDS = 7 * 24 * 3600;
 // of the open lists drops what only a waiting chain needs: its reminder pages and the note of a spare timer.
 // KEYS: incident, events, change-seq, changed, all, open, undelivered.  ARGV: see `commitArgs`.
 const COMMIT_BODY = `
-local function append(k, policies, seq, json, ref, policy)
-  if ref == '' then
-    redis.call('XADD', k[2], seq .. '-1', 'e', json)
-    return
+local function append(k, policies, seq, json, ref, policy, token)
+  local fields = {'e', json}
+  if ref ~= '' then
+    redis.call('SET', policies .. ref, policy, 'NX')
+    redis.call('HSET', k[1], 'policyRef', ref)
+    redis.call('HDEL', k[1], 'policy')
+    fields[#fields + 1] = 'p'
+    fields[#fields + 1] = ref
   end
-  redis.call('SET', policies .. ref, policy, 'NX')
-  redis.call('XADD', k[2], seq .. '-1', 'e', json, 'p', ref)
-  redis.call('HSET', k[1], 'policyRef', ref)
-  redis.call('HDEL', k[1], 'policy')
+  if token ~= '' then
+    fields[#fields + 1] = 'c'
+    fields[#fields + 1] = token
+  end
+  redis.call('XADD', k[2], seq .. '-1', unpack(fields))
+end
+-- A commit that finds its incident moved on may be this very commit, applied already: ioredis sends a command
+-- again when its connection dropped before the reply came. Its event carries the commit's token (two timer
+-- runs deciding the same climb in the same millisecond seal identical events, so the event cannot tell); the
+-- answer is then the incident's latest change number, as a commit that just ran would give.
+local function applied(k, a)
+  if a[16] == '' then return nil end
+  local entry = redis.call('XRANGE', k[2], a[2] .. '-1', a[2] .. '-1')[1]
+  local fields = entry and entry[2]
+  if not fields or fields[#fields - 1] ~= 'c' or fields[#fields] ~= a[16] then return nil end
+  return tonumber(redis.call('ZSCORE', k[4], a[6]))
 end
 local function commit(k, a)
-  if (redis.call('HGET', k[1], 'seq') or '0') ~= a[1] then return nil end
+  if (redis.call('HGET', k[1], 'seq') or '0') ~= a[1] then return applied(k, a) end
   redis.call('HSET', k[1], 'doc', a[3], 'seq', a[2], 'lastHash', a[5])
-  append(k, a[13], a[2], a[4], a[11], a[12])
+  append(k, a[13], a[2], a[4], a[11], a[12], a[16])
   local change = redis.call('INCR', k[3])
   redis.call('ZADD', k[4], change, a[6])
   redis.call('ZADD', k[5], a[7], a[6])
@@ -92,25 +108,27 @@ end
 
 // After the commit's own ARGV: the events before its own, as (seq, JSON, policy ref, policy JSON), oldest first.
 const APPEND = `${COMMIT_BODY}
-if #ARGV > 15 then
-  if (redis.call('HGET', KEYS[1], 'seq') or '0') ~= ARGV[1] then return 0 end
-  for i = 16, #ARGV, 4 do append(KEYS, ARGV[13], ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]) end
+if #ARGV > 16 then
+  if (redis.call('HGET', KEYS[1], 'seq') or '0') ~= ARGV[1] then return applied(KEYS, ARGV) or 0 end
+  for i = 17, #ARGV, 4 do append(KEYS, ARGV[13], ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], '') end
 end
 local change = commit(KEYS, ARGV)
 if not change then return 0 end
 return change
 `;
 
-// KEYS: the seven commit keys, then alert ref, dedup.  ARGV: the fifteen commit args, then expected dedup
-// record, ref value, ref TTL, dedup window (ms). The alert itself is in its event, which the ref names.
+// KEYS: the seven commit keys, then alert ref, dedup.  ARGV: the sixteen commit args (no token: the ref, unique
+// to this raise, tells a resent commit), then expected dedup record, ref value, ref TTL, dedup window (ms). The
+// alert itself is in its event, which the ref names.
 const RAISE = `${COMMIT_BODY}
 local ref = redis.call('GET', KEYS[8])
+if ref == ARGV[18] then return {'committed', redis.call('ZSCORE', KEYS[4], ARGV[6]) or '0'} end
 if ref then return {'duplicate', ref} end
-if (redis.call('GET', KEYS[9]) or '') ~= ARGV[16] then return {'conflict'} end
+if (redis.call('GET', KEYS[9]) or '') ~= ARGV[17] then return {'conflict'} end
 local change = commit(KEYS, ARGV)
 if not change then return {'conflict'} end
-redis.call('SET', KEYS[8], ARGV[17], 'EX', ARGV[18])
-redis.call('SET', KEYS[9], ARGV[6], 'PX', ARGV[19])
+redis.call('SET', KEYS[8], ARGV[18], 'EX', ARGV[19])
+redis.call('SET', KEYS[9], ARGV[6], 'PX', ARGV[20])
 return {'committed', tostring(change)}
 `;
 
@@ -190,7 +208,8 @@ export function createIncidentRepository(
     keys.openIncidents,
     keys.undelivered,
   ];
-  const commitArgs = (c: Commit) => {
+  /** `token` marks the commit's last event, so that the same commit sent again knows itself ('' for none). */
+  const commitArgs = (c: Commit, token: string) => {
     const [json, ref, policy] = storedEvent(c.event);
     return [
       String(c.expectedSeq),
@@ -208,6 +227,7 @@ export function createIncidentRepository(
       keys.policyPrefix,
       deliveryMember(deliveryOf(c)),
       String(Date.now() + redeliverAfterMs),
+      token,
     ];
   };
 
@@ -319,7 +339,7 @@ export function createIncidentRepository(
       const change = (await appendScript(
         7,
         ...commitKeys(commit.incident.id),
-        ...commitArgs(commit),
+        ...commitArgs(commit, randomBytes(6).toString('base64url')),
         ...(commit.earlier ?? []).flatMap((e) => [String(e.seq), ...storedEvent(e)]),
       )) as number;
       return change === 0 ? undefined : change;
@@ -331,7 +351,7 @@ export function createIncidentRepository(
         ...commitKeys(c.incident.id),
         keys.alertRef(c.refKey.userId, c.refKey.clientRef),
         dedupKeyOf(c.dedup),
-        ...commitArgs(c),
+        ...commitArgs(c, ''),
         c.expectedDedup,
         `${c.incident.id}/${c.alert.id}/${c.event.seq}`,
         String(REF_TTL_SECONDS),

@@ -1,0 +1,105 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { IncidentEvent } from '../shared/incident.ts';
+import { uniqueAlert } from './support/alerts.ts';
+import { type ConsoleClient, closeConsoles, consoleFor } from './support/consoles.ts';
+import { startOwnRedis } from './support/own-redis.ts';
+import { startReplyDropper } from './support/reply-dropper.ts';
+import { startTestServer, type TestServer } from './support/test-server.ts';
+
+// The store is reached through a proxy that can cut the connection as Redis answers a commit; the broadcast
+// Redis directly. Redelivery is set far off, so that what reaches consoles here is the first delivery.
+let store: Awaited<ReturnType<typeof startOwnRedis>>;
+let sockets: Awaited<ReturnType<typeof startOwnRedis>>;
+let dropper: Awaited<ReturnType<typeof startReplyDropper>>;
+let server: TestServer;
+
+beforeAll(async () => {
+  [store, sockets] = await Promise.all([startOwnRedis('lost-store'), startOwnRedis('lost-sockets')]);
+  dropper = await startReplyDropper(store.redis.url);
+  server = await startTestServer({
+    redisUrl: dropper.url,
+    env: { SOCKET_REDIS_URL: sockets.redis.url, REDELIVER_AFTER_MS: '60000' },
+  });
+  // Redis learns the commit scripts by a first raise and a first note: the reply lost below is then the one
+  // to a command Redis applied, not a "no such script" answer to one it refused.
+  const chief = await consoleFor(server.url, 'chief.permisan');
+  const incident = await opened(chief.socket);
+  await chief.socket.emitWithAck('incident:note', { incidentId: incident.id, text: 'Mulai' });
+  closeConsoles();
+});
+afterEach(closeConsoles);
+afterAll(async () => {
+  await server?.close();
+  await dropper?.close();
+  await Promise.all([store?.stop(), sockets?.stop()]);
+});
+
+async function opened(operator: ConsoleClient) {
+  const res = await operator.emitWithAck('alert:raise', uniqueAlert());
+  if (!res.ok) throw new Error(JSON.stringify(res.error));
+  return res.data.incident;
+}
+
+async function timeline(socket: ConsoleClient, incidentId: string): Promise<IncidentEvent[]> {
+  const joined = await socket.emitWithAck('incident:join', { incidentId });
+  if (!joined.ok) throw new Error(JSON.stringify(joined.error));
+  return joined.data.events;
+}
+
+describe('a commit whose reply is lost on a dropped connection', () => {
+  it('When the reply to a stored note is lost and the client sends the note again, Then the timeline holds it once and its author is told it was added', async () => {
+    const chief = await consoleFor(server.url, 'chief.permisan');
+    const incident = await opened(chief.socket);
+    const text = `Blok A dikunci ${randomUUID()}`;
+    const before = dropper.dropped;
+    dropper.loseReplyTo(text);
+
+    const res = await chief.socket
+      .timeout(15_000)
+      .emitWithAck('incident:note', { incidentId: incident.id, text });
+
+    expect(dropper.dropped).toBe(before + 1);
+    expect(res).toMatchObject({ ok: true, data: { incident: { seq: incident.seq + 1 } } });
+    const notes = (await timeline(chief.socket, incident.id)).filter(
+      (e) => e.type === 'note_added' && JSON.stringify(e.data).includes(text),
+    );
+    expect(notes).toHaveLength(1);
+  });
+
+  it('When the reply to a stored status change is lost, Then the change is answered as made, not refused as a move from the status it already reached', async () => {
+    const chief = await consoleFor(server.url, 'chief.permisan');
+    const incident = await opened(chief.socket);
+    const note = `Tim bergerak ${randomUUID()}`;
+    dropper.loseReplyTo(note);
+
+    const res = await chief.socket
+      .timeout(15_000)
+      .emitWithAck('incident:transition', { incidentId: incident.id, to: 'responding', note });
+
+    expect(res).toMatchObject({ ok: true, data: { incident: { status: 'responding' } } });
+    const changes = (await timeline(chief.socket, incident.id)).filter((e) => e.type === 'status_changed');
+    expect(changes).toHaveLength(1);
+  });
+
+  it('When the reply to a stored raise is lost, Then the raise is answered as new and the Polsek gets the alert at once, not at a redelivery', async () => {
+    const dispatch = await consoleFor(server.url, 'dispatch.nusakambangan');
+    const heard: string[] = [];
+    dispatch.socket.on('alert:new', ({ alert }) => heard.push(alert.clientRef));
+    const operator = await consoleFor(server.url, 'operator.permisan');
+    const report = uniqueAlert({ severity: 4, description: `Kebakaran ${randomUUID()}` });
+    dropper.loseReplyTo(report.description ?? '');
+
+    const res = await operator.socket.timeout(15_000).emitWithAck('alert:raise', report);
+
+    expect(res).toMatchObject({
+      ok: true,
+      data: { duplicate: false, alert: { clientRef: report.clientRef } },
+    });
+    // Well inside the 60 s redelivery: the first delivery itself.
+    const deadline = Date.now() + 3000;
+    while (!heard.includes(report.clientRef) && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 50));
+    expect(heard).toEqual([report.clientRef]);
+  });
+});

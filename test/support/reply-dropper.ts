@@ -1,0 +1,58 @@
+import net from 'node:net';
+
+/**
+ * A loopback TCP proxy in front of a Redis that can lose one reply the way a dropped connection does: once
+ * armed with a marker, the first command carrying it reaches Redis, and the connection is cut as Redis
+ * answers, before the answer reaches the client. Redis has applied the command; the client never hears so.
+ */
+export async function startReplyDropper(redisAddress: string) {
+  let marker: string | undefined;
+  let dropped = 0;
+  const pairs = new Set<net.Socket>();
+  const proxy = net.createServer((client) => {
+    const upstream = redisAddress.startsWith('/')
+      ? net.connect(redisAddress)
+      : net.connect(Number(new URL(redisAddress).port), new URL(redisAddress).hostname);
+    pairs.add(client).add(upstream);
+    let cutAtReply = false;
+    client.on('data', (chunk) => {
+      if (marker !== undefined && chunk.toString('latin1').includes(marker)) {
+        marker = undefined;
+        cutAtReply = true;
+      }
+      upstream.write(chunk);
+    });
+    upstream.on('data', (chunk) => {
+      if (!cutAtReply) {
+        client.write(chunk);
+        return;
+      }
+      dropped++;
+      client.destroy();
+      upstream.destroy();
+    });
+    const close = () => {
+      client.destroy();
+      upstream.destroy();
+      pairs.delete(client);
+      pairs.delete(upstream);
+    };
+    for (const side of [client, upstream]) side.on('error', close).on('close', close);
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  const { port } = proxy.address() as net.AddressInfo;
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    /** Loses the reply to the next command whose bytes carry `text`. */
+    loseReplyTo(text: string) {
+      marker = text;
+    },
+    get dropped() {
+      return dropped;
+    },
+    close() {
+      for (const socket of pairs) socket.destroy();
+      return new Promise<void>((resolve) => proxy.close(() => resolve()));
+    },
+  };
+}
