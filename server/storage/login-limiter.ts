@@ -75,10 +75,14 @@ export function createLoginLimiter(redis: Redis, keys: RedisKeys, limits: LoginL
     async recordFailure(ip: string, username: string): Promise<void> {
       for (const [limiter, key] of counts(ip, username)) await limiter.consume(key).catch(rethrow);
     },
-    /** A right password: refused if failures reached a limit meanwhile, else it forgets them. */
+    /**
+     * A right password: refused if failures reached a limit meanwhile, else this workstation's failures are
+     * forgotten. The account's count from all addresses runs out with its window only: forgotten at every
+     * routine login, it would let guesses spread over many machines go on for ever.
+     */
     async recordSuccess(ip: string, username: string): Promise<void> {
       await checkBelowLimits(ip, username);
-      for (const [limiter, key] of counts(ip, username)) await limiter.delete(key).catch(() => undefined);
+      await perUserAndIp.delete(`${ip}/${username}`).catch(() => undefined);
     },
   };
 }
