@@ -182,15 +182,33 @@ describe('login rate limits', () => {
     expect((await loginFrom(freshAddress(), username, 'guess')).status).toBe(429);
   });
 
-  it('forgets earlier failures once the user logs in successfully below the limit', async () => {
-    const attempt = (password: string) => loginFrom(freshAddress(), 'supervisor.kanwil', password);
-    expect((await attempt('typo-one')).status).toBe(401);
-    expect((await attempt('typo-two')).status).toBe(401);
-    expect((await attempt(DEMO_PASSWORD)).status).toBe(200);
-    // Without the reset the third failure would reach the limit and the next login would be refused.
-    expect((await attempt('typo-three')).status).toBe(401);
-    expect((await attempt('typo-four')).status).toBe(401);
-    expect((await attempt(DEMO_PASSWORD)).status).toBe(200);
+  it("forgets a workstation's own failures once it logs in below the limits", async () => {
+    const { password } = await addAccount(limited, {
+      username: 'desk.kanwil',
+      role: 'supervisor',
+      unitId: 'kanwil-ditjenpas-jateng',
+    });
+    const desk = freshAddress();
+    expect((await loginFrom(desk, 'desk.kanwil', 'typo-one')).status).toBe(401);
+    expect((await loginFrom(desk, 'desk.kanwil', password)).status).toBe(200);
+    expect((await loginFrom(desk, 'desk.kanwil', 'typo-two')).status).toBe(401);
+    // Not forgotten, the desk's two failures would have reached its limit of two, and this be refused.
+    expect((await loginFrom(desk, 'desk.kanwil', password)).status).toBe(200);
+  });
+
+  it('does not forgive guesses from other addresses when the account logs in: they still reach its limit', async () => {
+    const { password } = await addAccount(limited, {
+      username: 'guard.spread',
+      role: 'operator',
+      unitId: 'lapas-batu',
+    });
+    expect((await loginFrom(freshAddress(), 'guard.spread', 'guess-1')).status).toBe(401);
+    expect((await loginFrom(freshAddress(), 'guard.spread', 'guess-2')).status).toBe(401);
+    // The control room logs in as usual between the guesses...
+    expect((await loginFrom(freshAddress(), 'guard.spread', password)).status).toBe(200);
+    expect((await loginFrom(freshAddress(), 'guard.spread', 'guess-3')).status).toBe(401);
+    // ...and the third guess still locks the account for the window.
+    expect((await loginFrom(freshAddress(), 'guard.spread', 'guess-4')).status).toBe(429);
   });
 
   it('refuses a sixth attempt from one address with 429 and Retry-After, whatever the account, but not other addresses', async () => {
@@ -390,6 +408,63 @@ describe('access tokens', () => {
     expect((await topology(expired)).body).toEqual({
       error: { code: 'unauthorized', message: 'Access token expired' },
     });
+  });
+});
+
+describe('a password reset', () => {
+  it('When a login with the old password is being checked as the password is reset, Then no session of the old password outlives the reset', async () => {
+    const admin = await login(server.url, 'admin');
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const { user, password } = await addAccount(server, {
+        username: `reset.race.${randomUUID().slice(0, 8)}`,
+        role: 'security_chief',
+        unitId: 'lapas-batu',
+      });
+      const [signIn, reset] = await Promise.all([
+        post(server.url, '/api/auth/login', { username: user.username, password }),
+        post(server.url, `/api/users/${user.id}/password`, { password: randomUUID() }, admin.accessToken),
+      ]);
+      expect(reset.status).toBe(204);
+      // Either the login came too late for the old password, or its session was ended by the reset.
+      if (signIn.status === 200) {
+        const session = LoginResponse.parse(signIn.body);
+        expect((await refresh(session.refreshToken)).status).toBe(401);
+        expect((await topology(session.accessToken)).status).toBe(401);
+      } else {
+        expect(signIn.body).toEqual(INVALID_LOGIN);
+      }
+    }
+  });
+});
+
+describe("the index of a user's sessions", () => {
+  it('outlives every session in it, also after the refresh lifetime is shortened, so a reset still finds them all', async () => {
+    const shorter = await startTestServer({
+      prefix: server.prefix,
+      seedDemo: false,
+      env: { REFRESH_TOKEN_TTL_SECONDS: '60' },
+    });
+    try {
+      const { user, password } = await addAccount(server, {
+        username: `sessions.${randomUUID().slice(0, 8)}`,
+        role: 'operator',
+        unitId: 'lapas-batu',
+      });
+      const early = await login(server.url, user.username, password);
+      const late = await login(shorter.url, user.username, password);
+      expect((await post(shorter.url, '/api/auth/refresh', { refreshToken: late.refreshToken })).status).toBe(
+        200,
+      );
+      const index = redisKeys(server.prefix).userSessions(user.id);
+      // The first session lives 24 h; neither the second login nor its refresh may cut the index to 60 s.
+      expect(await server.app.redis.ttl(index)).toBeGreaterThan(23 * 3600);
+
+      const admin = await login(server.url, 'admin');
+      await post(server.url, `/api/users/${user.id}/password`, { password: randomUUID() }, admin.accessToken);
+      expect((await refresh(early.refreshToken)).status).toBe(401);
+    } finally {
+      await shorter.close();
+    }
   });
 });
 

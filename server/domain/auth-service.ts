@@ -109,7 +109,15 @@ export function createAuthService(deps: {
       await limiter.recordSuccess(ip, request.username);
       const sessionId = randomUUID();
       const secret = randomBytes(32).toString('base64url');
-      await sessions.create(sessionId, user.id, sha256(secret), settings.refreshTtlSeconds);
+      const created = await sessions.create({
+        sessionId,
+        userId: user.id,
+        passwordHash: user.passwordHash,
+        secretHash: sha256(secret),
+        ttlSeconds: settings.refreshTtlSeconds,
+      });
+      // The password was reset, or the account disabled, while this one was being checked.
+      if (!created) throw new DomainError('unauthorized', INVALID_LOGIN);
       return issue(user, sessionId, secret);
     },
 

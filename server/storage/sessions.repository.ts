@@ -11,18 +11,44 @@ export type EndOutcome = 'ended' | 'absent' | 'invalid';
  */
 export const USED_SECRETS_KEPT = 96;
 
+// The index of a user's sessions must outlive every session in it, so a new expiry only ever lengthens it:
+// with a shorter refresh lifetime set since, a login would otherwise cut it below an older session's, and a
+// password reset would no longer find that session to end it.
+const KEEP_INDEX = `
+local function keepIndex(index, ttl)
+  local left = redis.call('TTL', index)
+  if left >= 0 and left >= tonumber(ttl) then return end
+  redis.call('EXPIRE', index, ttl)
+end
+`;
+
+// A session is created only for the password just verified and an account still enabled: a reset or a
+// disabling that ended the user's sessions while the password was being checked (tens of milliseconds)
+// must not be outlived by a session made from the old password. KEYS: user, session, user's sessions.
+const CREATE = `${KEEP_INDEX}
+local found = redis.call('HMGET', KEYS[1], 'passwordHash', 'disabled')
+if found[1] ~= ARGV[1] or found[2] == '1' then return 0 end
+redis.call('HSET', KEYS[2], 'userId', ARGV[2], 'secret', ARGV[3], 'createdAt', ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+redis.call('SADD', KEYS[3], ARGV[6])
+keepIndex(KEYS[3], ARGV[5])
+return 1
+`;
+
 // Compares the presented refresh secret with the current one; a match rotates it and puts the old one first
 // in the session's list of used ones. Any used one, not only the last, means the token was stolen and
 // replayed (or the client misbehaved), so the whole session ends: a thief who rotates several times cannot
 // outrun detection. KEYS: session, user's sessions, used list.
-const ROTATE = `
+const ROTATE = `${KEEP_INDEX}
 local current = redis.call('HGET', KEYS[1], 'secret')
 if not current then return {'invalid'} end
 if current == ARGV[1] then
   redis.call('HSET', KEYS[1], 'secret', ARGV[2])
   redis.call('LPUSH', KEYS[3], ARGV[1])
   redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[5]) - 1)
-  for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  redis.call('EXPIRE', KEYS[3], ARGV[3])
+  keepIndex(KEYS[2], ARGV[3])
   return {'rotated'}
 end
 if redis.call('LPOS', KEYS[3], ARGV[1]) then
@@ -62,19 +88,32 @@ export function createSessionRepository(redis: Redis, keys: RedisKeys) {
     ] as const;
 
   return {
-    async create(sessionId: string, userId: string, secretHash: string, ttlSeconds: number): Promise<void> {
-      await redis
-        .multi()
-        .hset(keys.session(userId, sessionId), {
-          userId,
-          secret: secretHash,
-          createdAt: new Date().toISOString(),
-        })
-        .expire(keys.session(userId, sessionId), ttlSeconds)
-        .sadd(keys.userSessions(userId), sessionId)
-        // No session outlives the newest expiry, so neither should the index of them.
-        .expire(keys.userSessions(userId), ttlSeconds)
-        .exec();
+    /**
+     * Starts a session for a user whose stored password hash is still `passwordHash` and who is not disabled;
+     * false, and nothing stored, otherwise.
+     */
+    async create(session: {
+      sessionId: string;
+      userId: string;
+      passwordHash: string;
+      secretHash: string;
+      ttlSeconds: number;
+    }): Promise<boolean> {
+      const { sessionId, userId } = session;
+      const created = await redis.eval(
+        CREATE,
+        3,
+        keys.user(userId),
+        keys.session(userId, sessionId),
+        keys.userSessions(userId),
+        session.passwordHash,
+        userId,
+        session.secretHash,
+        new Date().toISOString(),
+        session.ttlSeconds,
+        sessionId,
+      );
+      return created === 1;
     },
 
     async rotate(
