@@ -137,6 +137,12 @@ describe('a finished incident in the store', () => {
     expect(ended).toMatchObject({ ok: true, data: { incident: { status: 'false_alarm' } } });
     expect(await redis.exists(keys.incidentPages(id))).toBe(0);
     expect(await redis.hget(keys.incident(id), 'spareTimer')).toBeNull();
+
+    // A timer run that read the incident before it ended pages nobody and brings neither back.
+    expect(await repo.claimPages(id, [{ wait: 'police.0.0', round: 2 }])).toEqual([false]);
+    await repo.noteSpareTimer(id, randomUUID());
+    expect(await redis.exists(keys.incidentPages(id))).toBe(0);
+    expect(await redis.hget(keys.incident(id), 'spareTimer')).toBeNull();
   });
 });
 

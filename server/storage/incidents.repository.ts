@@ -55,7 +55,9 @@ const REF_TTL_SECONDS = 7 * 24 * 3600;
 // An event that brings a policy goes without it, beside the policy's ref; the text is stored once under that
 // ref, which becomes the incident's policy in force (`policy` is where earlier versions kept its text).
 // Each commit also notes itself as undelivered (see undelivered.ts), and a commit that takes the incident out
-// of the open lists drops what only a waiting chain needs: its reminder pages and the note of a spare timer.
+// of the open lists (for good: no status leads back from there) drops what only a waiting chain needs, its
+// reminder pages and the note of a spare timer, and marks it final so that a timer run still under way,
+// having read the incident before, cannot bring them back.
 // KEYS: incident, events, change-seq, changed, all, open, undelivered.  ARGV: see `commitArgs`.
 const COMMIT_BODY = `
 local function append(k, policies, seq, json, ref, policy, token)
@@ -97,6 +99,7 @@ local function commit(k, a)
   if not open then
     redis.call('DEL', k[1] .. ':pages')
     redis.call('HDEL', k[1], 'spareTimer')
+    redis.call('HSET', k[1], 'final', '1')
   end
   for _, unit in ipairs(cjson.decode(a[10])) do
     redis.call('ZADD', a[9] .. unit .. ':incidents', a[7], a[6])
@@ -132,20 +135,29 @@ redis.call('SET', KEYS[9], ARGV[6], 'PX', ARGV[20])
 return {'committed', tostring(change)}
 `;
 
-// KEYS: the incident's pages hash.  ARGV: (wait, round) pairs, a wait being a chain's level in one generation.
-// Claims each round later than the last one claimed for its wait; answers 1 (claimed) or 0 for each pair.
+// KEYS: the incident, its pages hash.  ARGV: (wait, round) pairs, a wait being a chain's level in one
+// generation. Claims each round later than the last one claimed for its wait; answers 1 (claimed) or 0 for
+// each pair, and 0 for all of them once the incident is final.
 const CLAIM_PAGES = `
+local final = redis.call('HGET', KEYS[1], 'final') == '1'
 local claimed = {}
 for i = 1, #ARGV, 2 do
   local round = tonumber(ARGV[i + 1])
-  if round > tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0') then
-    redis.call('HSET', KEYS[1], ARGV[i], round)
+  if not final and round > tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '0') then
+    redis.call('HSET', KEYS[2], ARGV[i], round)
     claimed[#claimed + 1] = 1
   else
     claimed[#claimed + 1] = 0
   end
 end
 return claimed
+`;
+
+// KEYS: the incident.  ARGV: the spare timer's job id. Not on a final incident, whose commit dropped it.
+const NOTE_SPARE_TIMER = `
+if redis.call('HGET', KEYS[1], 'final') == '1' then return 0 end
+redis.call('HSET', KEYS[1], 'spareTimer', ARGV[1])
+return 1
 `;
 
 /**
@@ -199,6 +211,7 @@ export function createIncidentRepository(
   const appendScript = luaScript(redis, APPEND);
   const raiseScript = luaScript(redis, RAISE);
   const claimPagesScript = luaScript(redis, CLAIM_PAGES);
+  const noteSpareTimerScript = luaScript(redis, NOTE_SPARE_TIMER);
   const commitKeys = (id: string) => [
     keys.incident(id),
     keys.incidentEvents(id),
@@ -290,7 +303,7 @@ export function createIncidentRepository(
     },
 
     async noteSpareTimer(id: string, jobId: string): Promise<void> {
-      await redis.hset(keys.incident(id), 'spareTimer', jobId);
+      await noteSpareTimerScript(1, keys.incident(id), jobId);
     },
 
     /** The seq of the incident's latest change (0: no such incident). */
@@ -305,7 +318,12 @@ export function createIncidentRepository(
      */
     async claimPages(id: string, pages: { wait: string; round: number }[]): Promise<boolean[]> {
       const args = pages.flatMap((p) => [p.wait, String(p.round)]);
-      const claimed = (await claimPagesScript(1, keys.incidentPages(id), ...args)) as number[];
+      const claimed = (await claimPagesScript(
+        2,
+        keys.incident(id),
+        keys.incidentPages(id),
+        ...args,
+      )) as number[];
       return claimed.map((c) => c === 1);
     },
 
