@@ -54,7 +54,8 @@ const REF_TTL_SECONDS = 7 * 24 * 3600;
 // indexes in step — all or nothing, so there is never a state without its event or an event without its state.
 // An event that brings a policy goes without it, beside the policy's ref; the text is stored once under that
 // ref, which becomes the incident's policy in force (`policy` is where earlier versions kept its text).
-// Each commit also notes itself as undelivered (see undelivered.ts), and a commit that takes the incident out
+// Each commit also notes itself as undelivered (see undelivered.ts), due by the store's clock, which every
+// process claiming overdue notes reads too (servers on several hosts need not agree on the time), and a commit that takes the incident out
 // of the open lists (for good: no status leads back from there) drops what only a waiting chain needs, its
 // reminder pages and the note of a spare timer, and marks it final so that a timer run still under way,
 // having read the incident before, cannot bring them back.
@@ -93,7 +94,8 @@ local function commit(k, a)
   local change = redis.call('INCR', k[3])
   redis.call('ZADD', k[4], change, a[6])
   redis.call('ZADD', k[5], a[7], a[6])
-  redis.call('ZADD', k[7], a[15], a[14])
+  local clock = redis.call('TIME')
+  redis.call('ZADD', k[7], clock[1] * 1000 + math.floor(clock[2] / 1000) + tonumber(a[15]), a[14])
   local open = a[8] == '1'
   if open then redis.call('SADD', k[6], a[6]) else redis.call('SREM', k[6], a[6]) end
   if not open then
@@ -239,7 +241,7 @@ export function createIncidentRepository(
       policy,
       keys.policyPrefix,
       deliveryMember(deliveryOf(c)),
-      String(Date.now() + redeliverAfterMs),
+      String(redeliverAfterMs),
       token,
     ];
   };

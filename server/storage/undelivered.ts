@@ -33,11 +33,14 @@ export function parseDelivery(member: string): Delivery | undefined {
   return { incidentId, fromSeq, toSeq, quietFor: quietFor || undefined };
 }
 
-// KEYS: the notes.  ARGV: now, when a claimed note falls overdue again, how many at most.
-// Claims the overdue notes by pushing them back: a claimer that dies leaves them to the next.
+// KEYS: the notes.  ARGV: how long (ms) until a claimed note falls overdue again, how many at most.
+// Claims the overdue notes by pushing them back: a claimer that dies leaves them to the next. Overdue by the
+// store's clock, as the commits reckoned their notes' deadlines.
 const CLAIM = `
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
-for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], 'XX', ARGV[2], member) end
+local clock = redis.call('TIME')
+local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, ARGV[2])
+for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), member) end
 return due
 `;
 
@@ -69,15 +72,7 @@ export function createUndelivered(redis: Redis, keys: RedisKeys) {
 
     /** Notes overdue now, each claimed until `retryAfterMs` from now. */
     async claimOverdue(retryAfterMs: number, limit: number): Promise<string[]> {
-      const now = Date.now();
-      return (await redis.eval(
-        CLAIM,
-        1,
-        keys.undelivered,
-        String(now),
-        String(now + retryAfterMs),
-        String(limit),
-      )) as string[];
+      return (await redis.eval(CLAIM, 1, keys.undelivered, String(retryAfterMs), String(limit))) as string[];
     },
   };
 }
