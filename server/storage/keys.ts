@@ -2,8 +2,9 @@
 export const SESSION_USED_SUFFIX = ':used';
 
 /**
- * Every Redis key Sinergi writes, in one place. Keys that a later Lua script must touch together share a
- * hash tag (`{…}`) so the layout also holds on a Redis Cluster.
+ * Every Redis key Sinergi writes, in one place. An incident's keys share a hash tag (`{…}`), as do a user's,
+ * but the commit of an incident change also keeps the global and per-unit indexes in the same script: the
+ * store is one Redis (with replicas if wanted), not a Redis Cluster.
  */
 export function redisKeys(prefix: string) {
   return {
