@@ -61,12 +61,11 @@ const REF_TTL_SECONDS = 7 * 24 * 3600;
 // having read the incident before, cannot bring them back.
 // KEYS: incident, events, change-seq, changed, all, open, undelivered.  ARGV: see `commitArgs`.
 const COMMIT_BODY = `
+-- The event goes first: Redis does not undo a script's writes when a later command fails, and a refused
+-- append must leave the incident as it was.
 local function append(k, policies, seq, json, ref, policy, token)
   local fields = {'e', json}
   if ref ~= '' then
-    redis.call('SET', policies .. ref, policy, 'NX')
-    redis.call('HSET', k[1], 'policyRef', ref)
-    redis.call('HDEL', k[1], 'policy')
     fields[#fields + 1] = 'p'
     fields[#fields + 1] = ref
   end
@@ -75,6 +74,11 @@ local function append(k, policies, seq, json, ref, policy, token)
     fields[#fields + 1] = token
   end
   redis.call('XADD', k[2], seq .. '-1', unpack(fields))
+  if ref ~= '' then
+    redis.call('SET', policies .. ref, policy, 'NX')
+    redis.call('HSET', k[1], 'policyRef', ref)
+    redis.call('HDEL', k[1], 'policy')
+  end
 end
 -- A commit that finds its incident moved on may be this very commit, applied already: ioredis sends a command
 -- again when its connection dropped before the reply came. Its event carries the commit's token (two timer
@@ -89,8 +93,8 @@ local function applied(k, a)
 end
 local function commit(k, a)
   if (redis.call('HGET', k[1], 'seq') or '0') ~= a[1] then return applied(k, a) end
-  redis.call('HSET', k[1], 'doc', a[3], 'seq', a[2], 'lastHash', a[5])
   append(k, a[13], a[2], a[4], a[11], a[12], a[16])
+  redis.call('HSET', k[1], 'doc', a[3], 'seq', a[2], 'lastHash', a[5])
   local change = redis.call('INCR', k[3])
   redis.call('ZADD', k[4], change, a[6])
   redis.call('ZADD', k[5], a[7], a[6])
