@@ -1,8 +1,8 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { IncidentEvent } from '../shared/incident.ts';
 import { uniqueAlert } from './support/alerts.ts';
-import { type ConsoleClient, closeConsoles, consoleFor } from './support/consoles.ts';
+import { type ConsoleClient, closeConsoles, consoleFor, login, post } from './support/consoles.ts';
 import { startOwnRedis } from './support/own-redis.ts';
 import { startReplyDropper } from './support/reply-dropper.ts';
 import { startTestServer, type TestServer } from './support/test-server.ts';
@@ -101,5 +101,19 @@ describe('a commit whose reply is lost on a dropped connection', () => {
     while (!heard.includes(report.clientRef) && Date.now() < deadline)
       await new Promise((r) => setTimeout(r, 50));
     expect(heard).toEqual([report.clientRef]);
+  });
+});
+
+describe('a refresh whose reply is lost on a dropped connection', () => {
+  it('When the store applied the rotation but the reply was lost, Then the refresh still succeeds and the session lives on, not ended as a replay', async () => {
+    const session = await login(server.url, 'chief.permisan');
+    const secret = session.refreshToken.split('.')[2] ?? '';
+    dropper.loseReplyTo(createHash('sha256').update(secret).digest('base64url'));
+
+    const rotated = await post(server.url, '/api/auth/refresh', { refreshToken: session.refreshToken });
+
+    expect(rotated.status).toBe(200);
+    const next = await post(server.url, '/api/auth/refresh', { refreshToken: rotated.body.refreshToken });
+    expect(next.status).toBe(200);
   });
 });

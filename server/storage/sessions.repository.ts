@@ -42,6 +42,9 @@ return 1
 const ROTATE = `${KEEP_INDEX}
 local current = redis.call('HGET', KEYS[1], 'secret')
 if not current then return {'invalid'} end
+-- This very rotation, sent again by the Redis client after its reply was lost: the secret it set (random,
+-- this request's own) is current and the one it retired is the latest used. Not a replay.
+if current == ARGV[2] and redis.call('LINDEX', KEYS[3], 0) == ARGV[1] then return {'rotated'} end
 if current == ARGV[1] then
   redis.call('HSET', KEYS[1], 'secret', ARGV[2])
   redis.call('LPUSH', KEYS[3], ARGV[1])
