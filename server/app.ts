@@ -180,6 +180,7 @@ export function createApp(deps: AppDeps): App {
   const workers = new Map<number, Worker>();
   const apiKeys = createApiKeyService({ repo: createApiKeyRepository(redis, keys), topology });
 
+  // Socket commands and HTTP requests being answered: a shutdown waits for them before it closes anything.
   const inFlight = { count: 0, draining: false };
   const handlerContext: HandlerContext = { logger, metrics, recheck: (p) => auth.recheck(p), inFlight };
 
@@ -210,6 +211,7 @@ export function createApp(deps: AppDeps): App {
     incidents,
     apiKeys,
     topology,
+    inFlight,
     settings: {
       trustProxy: config.http.trustProxy,
       jsonLimit: config.http.jsonLimit,
@@ -275,9 +277,10 @@ export function createApp(deps: AppDeps): App {
       }
     };
     inFlight.draining = true;
-    // Stop accepting connections; the promise settles once the open ones have ended.
+    // Stop accepting connections; the promise settles once the open ones have ended, or at once under a
+    // primary, where this server never listens.
     const httpClosed = new Promise<void>((resolve) => httpServer.close(() => resolve()));
-    await step('finish in-flight commands', () =>
+    await step('finish in-flight commands and requests', () =>
       waitFor(() => inFlight.count === 0, config.shutdownGraceMs),
     );
     redelivery?.stop();

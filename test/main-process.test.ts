@@ -545,6 +545,23 @@ describe('npm start with several server processes (SERVER_PROCESSES=2)', () => {
     expect(existsSync(path.join(dataDir, 'redis'))).toBe(false);
   }, 60_000);
 
+  it('When SIGTERM reaches the primary while an alert raised over HTTP is still arriving, Then the server process waits for it: the raise is answered 201, and everything exits 0', async () => {
+    const dataDir = await tempDir();
+    const port = await freePort();
+    const { server, url } = await startServer(dataDir, port, {
+      SERVER_PROCESSES: '2',
+      SHUTDOWN_GRACE_MS: '5000',
+    });
+    const { accessToken } = await login(url, 'operator.permisan');
+    const raise = await heldRequest(port, '/api/alerts', uniqueAlert(), accessToken);
+
+    const stopped = stopWithSigterm(server);
+    // Long enough for a process that does not wait for it to have dropped the request; well inside the grace.
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(await raise.finish()).toMatch(/^HTTP\/1\.1 201 /m);
+    expect(await stopped).toEqual({ code: 0, signal: null });
+  }, 60_000);
+
   it('When a console sends its connect packet right behind the WebSocket upgrade, Then every one is answered: no byte is lost between the primary and the server process', async () => {
     const dataDir = await tempDir();
     const port = await freePort();
@@ -584,6 +601,37 @@ async function upgradeThenConnectAtOnce(port: number, token: string, waitMs = 30
   await new Promise((r) => setTimeout(r, waitMs));
   socket.destroy();
   return received;
+}
+
+/**
+ * A JSON POST on a raw TCP socket whose body is held back: resolves once a server process has taken the
+ * request (it answered `100 Continue`). `finish` sends the body and resolves with everything the server
+ * sent back by the time the connection closed.
+ */
+async function heldRequest(port: number, pathname: string, body: unknown, token: string) {
+  const payload = JSON.stringify(body);
+  const socket = createConnection({ host: '127.0.0.1', port });
+  let received = '';
+  socket.on('data', (chunk: Buffer) => {
+    received += chunk.toString('latin1');
+  });
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+  // A reset shows in what was received: no answer.
+  socket.on('error', () => {});
+  socket.write(
+    `POST ${pathname} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n` +
+      `Content-Length: ${Buffer.byteLength(payload)}\r\nAuthorization: Bearer ${token}\r\n` +
+      'Expect: 100-continue\r\n\r\n',
+  );
+  await waitFor(() => received.includes('100 Continue'), { what: 'a server process to take the request' });
+  return {
+    async finish(): Promise<string> {
+      if (!socket.destroyed) socket.write(payload);
+      await closed;
+      return received;
+    },
+  };
 }
 
 /** One client-to-server WebSocket text frame (clients must mask theirs). */

@@ -28,6 +28,8 @@ export interface HttpDeps {
   incidents: IncidentService;
   apiKeys: ApiKeyService;
   topology: TopologyIndex;
+  /** Requests being answered are counted here, for a shutdown to wait on. */
+  inFlight: { count: number };
   settings: { trustProxy: number; jsonLimit: string; metricsToken?: string };
 }
 
@@ -38,6 +40,13 @@ export function createHttpApp(deps: HttpDeps): Express {
   // Exactly the number of proxy hops in front: any more and a client could forge its address past the rate limits.
   app.set('trust proxy', deps.settings.trustProxy);
   app.disable('x-powered-by');
+  // Under a primary the HTTP server never listens (it is handed connections), so its close() waits for no
+  // request; the count does. Socket.IO's requests never come here: a held long-poll does not hold it up.
+  app.use((_req, res, next) => {
+    deps.inFlight.count++;
+    res.once('close', () => deps.inFlight.count--);
+    next();
+  });
   app.use(helmet());
   app.use(
     pinoHttp({
