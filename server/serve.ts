@@ -50,11 +50,15 @@ export async function serve(config: Config, link?: ServerLink): Promise<void> {
     })();
     return shuttingDown;
   };
+  // Exits at once on a second signal only, not on a signal after the primary's order to stop: the group's
+  // SIGTERM (`kill -TERM -<pgid>`, systemd's) reaches a server process before or after that order.
+  let signalled = false;
   const onSignal = (signal: NodeJS.Signals) => {
-    if (shuttingDown) {
+    if (signalled) {
       logger.warn('second signal: exiting now');
       process.exit(1);
     }
+    signalled = true;
     void shutdown(signal, 0);
   };
   process.on('SIGTERM', onSignal);

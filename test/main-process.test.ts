@@ -562,6 +562,34 @@ describe('npm start with several server processes (SERVER_PROCESSES=2)', () => {
     expect(await stopped).toEqual({ code: 0, signal: null });
   }, 60_000);
 
+  it('When the group’s SIGTERM reaches the server processes after the primary’s order to stop, Then it is not taken for a second signal: they still answer what they hold, and everything exits 0', async () => {
+    const dataDir = await tempDir();
+    const port = await freePort();
+    const { server, url } = await startServer(dataDir, port, {
+      SERVER_PROCESSES: '2',
+      SHUTDOWN_GRACE_MS: '5000',
+      LOG_LEVEL: 'info',
+    });
+    const servers = await serverProcesses(server);
+    const { accessToken } = await login(url, 'operator.permisan');
+    const raise = await heldRequest(port, '/api/alerts', uniqueAlert(), accessToken);
+
+    // `kill -TERM -<pgid>` (or systemd's) reaches each process of the group when the kernel gets to it: here,
+    // after the primary's order has reached both server processes.
+    const stopped = stopWithSigterm(server);
+    await waitFor(() => server.stdout.split('"reason":"ordered by the primary"').length === 3, {
+      what: 'both server processes to begin stopping',
+    });
+    for (const pid of servers) {
+      try {
+        process.kill(pid, 'SIGTERM');
+      } catch {} // One holding nothing may have exited already.
+    }
+    expect(await raise.finish()).toMatch(/^HTTP\/1\.1 201 /m);
+    expect(await stopped).toEqual({ code: 0, signal: null });
+    expect(server.stdout).not.toContain('second signal');
+  }, 60_000);
+
   it('When a console sends its connect packet right behind the WebSocket upgrade, Then every one is answered: no byte is lost between the primary and the server process', async () => {
     const dataDir = await tempDir();
     const port = await freePort();
