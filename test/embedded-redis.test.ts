@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { Redis } from 'ioredis';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, onTestFinished } from 'vitest';
 import {
   type EmbeddedRedis,
   findOnPath,
@@ -138,6 +138,21 @@ describe('the embedded Redis', () => {
     expect(() => process.kill(pid, 0)).toThrow();
     expect(existsSync(path.join(redisDir(dataDir), 'address.json'))).toBe(false);
   });
+
+  it('When its redis-server does not act on SIGTERM, Then stop kills it and returns only once it has gone', async () => {
+    const dataDir = await tempDataDir();
+    const redis = await start(dataDir);
+    const pid = redis.pid ?? -1;
+    // Stopped, it leaves the SIGTERM pending, as a redis-server stuck on its disk or refusing to shut down does.
+    process.kill(pid, 'SIGSTOP');
+    onTestFinished(() => {
+      if (isRunning(pid)) process.kill(pid, 'SIGKILL');
+    });
+
+    await redis.stop();
+    // Else it goes on running on the files with no record of it, and the next start launches a second.
+    expect(isRunning(pid)).toBe(false);
+  }, 30_000);
 
   it('When another process already runs it on the same data, Then attaches instead of starting another', async () => {
     const dataDir = await tempDataDir();

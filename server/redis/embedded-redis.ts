@@ -240,7 +240,7 @@ async function launch(
         }
         current = await spawnRedis(binary, dir, listen, options);
         if (stopping) {
-          await stopChild(current.child, current.exited);
+          await stopChild(current.child, current.exited, current.pid);
           return;
         }
         supervise(current);
@@ -266,7 +266,7 @@ async function launch(
     },
     stop: () => {
       stopping ??= (async () => {
-        await stopChild(current.child, current.exited);
+        await stopChild(current.child, current.exited, current.pid);
         await rm(addressFile(dir), { force: true });
       })();
       return stopping;
@@ -327,14 +327,32 @@ async function spawnRedis(
   return { child, exited, pid };
 }
 
-async function stopChild(child: ChildProcess, exited: Promise<void>): Promise<void> {
+/** Stops the wrapper and its redis-server, whose `pid` is known once it has answered. */
+async function stopChild(child: ChildProcess, exited: Promise<void>, pid?: number): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   // Closing the pipe makes the wrapper send SIGTERM: redis flushes its AOF and exits cleanly.
   child.stdin?.end();
   const timeout = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 10_000).unref());
   if ((await Promise.race([exited, timeout])) === 'timeout') {
-    child.kill('SIGKILL');
+    killGroup(child);
     await exited;
+    // Orphaned by its killed wrapper, redis-server dies when the kernel gets to it and is reaped by init:
+    // until it has gone it holds its files, and its address record must keep any start from launching
+    // a second one on them.
+    while (pid !== undefined && (await isRunning(pid))) await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/**
+ * Kills the wrapper's whole process group (spawned detached, it leads one): redis-server too, and anything
+ * it forked. Killing the wrapper alone would leave redis-server running on its files, orphaned.
+ */
+function killGroup(child: ChildProcess): void {
+  if (child.pid === undefined) return;
+  try {
+    process.kill(-child.pid, 'SIGKILL');
+  } catch {
+    // ESRCH: every one of them has exited meanwhile.
   }
 }
 
@@ -377,6 +395,20 @@ async function outlast(dir: string, tool: AddressRecord): Promise<AddressRecord 
       );
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/** Whether a process runs: a zombie has died and holds no files, though it lingers until it is reaped. */
+async function isRunning(pid: number): Promise<boolean> {
+  return processExists(pid) && (await procStat(pid))[0] !== 'Z';
+}
+
+/**
+ * The fields of /proc/<pid>/stat after the command name (which may hold spaces and parentheses): the first
+ * is its state. None where there is no /proc (macOS) or the process has gone.
+ */
+async function procStat(pid: number): Promise<string[]> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  return stat ? stat.slice(stat.lastIndexOf(')') + 2).split(' ') : [];
 }
 
 function processExists(pid: number): boolean {

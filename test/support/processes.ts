@@ -1,12 +1,26 @@
+import { readFileSync } from 'node:fs';
 import { readdir, readFile, readlink } from 'node:fs/promises';
 
-/** Whether a process id is alive (EPERM: it exists but belongs to someone else). */
+/**
+ * Whether a process id is alive (EPERM: it exists but belongs to someone else). A zombie is not: it has died
+ * and holds nothing, and lingers where nothing reaps orphans (a container's init may not).
+ */
 export function isRunning(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (error) {
     return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  return !procState(pid).startsWith('Z');
+}
+
+/** Its state letter in /proc/<pid>/stat, after the command name, which may hold spaces and parentheses. */
+function procState(pid: number): string {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2);
+  } catch {
+    return '';
   }
 }
 
