@@ -209,6 +209,21 @@ describe('the embedded Redis', () => {
     expect(await connect(redis.url).ping()).toBe('PONG');
   });
 
+  // A process killed while launching leaves its launching.pid behind. Its pid may since be another process's
+  // (pid 1 here), or this very one's: in a container, processes start at the same pids every time.
+  it.each([
+    ['another process', '1'],
+    ['this process, in an earlier life', `${process.pid} 0`],
+  ])('When a launch lock left behind names a pid that is now %s, Then starts at once', async (_, holder) => {
+    const dataDir = await tempDataDir();
+    await mkdir(redisDir(dataDir), { recursive: true });
+    await writeFile(path.join(redisDir(dataDir), 'launching.pid'), `${holder}\n`);
+
+    const redis = await startEmbeddedRedis({ dataDir, appendfsync: 'everysec', startTimeoutMs: 2_000 });
+    started.push(redis);
+    expect(redis.owned).toBe(true);
+  });
+
   it('When three processes start it at the same moment on an empty data dir, Then one redis-server runs and the others attach to it', async () => {
     const dataDir = await tempDataDir();
     const redis = await Promise.all([start(dataDir), start(dataDir), start(dataDir)]);

@@ -177,20 +177,37 @@ async function launchFree(dir: string, options: EmbeddedRedisOptions): Promise<E
 }
 
 /**
- * Takes the right to launch in `dir`: a file created exclusively, holding this process's pid. Resolves with
- * its release, or with nothing while a live process holds it; a dead holder's file is removed.
+ * Takes the right to launch in `dir`: a file created exclusively, holding this process's identity. Resolves
+ * with its release, or with nothing while that process runs; a file whose holder has gone is removed.
  */
 async function lockLaunch(dir: string): Promise<(() => Promise<void>) | undefined> {
   const file = path.join(dir, 'launching.pid');
   try {
-    await writeFile(file, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
+    await writeFile(file, `${await identity(process.pid)}\n`, { flag: 'wx', mode: 0o600 });
     return () => rm(file, { force: true });
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-    const holder = Number((await readFile(file, 'utf8').catch(() => '')).trim());
-    if (holder && !processExists(holder)) await rm(file, { force: true });
+    const holder = (await readFile(file, 'utf8').catch(() => '')).trim();
+    // Left behind by a process killed while launching, it may name a pid that is since another process's,
+    // or this one's (in a container, processes start at the same pids every time): its start time tells.
+    if (holder && !(await stillRuns(holder))) await rm(file, { force: true });
     return undefined;
   }
+}
+
+/** Whether the process an `identity` names still runs: that pid, started at that time. */
+async function stillRuns(recorded: string): Promise<boolean> {
+  const pid = Number.parseInt(recorded, 10);
+  return (await isRunning(pid)) && (await identity(pid)) === recorded;
+}
+
+/**
+ * A process's pid with, where /proc tells it (Linux), its start time: unlike the pid alone, it does not
+ * name a later process given the same pid.
+ */
+async function identity(pid: number): Promise<string> {
+  const start = (await procStat(pid))[19];
+  return start ? `${pid} ${start}` : String(pid);
 }
 
 /** Where a launched redis-server listens: its Unix socket, or a loopback port where no socket path fits. */
@@ -404,7 +421,7 @@ async function isRunning(pid: number): Promise<boolean> {
 
 /**
  * The fields of /proc/<pid>/stat after the command name (which may hold spaces and parentheses): the first
- * is its state. None where there is no /proc (macOS) or the process has gone.
+ * is its state, the twentieth its start time. None where there is no /proc (macOS) or the process has gone.
  */
 async function procStat(pid: number): Promise<string[]> {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
