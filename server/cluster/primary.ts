@@ -1,6 +1,6 @@
 import cluster, { type Worker } from 'node:cluster';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { setupMaster } from '@socket.io/sticky';
 import { AggregatorRegistry } from 'prom-client';
@@ -13,6 +13,7 @@ import { openRedisStore } from '../redis/redis-store.ts';
 import { redisSupervisionLog } from '../redis/supervision-log.ts';
 import { restartDelayMs } from '../restart-backoff.ts';
 import { StartupError } from '../startup-error.ts';
+import { followHandovers, headerOf } from './handovers.ts';
 import { HANDOFF_ENV, type Handoff, ToPrimary, type ToServer } from './messages.ts';
 import { pendingAnswers } from './pending-answers.ts';
 
@@ -31,6 +32,9 @@ const AUTO_MOST = 4;
 
 /** How long `/readyz` waits for each server process's own check (a readiness probe's timeout is ~1 s). */
 const READINESS_CHECK_MS = 1500;
+
+/** How long a replacement server process must serve before restarts go back to their quickest pace. */
+const SERVED_A_WHILE_MS = 30_000;
 
 // Each process's shutdown is a handful of steps, each bounded by SHUTDOWN_GRACE_MS.
 const SHUTDOWN_STEPS = 6;
@@ -56,7 +60,8 @@ export async function runPrimary(config: Config, count: number): Promise<void> {
 
   const httpServer = createServer();
   setupMaster(httpServer, { loadBalancingMethod: 'least-connection' });
-  stopReadingHandedOff(httpServer);
+  const handovers = followHandovers(httpServer);
+  const releases = new Map<Worker, () => void>();
   try {
     await new Promise<void>((resolve, reject) => {
       httpServer.once('error', reject);
@@ -89,6 +94,9 @@ export async function runPrimary(config: Config, count: number): Promise<void> {
     // since a connection handed to it before it listens for them would be lost.
     unready(worker);
     countHandovers(worker);
+    const { release } = handovers.follow(worker, () => isReady(worker));
+    releases.set(worker, release);
+    worker.once('exit', () => releases.delete(worker));
     return worker;
   };
   const handEscalationOver = (gone: Worker) => {
@@ -137,6 +145,7 @@ export async function runPrimary(config: Config, count: number): Promise<void> {
     switch (message.type) {
       case 'sinergi:ready':
         ready(worker);
+        releases.get(worker)?.();
         readyWaiters.get(worker.id)?.(message.banner);
         readyWaiters.delete(worker.id);
         return;
@@ -196,7 +205,8 @@ export async function runPrimary(config: Config, count: number): Promise<void> {
     })();
     return stopping;
   };
-  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  // SIGHUP: the terminal it was started from closing, which would otherwise end it at once, undrained.
+  for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
     process.on(signal, () => {
       if (stopping) {
         logger.warn('second signal: exiting now');
@@ -222,7 +232,9 @@ export async function runPrimary(config: Config, count: number): Promise<void> {
     throw error;
   }
 
-  // Restarts back off while replacements keep dying; one that comes up resets the pace.
+  // Restarts back off while replacements keep dying; one that has served a while resets the pace. Coming up
+  // is not enough: one that dies soon after (on the first request of some kind) would otherwise be restarted
+  // as fast as it can start, for ever.
   let failuresInARow = 0;
   cluster.on('exit', (worker, code, signal) => {
     if (stopping) return;
@@ -235,8 +247,10 @@ export async function runPrimary(config: Config, count: number): Promise<void> {
       unheld = [];
       whenReady(replacement).then(
         () => {
-          failuresInARow = 0;
           logger.warn({ server: replacement.id }, 'server process replaced');
+          setTimeout(() => {
+            if (!replacement.isDead()) failuresInARow = 0;
+          }, SERVED_A_WHILE_MS).unref();
         },
         () => {},
       );
@@ -245,37 +259,6 @@ export async function runPrimary(config: Config, count: number): Promise<void> {
 
   process.stdout.write(`${[listeningLine(config, port), ...banner].join('\n')}\n`);
   logger.info({ port, host: config.http.host, processes: count }, 'listening');
-}
-
-/**
- * The balancer reads a connection's first chunk (to find its session), then sends the socket to a server
- * process. Node detaches a sent socket from the primary without stopping its reads, and drops whatever the
- * primary reads after that; until the server process acknowledges the socket, both read it. A client that
- * answers the WebSocket handshake at once (a console's "connect" packet) could lose those bytes to the
- * primary and hang half-connected, as the bench saw about once in a thousand connections on a busy host.
- * So the primary stops reading a socket it hands over as soon as it has that first chunk. Requests with a
- * body stay with the primary, which forwards them chunk by chunk; those it keeps reading.
- */
-function stopReadingHandedOff(httpServer: Server) {
-  httpServer.on('connection', (socket: Socket) => {
-    // Runs before the balancer's own listener, which it added when the connection arrived.
-    socket.prependOnceListener('data', (chunk: Buffer) => {
-      const header = headerOf(chunk);
-      if (header.includes('content-length:') || header.includes('transfer-encoding:')) return;
-      // Node's own handle, as its child_process code uses it: no public call stops a socket's reads.
-      const handle = (socket as Socket & { _handle?: { readStop?: () => number } | null })._handle;
-      if (typeof handle?.readStop === 'function') handle.readStop();
-    });
-  });
-}
-
-/** A request's head (request line and headers), lower-cased, from the first chunk read from its socket. */
-function headerOf(chunk: Buffer): string {
-  const end = chunk.indexOf('\r\n\r\n');
-  return chunk
-    .subarray(0, end < 0 ? chunk.length : end)
-    .toString('latin1')
-    .toLowerCase();
 }
 
 function liveWorkers(): Worker[] {
