@@ -254,14 +254,50 @@ describe('the embedded Redis', () => {
   });
 });
 
+/** A redis-server that refuses to start while the `flag` file exists, as one would on a full disk. */
+async function refusingRedisServer(dataDir: string) {
+  const flag = path.join(dataDir, 'refuse-to-start');
+  const binary = path.join(dataDir, 'redis-server-or-refuse');
+  const real = await findOnPath('redis-server');
+  await writeFile(binary, `#!/bin/sh\n[ -e "${flag}" ] && exit 1\nexec "${real}" "$@"\n`, { mode: 0o755 });
+  return { flag, binary };
+}
+
+/**
+ * A server's supervised store whose redis-server died and cannot start again, and a command-line tool that
+ * started one of its own on the same files meanwhile, once the server has looked again.
+ */
+async function supervisedWhileToolHoldsIt() {
+  const dataDir = await tempDataDir();
+  const { flag, binary } = await refusingRedisServer(dataDir);
+  const events: SupervisionEvent[] = [];
+  const redis = await startEmbeddedRedis({
+    dataDir,
+    appendfsync: 'always',
+    binary,
+    lasting: true,
+    supervise: (event) => events.push(event),
+  });
+  started.push(redis);
+  await writeFile(flag, '');
+  process.kill(redis.pid ?? -1, 'SIGKILL');
+  // The tool runs the real redis-server: whatever failed for the server has cleared for it.
+  const tool = await startInChild(dataDir, 'tool');
+  await rm(flag);
+  const seen = await waitFor(
+    () => events.find((e) => e.type === 'waiting_for_tool' || e.type === 'superseded'),
+    {
+      timeoutMs: 20_000,
+      what: "the server's next restart to find the tool's redis-server",
+    },
+  );
+  return { dataDir, redis, events, tool, seen };
+}
+
 describe('a supervised embedded Redis', () => {
   it('When its redis-server dies and cannot start again at first, Then it retries at a slowing pace and comes back on the same address with its data', async () => {
     const dataDir = await tempDataDir();
-    // A redis-server that refuses to start while the flag file exists, as one would on a full disk.
-    const flag = path.join(dataDir, 'refuse-to-start');
-    const binary = path.join(dataDir, 'redis-server-or-refuse');
-    const real = await findOnPath('redis-server');
-    await writeFile(binary, `#!/bin/sh\n[ -e "${flag}" ] && exit 1\nexec "${real}" "$@"\n`, { mode: 0o755 });
+    const { flag, binary } = await refusingRedisServer(dataDir);
     const events: SupervisionEvent[] = [];
     const redis = await startEmbeddedRedis({
       dataDir,
@@ -303,6 +339,28 @@ describe('a supervised embedded Redis', () => {
     expect(isRunning(last)).toBe(false);
     expect(events.filter((e) => e.type === 'restarted')).toHaveLength(1);
   }, 30_000);
+
+  it('When a command-line tool starts it while its redis-server is down, Then waits for the tool to finish and starts its own again', async () => {
+    const { redis, events, tool, seen } = await supervisedWhileToolHoldsIt();
+    expect(seen).toMatchObject({ type: 'waiting_for_tool', address: redis.url, other: redis.url });
+
+    tool.parent.kill('SIGKILL');
+    await waitFor(() => events.some((e) => e.type === 'restarted'), {
+      timeoutMs: 15_000,
+      what: 'the restart',
+    });
+    expect(redis.pid).not.toBe(tool.pid);
+    expect(isRunning(redis.pid ?? 0)).toBe(true);
+    expect(await connect(redis.url).ping()).toBe('PONG');
+  }, 45_000);
+
+  it("When stopped while a command-line tool holds it, Then leaves the tool's redis-server its address record", async () => {
+    const { dataDir, redis, tool } = await supervisedWhileToolHoldsIt();
+
+    await redis.stop();
+    const record = JSON.parse(await readFile(path.join(redisDir(dataDir), 'address.json'), 'utf8'));
+    expect(record).toMatchObject({ pid: tool.pid });
+  }, 45_000);
 });
 
 describe('checkRedisServer', () => {

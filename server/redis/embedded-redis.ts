@@ -35,7 +35,12 @@ export type SupervisionEvent =
   | { type: 'exited'; dir: string; address: string; code: number | null; signal: NodeJS.Signals | null }
   | { type: 'restarted'; dir: string; address: string; pid: number }
   | { type: 'restart_failed'; dir: string; address: string; error: unknown; retryInMs: number }
-  /** Another process launched one on the same files while this one's was down: supervision ends. */
+  /**
+   * A command-line tool launched one on the same files while this one's was down: it stops when the tool
+   * does, and this one is started again then.
+   */
+  | { type: 'waiting_for_tool'; dir: string; address: string; other: string }
+  /** Another lasting process launched one on the same files while this one's was down: supervision ends. */
   | { type: 'superseded'; dir: string; address: string; other: string };
 
 export interface EmbeddedRedis {
@@ -245,12 +250,22 @@ async function launch(
   };
   const restart = async (report: (event: SupervisionEvent) => void) => {
     for (let attempt = 0; !stopping; attempt++) {
+      // A command-line tool may have launched one on these files while ours was down. It stops with the
+      // tool, and then ours must be back: wait for that outside the lock, which others need meanwhile.
+      const tool = await findRunning(dir);
+      if (tool?.lasting === false) {
+        report({ type: 'waiting_for_tool', dir, address, other: addressOf(tool) });
+        while (!stopping && (await isRunning(tool.pid))) await new Promise((r) => setTimeout(r, 100).unref());
+        continue;
+      }
       let failure: unknown;
       // Under the launch lock, as at start-up: two redis-servers must never run on the same files.
       const unlock = await lockLaunch(dir);
       try {
         if (!unlock) throw new Error('another process is launching a redis-server on these files');
         const other = await findRunning(dir);
+        // A tool's, started since the look above: waited for next time round.
+        if (other?.lasting === false) continue;
         if (other) {
           report({ type: 'superseded', dir, address, other: addressOf(other) });
           return;
@@ -284,7 +299,7 @@ async function launch(
     stop: () => {
       stopping ??= (async () => {
         await stopChild(current.child, current.exited, current.pid);
-        await rm(addressFile(dir), { force: true });
+        await forgetAddress(dir, current.pid);
       })();
       return stopping;
     },
@@ -373,13 +388,25 @@ function killGroup(child: ChildProcess): void {
   }
 }
 
-async function findRunning(dir: string): Promise<AddressRecord | undefined> {
-  let record: AddressRecord;
+async function readAddress(dir: string): Promise<AddressRecord | undefined> {
   try {
-    record = JSON.parse(await readFile(addressFile(dir), 'utf8')) as AddressRecord;
+    return JSON.parse(await readFile(addressFile(dir), 'utf8')) as AddressRecord;
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Removes the address record if it is redis-server `pid`'s: one stopped while down may find a tool's there
+ * instead, which must stay while the tool's runs.
+ */
+async function forgetAddress(dir: string, pid: number): Promise<void> {
+  if ((await readAddress(dir))?.pid === pid) await rm(addressFile(dir), { force: true });
+}
+
+async function findRunning(dir: string): Promise<AddressRecord | undefined> {
+  const record = await readAddress(dir);
+  if (!record) return undefined;
   // The address may since belong to an unrelated Redis: only attach if it serves this very directory.
   const client = probe(addressOf(record));
   try {

@@ -38,6 +38,12 @@ export function redisSupervisionLog(logger: Logger) {
           'embedded redis-server did not restart; retrying',
         );
         return;
+      case 'waiting_for_tool':
+        logger.warn(
+          { dir, address, other: event.other },
+          'a command-line tool started the embedded redis-server while it was down; restarting it when the tool finishes',
+        );
+        return;
       case 'superseded':
         logger.fatal(
           { dir, address, other: event.other },
