@@ -62,8 +62,9 @@ export async function serve(config: Config, link?: ServerLink): Promise<void> {
     void shutdown(signal, 0);
   };
   process.on('SIGTERM', onSignal);
-  // A terminal's Ctrl-C reaches every process of the group; under a primary, the primary orders the stop.
-  process.on('SIGINT', link ? () => {} : onSignal);
+  // A terminal's Ctrl-C, and its SIGHUP as it closes, reach every process of the group; under a primary, the
+  // primary orders the stop.
+  for (const signal of ['SIGINT', 'SIGHUP'] as const) process.on(signal, link ? () => {} : onSignal);
   link?.onStop((reason) => void shutdown(reason, 0));
   process.on('uncaughtException', (err) => {
     logger.fatal({ err }, 'uncaught exception');

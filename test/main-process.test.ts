@@ -306,6 +306,25 @@ describe('npm start (server/main.ts) with the embedded Redis', () => {
     });
   }, 60_000);
 
+  it('When its terminal closes (SIGHUP to the group), Then a single server process answers what it holds, exits 0 and stops its redis-servers', async () => {
+    const dataDir = await tempDir();
+    const port = await freePort();
+    const { server, url } = await startServer(dataDir, port, {
+      SERVER_PROCESSES: '1',
+      SHUTDOWN_GRACE_MS: '5000',
+    });
+    const { accessToken } = await login(url, 'operator.permisan');
+    const raise = await heldRequest(port, '/api/alerts', uniqueAlert(), accessToken);
+    const redis = await embeddedRedisPids(dataDir);
+
+    process.kill(-(server.child.pid ?? 0), 'SIGHUP');
+    // Long enough for a process that does not wait for it to have dropped the request; well inside the grace.
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(await raise.finish()).toMatch(/^HTTP\/1\.1 201 /m);
+    expect(await server.exited).toEqual({ code: 0, signal: null });
+    for (const pid of redis) expect(isRunning(pid)).toBe(false);
+  }, 60_000);
+
   it('When redis-server is not on PATH and no REDIS_URL is set, Then exits non-zero saying how to install it', async () => {
     const dataDir = await tempDir();
     // An empty PATH; node itself is started by its absolute path with the tsx loader.
@@ -590,6 +609,26 @@ describe('npm start with several server processes (SERVER_PROCESSES=2)', () => {
     expect(server.stdout).not.toContain('second signal');
   }, 60_000);
 
+  it('When its terminal closes (SIGHUP to the group), Then the server processes leave the stop to the primary: they answer what they hold, and everything exits 0', async () => {
+    const dataDir = await tempDir();
+    const port = await freePort();
+    const { server, url } = await startServer(dataDir, port, {
+      SERVER_PROCESSES: '2',
+      SHUTDOWN_GRACE_MS: '5000',
+    });
+    const servers = await serverProcesses(server);
+    const { accessToken } = await login(url, 'operator.permisan');
+    const raise = await heldRequest(port, '/api/alerts', uniqueAlert(), accessToken);
+    const redis = await embeddedRedisPids(dataDir);
+
+    process.kill(-(server.child.pid ?? 0), 'SIGHUP');
+    // Long enough for a process that does not wait for it to have dropped the request; well inside the grace.
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(await raise.finish()).toMatch(/^HTTP\/1\.1 201 /m);
+    expect(await server.exited).toEqual({ code: 0, signal: null });
+    for (const pid of [...servers, ...redis]) expect(isRunning(pid)).toBe(false);
+  }, 60_000);
+
   it('When a console sends its connect packet right behind the WebSocket upgrade, Then every one is answered: no byte is lost between the primary and the server process', async () => {
     const dataDir = await tempDir();
     const port = await freePort();
@@ -650,7 +689,7 @@ async function heldRequest(port: number, pathname: string, body: unknown, token:
   socket.write(
     `POST ${pathname} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n` +
       `Content-Length: ${Buffer.byteLength(payload)}\r\nAuthorization: Bearer ${token}\r\n` +
-      'Expect: 100-continue\r\n\r\n',
+      'Expect: 100-continue\r\nConnection: close\r\n\r\n',
   );
   await waitFor(() => received.includes('100 Continue'), { what: 'a server process to take the request' });
   return {
