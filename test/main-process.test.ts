@@ -629,6 +629,68 @@ describe('npm start with several server processes (SERVER_PROCESSES=2)', () => {
     for (const pid of [...servers, ...redis]) expect(isRunning(pid)).toBe(false);
   }, 60_000);
 
+  it('When clients reach the port while every server process is still starting, Then each is answered once one is ready, none left hanging', async () => {
+    const dataDir = await tempDir();
+    const port = await freePort();
+    const server = launch(
+      process.execPath,
+      ['--import', 'tsx', 'server/main.ts'],
+      envFor(dataDir, { PORT: String(port), SERVER_PROCESSES: '2' }),
+    );
+    // A probe every 100 ms from the start; those the port refuses (not listening yet) are dropped.
+    const accepted: Promise<string>[] = [];
+    while (!server.stdout.includes('Sinergi is listening')) {
+      if (server.child.exitCode !== null) throw new Error(`server exited early:\n${server.stderr}`);
+      const probe = probeHealth(port);
+      accepted.push(probe.then((status) => (status === 'refused' ? '' : status)));
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const answers = (await Promise.all(accepted)).filter((a) => a !== '');
+    // The port is open while the server processes start (about two seconds here): some probes came then.
+    expect(answers.length).toBeGreaterThan(0);
+    expect(answers).toEqual(Array(answers.length).fill('HTTP/1.1 200 OK'));
+  }, 60_000);
+
+  it('When the server processes die while requests with a body are in flight, Then those requests end at once, for their clients to retry, not at their own timeouts', async () => {
+    const dataDir = await tempDir();
+    const port = await freePort();
+    const { server, url } = await startServer(dataDir, port, { SERVER_PROCESSES: '2' });
+    const { accessToken } = await login(url, 'operator.permisan');
+    const raise = await heldRequest(port, '/api/alerts', uniqueAlert(), accessToken);
+
+    const killedAt = Date.now();
+    for (const pid of await serverProcesses(server)) process.kill(pid, 'SIGKILL');
+    await Promise.race([raise.closed, new Promise((r) => setTimeout(r, 10_000))]);
+    // Without the primary ending it, the connection stays open until the client gives up.
+    expect(Date.now() - killedAt).toBeLessThan(5000);
+  }, 60_000);
+
+  it('When replacements keep dying soon after they come up, Then each is restarted later than the one before, not as fast as it starts', async () => {
+    const dataDir = await tempDir();
+    const { server } = await startServer(dataDir, await freePort(), {
+      SERVER_PROCESSES: '2',
+      LOG_LEVEL: 'info',
+    });
+    const delays = () =>
+      server.stdout
+        .split('\n')
+        .filter((line) => line.includes('a server process exited'))
+        .map((line) => (JSON.parse(line) as { retryInMs: number }).retryInMs);
+    const replaced = () => server.stdout.split('server process replaced').length - 1;
+
+    let [victim] = await serverProcesses(server);
+    for (let death = 1; death <= 2; death++) {
+      if (victim === undefined) throw new Error('no server process');
+      const before = new Set(await serverProcesses(server));
+      process.kill(victim, 'SIGKILL');
+      await waitFor(() => replaced() === death, { what: `replacement ${death}`, timeoutMs: 30_000 });
+      victim = (await serverProcesses(server)).find((pid) => !before.has(pid));
+    }
+    const [first, second] = delays();
+    expect(first).toBeGreaterThan(0);
+    expect(second).toBeGreaterThan(first ?? 0);
+  }, 90_000);
+
   it('When a console sends its connect packet right behind the WebSocket upgrade, Then every one is answered: no byte is lost between the primary and the server process', async () => {
     const dataDir = await tempDir();
     const port = await freePort();
@@ -693,12 +755,36 @@ async function heldRequest(port: number, pathname: string, body: unknown, token:
   );
   await waitFor(() => received.includes('100 Continue'), { what: 'a server process to take the request' });
   return {
+    /** Settles when the connection ends, whatever ended it. */
+    closed,
     async finish(): Promise<string> {
       if (!socket.destroyed) socket.write(payload);
       await closed;
       return received;
     },
   };
+}
+
+/** GET /healthz on a fresh connection: its status line, `refused`, or `hung` after 20 s without an answer. */
+function probeHealth(port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = createConnection({ host: '127.0.0.1', port });
+    let received = '';
+    const done = (outcome: string) => {
+      socket.destroy();
+      resolve(outcome);
+    };
+    socket.setTimeout(20_000, () => done('hung'));
+    socket.once('connect', () => socket.write('GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'));
+    socket.on('data', (chunk: Buffer) => {
+      received += chunk.toString('latin1');
+      if (received.includes('\r\n')) done(received.slice(0, received.indexOf('\r\n')));
+    });
+    socket.once('error', (error: NodeJS.ErrnoException) =>
+      done(error.code === 'ECONNREFUSED' ? 'refused' : `error ${error.code}`),
+    );
+    socket.once('end', () => done(`ended: ${received}`));
+  });
 }
 
 /** One client-to-server WebSocket text frame (clients must mask theirs). */
