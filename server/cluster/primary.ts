@@ -75,8 +75,15 @@ export async function runPrimary(config: Config, count: number): Promise<void> {
 
   // Sticky's chunks of a request are Buffers; the default JSON serialization would turn them into objects.
   cluster.setupPrimary({ serialization: 'advanced' });
+  // A process that has just died can still look connected: the send then fails (EPIPE), and a failure
+  // nobody listens for would be thrown as the primary's own, ending it with every other process.
   const send = (worker: Worker, message: ToServer) => {
-    if (worker.isConnected()) worker.send(message);
+    if (worker.isConnected())
+      worker.send(
+        message,
+        (error) =>
+          error && logger.debug({ err: error }, 'a message to a server process that has gone was lost'),
+      );
   };
   // Each process runs the escalation workers of its share of the partitions (unless ESCALATION_WORKER=off).
   // Each partition's timers are a queue of their own, so no two processes compete for a job (on one queue,
