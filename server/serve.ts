@@ -43,6 +43,8 @@ export async function serve(config: Config, link?: ServerLink): Promise<void> {
   const shutdown = (reason: string, code: number) => {
     shuttingDown ??= (async () => {
       logger.info({ reason }, 'shutting down');
+      // Draining takes up to the grace: meanwhile the primary hands new consoles to the other processes.
+      link?.stopping();
       await app.close();
       await store.release();
       logger.info('stopped');

@@ -691,6 +691,37 @@ describe('npm start with several server processes (SERVER_PROCESSES=2)', () => {
     expect(second).toBeGreaterThan(first ?? 0);
   }, 90_000);
 
+  it('When one server process begins to stop while it drains a request, Then new consoles go to the other meanwhile and its escalation partitions are taken over at once', async () => {
+    const dataDir = await tempDir();
+    const port = await freePort();
+    const { server, url } = await startServer(dataDir, port, {
+      SERVER_PROCESSES: '2',
+      ESCALATION_PARTITIONS: '2',
+      SHUTDOWN_GRACE_MS: '5000',
+      LOG_LEVEL: 'info',
+    });
+    const { accessToken } = await login(url, 'operator.permisan');
+    // Held in flight, so that the process it reached takes its time to stop. With no console anywhere yet
+    // the balancer hands it to the first process forked.
+    const raise = await heldRequest(port, '/api/alerts', uniqueAlert(), accessToken);
+    const holder = Math.min(...(await serverProcesses(server)));
+    process.kill(holder, 'SIGTERM');
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(isRunning(holder)).toBe(true);
+    await waitFor(() => server.stdout.includes('escalation workers handed over'), {
+      what: 'its partitions taken over while it drains',
+      timeoutMs: 3000,
+    });
+
+    const consoles = await dispatchConsoles(url, 4, ['websocket']);
+    const lost: number[] = [];
+    for (const [i, c] of consoles.entries()) c.socket.on('disconnect', () => void lost.push(i));
+    expect(await raise.finish()).toMatch(/^HTTP\/1\.1 201 /m);
+    await waitFor(() => !isRunning(holder), { what: 'the stopping process to exit', timeoutMs: 15_000 });
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(lost).toEqual([]);
+  }, 90_000);
+
   it('When a console sends its connect packet right behind the WebSocket upgrade, Then every one is answered: no byte is lost between the primary and the server process', async () => {
     const dataDir = await tempDir();
     const port = await freePort();

@@ -17,7 +17,8 @@ type Send = (...args: unknown[]) => boolean;
  * - A process still starting has no listener for handovers yet, and one handed to it then is dropped and
  *   hangs until the client gives up (every console reconnecting while all processes are being replaced).
  *   The balancer picks such a process only when none is serving; what it hands it waits in the primary,
- *   in order, until the process is ready, and is ended should the process exit first.
+ *   in order, until the process is ready, and is ended should the process exit first. So does what it
+ *   hands a process that has begun to stop, when no other serves.
  */
 export function followHandovers(httpServer: Server) {
   // The body request whose first chunk the balancer is handling at this moment: its listener runs right after
@@ -55,7 +56,10 @@ export function followHandovers(httpServer: Server) {
           forwarded.add(socket);
           socket.once('close', () => forwarded.delete(socket));
         }
-        if (isReady()) return send(...args);
+        // A request already forwarded goes on (a process that has begun to stop drains it); its later chunks
+        // wait only behind what is held, so that they never overtake its start.
+        const opens = type === 'sticky:connection' || type === 'sticky:http-chunk-start';
+        if (opens ? isReady() : held.length === 0) return send(...args);
         held.push(args);
         return true;
       }) as Worker['send'];

@@ -22,6 +22,8 @@ export const HANDOFF_ENV = 'SINERGI_HANDOFF';
 export const ToPrimary = z.discriminatedUnion('type', [
   /** Started and serving; `banner`: the lines of its one-time start-up work, for the primary to print. */
   z.object({ type: z.literal('sinergi:ready'), banner: z.array(z.string()) }),
+  /** Has begun to stop (a signal to it alone, an error): no more connections, and its partitions to another. */
+  z.object({ type: z.literal('sinergi:stopping') }),
   z.object({ type: z.literal('sinergi:metrics-request'), id: z.number().int() }),
   /** Asked by `/readyz`: is every process behind the port ready? */
   z.object({ type: z.literal('sinergi:readiness-request'), id: z.number().int() }),

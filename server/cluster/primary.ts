@@ -156,6 +156,11 @@ export async function runPrimary(config: Config, count: number): Promise<void> {
         readyWaiters.get(worker.id)?.(message.banner);
         readyWaiters.delete(worker.id);
         return;
+      case 'sinergi:stopping':
+        if (stopping) return;
+        unready(worker);
+        handEscalationOver(worker);
+        return;
       case 'sinergi:metrics-request':
         aggregator.clusterMetrics().then(
           (text) => send(worker, { type: 'sinergi:metrics', id: message.id, text }),

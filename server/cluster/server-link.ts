@@ -8,6 +8,8 @@ export interface ServerLink {
   readonly handoff: Handoff;
   /** Tells the primary this process serves; `banner`: lines for it to print. */
   ready(banner: string[]): void;
+  /** Tells the primary this process has begun to stop, while it drains what it holds. */
+  stopping(): void;
   /** The metrics of every server process, summed by the primary. */
   clusterMetrics(): Promise<string>;
   /** What every server process behind the port cannot reach, each named with its process. */
@@ -72,6 +74,7 @@ export function serverLink(): ServerLink | undefined {
     id: worker.id,
     handoff,
     ready: (banner) => send({ type: 'sinergi:ready', banner }),
+    stopping: () => send({ type: 'sinergi:stopping' }),
     clusterMetrics: () =>
       answers.ask<string>(
         (id) => send({ type: 'sinergi:metrics-request', id }),
