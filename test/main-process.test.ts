@@ -307,14 +307,10 @@ describe('npm start (server/main.ts) with the embedded Redis', () => {
   }, 60_000);
 
   it('When its terminal closes (SIGHUP to the group), Then a single server process answers what it holds, exits 0 and stops its redis-servers', async () => {
-    const dataDir = await tempDir();
-    const port = await freePort();
-    const { server, url } = await startServer(dataDir, port, {
+    const { dataDir, server, raise } = await serverHoldingARaise({
       SERVER_PROCESSES: '1',
       SHUTDOWN_GRACE_MS: '5000',
     });
-    const { accessToken } = await login(url, 'operator.permisan');
-    const raise = await heldRequest(port, '/api/alerts', uniqueAlert(), accessToken);
     const redis = await embeddedRedisPids(dataDir);
 
     process.kill(-(server.child.pid ?? 0), 'SIGHUP');
@@ -565,14 +561,10 @@ describe('npm start with several server processes (SERVER_PROCESSES=2)', () => {
   }, 60_000);
 
   it('When SIGTERM reaches the primary while an alert raised over HTTP is still arriving, Then the server process waits for it: the raise is answered 201, and everything exits 0', async () => {
-    const dataDir = await tempDir();
-    const port = await freePort();
-    const { server, url } = await startServer(dataDir, port, {
+    const { server, raise } = await serverHoldingARaise({
       SERVER_PROCESSES: '2',
       SHUTDOWN_GRACE_MS: '5000',
     });
-    const { accessToken } = await login(url, 'operator.permisan');
-    const raise = await heldRequest(port, '/api/alerts', uniqueAlert(), accessToken);
 
     const stopped = stopWithSigterm(server);
     // Long enough for a process that does not wait for it to have dropped the request; well inside the grace.
@@ -582,16 +574,12 @@ describe('npm start with several server processes (SERVER_PROCESSES=2)', () => {
   }, 60_000);
 
   it('When the group’s SIGTERM reaches the server processes after the primary’s order to stop, Then it is not taken for a second signal: they still answer what they hold, and everything exits 0', async () => {
-    const dataDir = await tempDir();
-    const port = await freePort();
-    const { server, url } = await startServer(dataDir, port, {
+    const { server, raise } = await serverHoldingARaise({
       SERVER_PROCESSES: '2',
       SHUTDOWN_GRACE_MS: '5000',
       LOG_LEVEL: 'info',
     });
     const servers = await serverProcesses(server);
-    const { accessToken } = await login(url, 'operator.permisan');
-    const raise = await heldRequest(port, '/api/alerts', uniqueAlert(), accessToken);
 
     // `kill -TERM -<pgid>` (or systemd's) reaches each process of the group when the kernel gets to it: here,
     // after the primary's order has reached both server processes.
@@ -610,15 +598,11 @@ describe('npm start with several server processes (SERVER_PROCESSES=2)', () => {
   }, 60_000);
 
   it('When its terminal closes (SIGHUP to the group), Then the server processes leave the stop to the primary: they answer what they hold, and everything exits 0', async () => {
-    const dataDir = await tempDir();
-    const port = await freePort();
-    const { server, url } = await startServer(dataDir, port, {
+    const { dataDir, server, raise } = await serverHoldingARaise({
       SERVER_PROCESSES: '2',
       SHUTDOWN_GRACE_MS: '5000',
     });
     const servers = await serverProcesses(server);
-    const { accessToken } = await login(url, 'operator.permisan');
-    const raise = await heldRequest(port, '/api/alerts', uniqueAlert(), accessToken);
     const redis = await embeddedRedisPids(dataDir);
 
     process.kill(-(server.child.pid ?? 0), 'SIGHUP');
@@ -652,11 +636,7 @@ describe('npm start with several server processes (SERVER_PROCESSES=2)', () => {
   }, 60_000);
 
   it('When the server processes die while requests with a body are in flight, Then those requests end at once, for their clients to retry, not at their own timeouts', async () => {
-    const dataDir = await tempDir();
-    const port = await freePort();
-    const { server, url } = await startServer(dataDir, port, { SERVER_PROCESSES: '2' });
-    const { accessToken } = await login(url, 'operator.permisan');
-    const raise = await heldRequest(port, '/api/alerts', uniqueAlert(), accessToken);
+    const { server, raise } = await serverHoldingARaise({ SERVER_PROCESSES: '2' });
 
     const killedAt = Date.now();
     for (const pid of await serverProcesses(server)) process.kill(pid, 'SIGKILL');
@@ -692,18 +672,14 @@ describe('npm start with several server processes (SERVER_PROCESSES=2)', () => {
   }, 90_000);
 
   it('When one server process begins to stop while it drains a request, Then new consoles go to the other meanwhile and its escalation partitions are taken over at once', async () => {
-    const dataDir = await tempDir();
-    const port = await freePort();
-    const { server, url } = await startServer(dataDir, port, {
+    // A raise held in flight, so that the process it reached takes its time to stop. With no console
+    // anywhere yet the balancer hands it to the first process forked.
+    const { server, url, raise } = await serverHoldingARaise({
       SERVER_PROCESSES: '2',
       ESCALATION_PARTITIONS: '2',
       SHUTDOWN_GRACE_MS: '5000',
       LOG_LEVEL: 'info',
     });
-    const { accessToken } = await login(url, 'operator.permisan');
-    // Held in flight, so that the process it reached takes its time to stop. With no console anywhere yet
-    // the balancer hands it to the first process forked.
-    const raise = await heldRequest(port, '/api/alerts', uniqueAlert(), accessToken);
     const holder = Math.min(...(await serverProcesses(server)));
     process.kill(holder, 'SIGTERM');
     await new Promise((r) => setTimeout(r, 1000));
@@ -761,6 +737,16 @@ async function upgradeThenConnectAtOnce(port: number, token: string, waitMs = 30
   await new Promise((r) => setTimeout(r, waitMs));
   socket.destroy();
   return received;
+}
+
+/** `npm start` with an alert raised over HTTP held in flight at a server process, its body not sent yet. */
+async function serverHoldingARaise(extra: Record<string, string>) {
+  const dataDir = await tempDir();
+  const port = await freePort();
+  const { server, url } = await startServer(dataDir, port, extra);
+  const { accessToken } = await login(url, 'operator.permisan');
+  const raise = await heldRequest(port, '/api/alerts', uniqueAlert(), accessToken);
+  return { dataDir, server, url, port, raise };
 }
 
 /**
