@@ -263,11 +263,8 @@ async function refusingRedisServer(dataDir: string) {
   return { flag, binary };
 }
 
-/**
- * A server's supervised store whose redis-server died and cannot start again, and a command-line tool that
- * started one of its own on the same files meanwhile, once the server has looked again.
- */
-async function supervisedWhileToolHoldsIt() {
+/** A supervised embedded Redis, started as a server starts it, whose redis-server refuses to start while `flag` exists. */
+async function supervisedRefusing(options: { lasting?: boolean } = {}) {
   const dataDir = await tempDataDir();
   const { flag, binary } = await refusingRedisServer(dataDir);
   const events: SupervisionEvent[] = [];
@@ -275,10 +272,19 @@ async function supervisedWhileToolHoldsIt() {
     dataDir,
     appendfsync: 'always',
     binary,
-    lasting: true,
+    ...options,
     supervise: (event) => events.push(event),
   });
   started.push(redis);
+  return { dataDir, flag, events, redis };
+}
+
+/**
+ * A server's supervised store whose redis-server died and cannot start again, and a command-line tool that
+ * started one of its own on the same files meanwhile, once the server has looked again.
+ */
+async function supervisedWhileToolHoldsIt() {
+  const { dataDir, flag, events, redis } = await supervisedRefusing({ lasting: true });
   await writeFile(flag, '');
   process.kill(redis.pid ?? -1, 'SIGKILL');
   // The tool runs the real redis-server: whatever failed for the server has cleared for it.
@@ -296,16 +302,7 @@ async function supervisedWhileToolHoldsIt() {
 
 describe('a supervised embedded Redis', () => {
   it('When its redis-server dies and cannot start again at first, Then it retries at a slowing pace and comes back on the same address with its data', async () => {
-    const dataDir = await tempDataDir();
-    const { flag, binary } = await refusingRedisServer(dataDir);
-    const events: SupervisionEvent[] = [];
-    const redis = await startEmbeddedRedis({
-      dataDir,
-      appendfsync: 'always',
-      binary,
-      supervise: (event) => events.push(event),
-    });
-    started.push(redis);
+    const { flag, events, redis } = await supervisedRefusing();
     const client = new Redis(redis.url, { maxRetriesPerRequest: null });
     client.on('error', () => {});
     clients.push(client);
