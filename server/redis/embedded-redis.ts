@@ -370,8 +370,10 @@ async function stopChild(child: ChildProcess, exited: Promise<void>, pid?: numbe
     await exited;
     // Orphaned by its killed wrapper, redis-server dies when the kernel gets to it and is reaped by init:
     // until it has gone it holds its files, and its address record must keep any start from launching
-    // a second one on them.
-    while (pid !== undefined && (await isRunning(pid))) await new Promise((r) => setTimeout(r, 50));
+    // a second one on them. Bounded: a process stuck in the kernel must not hold a shutdown for ever.
+    const until = Date.now() + 10_000;
+    while (pid !== undefined && Date.now() < until && (await isRunning(pid)))
+      await new Promise((r) => setTimeout(r, 50));
   }
 }
 
