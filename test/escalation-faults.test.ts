@@ -635,7 +635,7 @@ describe('changes whose timers are set out of order', () => {
       incidents: repo,
     });
     teardown.push(() => queues.close());
-    await queues.timers.sync({ incident: atResolve, event: resolve, policy: stored.policy });
+    await queues.timers.sync({ incident: atResolve, event: resolve, policy: stored.policy, quiet: [] });
 
     const queue = new Queue(escalationQueueName(0), { connection, prefix: keys.bullPrefix });
     teardown.push(() => queue.close());

@@ -383,6 +383,72 @@ describe('silent (duress) raise', () => {
     await new Promise((r) => setTimeout(r, 200));
     expect(heard.raiser).toEqual([]);
   });
+
+  it('When the Polsek acknowledges a silent raise and the raising login syncs, lists or looks it up, Then that login learns nothing of it, while its colleagues do', async () => {
+    const session = await login(a.url, 'operator.permisan');
+    const raiser = await connectConsole(a.url, session.accessToken);
+    const colleague = await consoleFor(b.url, 'operator.permisan');
+    const told = { raiser: [] as string[], colleague: [] as string[] };
+    for (const event of [
+      'alert:new',
+      'incident:updated',
+      'escalation:fired',
+      'escalation:reminder',
+    ] as const) {
+      raiser.on(event, (m: { incidentId: string }) => told.raiser.push(`${event} ${m.incidentId}`));
+      colleague.socket.on(event, (m: { incidentId: string }) =>
+        told.colleague.push(`${event} ${m.incidentId}`),
+      );
+    }
+    const res = await raiser.emitWithAck('alert:raise', alert({ category: 'hostage', silent: true }));
+    if (!res.ok) throw new Error(JSON.stringify(res.error));
+    const { id } = res.data.incident;
+
+    const police = await consoleFor(a.url, 'dispatch.nusakambangan');
+    const acked = await police.socket.emitWithAck('alert:ack', { incidentId: id });
+    expect(acked).toMatchObject({ ok: true });
+    await waitFor(() => told.colleague.includes(`incident:updated ${id}`), {
+      what: 'the colleague to hear of the acknowledgement',
+    });
+    await new Promise((r) => setTimeout(r, 200));
+    expect(told.raiser.filter((t) => t.endsWith(id))).toEqual([]);
+    expect(told.colleague).toContain(`alert:new ${id}`);
+
+    const synced = await raiser.emitWithAck('sync', {});
+    if (!synced.ok) throw new Error(JSON.stringify(synced.error));
+    expect(synced.data.open.map((i) => i.id)).not.toContain(id);
+    const listed = await get(a.url, '/api/incidents?limit=100', session.accessToken);
+    expect(listed.body.incidents.map((i: Incident) => i.id)).not.toContain(id);
+    expect((await get(a.url, `/api/incidents/${id}`, session.accessToken)).status).toBe(404);
+    expect(await raiser.emitWithAck('incident:join', { incidentId: id })).toMatchObject({
+      ok: false,
+      error: { code: 'not_found' },
+    });
+    // Another login of the same account, on another workstation, sees it as any colleague does.
+    const other = await login(a.url, 'operator.permisan');
+    expect((await get(a.url, `/api/incidents/${id}`, other.accessToken)).status).toBe(200);
+  });
+
+  it('When a console raises silently over HTTP with its token, Then its own login gets no alert:new, while its colleagues do', async () => {
+    const session = await login(a.url, 'operator.permisan');
+    const raiser = await connectConsole(a.url, session.accessToken);
+    const chief = await consoleFor(a.url, 'chief.permisan');
+    const heard = { raiser: [] as string[], chief: [] as string[] };
+    raiser.on('alert:new', (m) => heard.raiser.push(m.incidentId));
+    chief.socket.on('alert:new', (m) => heard.chief.push(m.incidentId));
+
+    const res = await post(
+      a.url,
+      '/api/alerts',
+      alert({ category: 'hostage', silent: true }),
+      session.accessToken,
+    );
+    expect(res.status).toBe(201);
+    const { id } = res.body.incident;
+    await waitFor(() => heard.chief.includes(id), { what: 'the chief to get the alarm' });
+    await new Promise((r) => setTimeout(r, 200));
+    expect(heard.raiser).toEqual([]);
+  });
 });
 
 describe('sync after a reconnect', () => {

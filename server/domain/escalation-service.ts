@@ -47,6 +47,8 @@ export interface ReminderPublisher {
     level: number;
     round: number;
     rooms: string[];
+    /** Sessions never to be told of the incident (see `StoredIncident`). */
+    quiet: readonly string[];
   }): void;
 }
 
@@ -118,7 +120,7 @@ export function createEscalationService(deps: {
         for (const [i, { chain, level, round, notify }] of pages.entries()) {
           if (!claimed[i]) continue;
           const { rooms } = resolveTargets(topology, incident.facilityId, notify);
-          deps.publisher.reminded({ incident, chain, level, round, rooms });
+          deps.publisher.reminded({ incident, chain, level, round, rooms, quiet: stored.quiet });
         }
       }
       outcome.next = incidentWake(incident, policy, nowMs);

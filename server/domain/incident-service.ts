@@ -38,6 +38,16 @@ export interface RaiseOrigin {
   standing?: Promise<PublicUser>;
 }
 
+/** Who reads: the user, and the login (session) it reads from, of which a silent raise's incident is hidden. */
+export interface Viewer {
+  user: PublicUser;
+  sessionId?: string;
+}
+
+/** Whether `viewer` reads from the login of one of the incident's silent raises, which never hears of it. */
+const quietFor = (viewer: Viewer, quiet: readonly string[] | undefined) =>
+  viewer.sessionId !== undefined && (quiet?.includes(viewer.sessionId) ?? false);
+
 const JOIN_EVENTS = 100;
 const SYNC_BATCH = 500;
 const LIST_BATCH = 200;
@@ -63,18 +73,26 @@ export function createIncidentService(deps: {
   // that new, and anything later reaches the console live or at its next sync.
   const openIn = sharedReads(async (scope: string | undefined) => {
     const head = await repo.currentChangeSeq();
-    const open = await repo.loadMany(await repo.openIds(scope));
+    const ids = await repo.openIds(scope);
+    const [open, quiet] = await Promise.all([repo.loadMany(ids), repo.quietOf(ids)]);
     open.sort((a, b) => b.openedAt.localeCompare(a.openedAt));
-    return { head, open };
+    return { head, open, quiet };
   });
   const changedAfter = sharedReads(async (since: number) => {
     const changes = await repo.changedSince(since, SYNC_BATCH);
-    const changed = await repo.loadMany(changes.map((c) => c.id));
-    return { changed, cursor: changes.at(-1)?.change ?? since, more: changes.length === SYNC_BATCH };
+    const ids = changes.map((c) => c.id);
+    const [changed, quiet] = await Promise.all([repo.loadMany(ids), repo.quietOf(ids)]);
+    return {
+      changed,
+      quiet,
+      cursor: changes.at(-1)?.change ?? since,
+      more: changes.length === SYNC_BATCH,
+    };
   });
 
-  async function visible(caller: PublicUser, id: string): Promise<Incident> {
-    return checkVisible(caller, (await repo.load(id))?.incident);
+  async function visible(viewer: Viewer, id: string): Promise<Incident> {
+    const stored = await repo.load(id);
+    return checkVisible(viewer.user, stored && !quietFor(viewer, stored.quiet) ? stored.incident : undefined);
   }
 
   /** Changes an incident the caller is a party to. */
@@ -113,7 +131,7 @@ export function createIncidentService(deps: {
       if (gate) throw gate.refusal;
 
       const alertId = randomUUID();
-      const quiet = raise.silent && origin.sessionId !== undefined ? { quietFor: origin.sessionId } : {};
+      const quietFor = raise.silent ? origin.sessionId : undefined;
       for (let attempt = 0; attempt < COMMIT_ATTEMPTS; attempt++) {
         const expectedDedup = attempt === 0 ? firstDedup : await repo.dedupRecord(raise);
         const candidate = expectedDedup ? await repo.load(expectedDedup) : undefined;
@@ -135,11 +153,14 @@ export function createIncidentService(deps: {
           dedup: raise,
           expectedDedup,
           dedupWindowMs: settings.dedupWindowMs,
-          ...quiet,
+          ...(quietFor !== undefined && { quietFor }),
         });
         if (outcome.status === 'duplicate') return duplicateOf(outcome);
         if (outcome.status === 'committed') {
-          await writer.delivered([{ incident, event, policy: inForce, alert, ...quiet }]);
+          const quiet = [...(existing?.quiet ?? []), ...(quietFor === undefined ? [] : [quietFor])];
+          await writer.delivered([
+            { incident, event, policy: inForce, alert, quiet, ...(quietFor !== undefined && { quietFor }) },
+          ]);
           return { incident, alert, duplicate: false };
         }
       }
@@ -161,32 +182,33 @@ export function createIncidentService(deps: {
       return mutate(caller, incidentId, (incident) => decideNote(incident, caller, text, now()));
     },
 
-    async get(caller: PublicUser, incidentId: string): Promise<Incident> {
-      return visible(caller, incidentId);
+    async get(viewer: Viewer, incidentId: string): Promise<Incident> {
+      return visible(viewer, incidentId);
     },
 
-    async join(caller: PublicUser, incidentId: string) {
-      const incident = await visible(caller, incidentId);
+    async join(viewer: Viewer, incidentId: string) {
+      const incident = await visible(viewer, incidentId);
       return { incident, events: await repo.latestEvents(incidentId, JOIN_EVENTS) };
     },
 
-    async events(caller: PublicUser, incidentId: string, afterSeq: number, limit: number) {
-      await visible(caller, incidentId);
+    async events(viewer: Viewer, incidentId: string, afterSeq: number, limit: number) {
+      await visible(viewer, incidentId);
       return repo.events(incidentId, afterSeq, limit);
     },
 
     /** What a console needs after a reconnect: everything open in its scope, and what changed since its cursor. */
-    async sync(caller: PublicUser, since: number | undefined): Promise<SyncResult> {
-      const { head, open } = await openIn(caller.role === 'admin' ? undefined : caller.unitId);
-      const mine = open.filter((i) => isParty(caller, i));
+    async sync(viewer: Viewer, since: number | undefined): Promise<SyncResult> {
+      const { user } = viewer;
+      const { head, open, quiet } = await openIn(user.role === 'admin' ? undefined : user.unitId);
+      const mine = open.filter((i) => isParty(user, i) && !quietFor(viewer, quiet.get(i.id)));
       if (since === undefined || since >= head)
         return { cursor: String(head), open: mine, changed: [], more: false };
-      const { changed, cursor, more } = await changedAfter(since);
+      const after = await changedAfter(since);
       return {
-        cursor: String(more ? cursor : head),
+        cursor: String(after.more ? after.cursor : head),
         open: mine,
-        changed: changed.filter((i) => isParty(caller, i)),
-        more,
+        changed: after.changed.filter((i) => isParty(user, i) && !quietFor(viewer, after.quiet.get(i.id))),
+        more: after.more,
       };
     },
 
@@ -195,7 +217,8 @@ export function createIncidentService(deps: {
      * rows of the index, so a filter matching little costs no more than one page; the cursor resumes after
      * the last incident returned or the last row read.
      */
-    async list(caller: PublicUser, query: ListIncidentsQuery) {
+    async list(viewer: Viewer, query: ListIncidentsQuery) {
+      const caller = viewer.user;
       const scope = caller.role === 'admin' ? undefined : caller.unitId;
       const minMs = query.since ? Date.parse(query.since) : 0;
       const [cursorMs, cursorId] = query.cursor?.split(':') ?? [];
@@ -205,8 +228,13 @@ export function createIncidentService(deps: {
         const count = Math.min(LIST_BATCH, LIST_SCAN_LIMIT - scanned);
         const rows = await openedIndex.after(scope, position, minMs, count);
         scanned += rows.length;
-        for (const incident of await repo.loadMany(rows.map((r) => r.id))) {
-          if (!isParty(caller, incident)) continue;
+        const ids = rows.map((r) => r.id);
+        const [incidents, quiet] = await Promise.all([
+          repo.loadMany(ids),
+          viewer.sessionId === undefined ? undefined : repo.quietOf(ids),
+        ]);
+        for (const incident of incidents) {
+          if (!isParty(caller, incident) || quietFor(viewer, quiet?.get(incident.id))) continue;
           if (query.status && incident.status !== query.status) continue;
           if (query.facilityId && incident.facilityId !== query.facilityId) continue;
           if (query.category && incident.category !== query.category) continue;

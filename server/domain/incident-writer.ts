@@ -18,8 +18,10 @@ export interface IncidentChange {
   policy: EscalationSnapshot;
   /** The alert behind `alert:new`: the new one for a raise, the opening one when escalation adds parties. */
   alert?: Alert;
-  /** The session (login) a silent raise came from: none of its consoles may show the alarm. */
+  /** The session (login) this change's silent raise came from, named in the note of its delivery. */
   quietFor?: string;
+  /** Every session a silent raise of the incident came from, this change's included: none of their consoles hears of it. */
+  quiet: readonly string[];
   /** A later change committed with this one follows it: this incident is not the latest. */
   superseded?: boolean;
 }
@@ -130,8 +132,8 @@ export function createIncidentWriter(deps: {
         const pending = decide(after);
         if (!pending) continue;
         const { incident, event, policy } = seal(pending, id, after);
-        changes.push({ incident, event, policy });
-        after = { incident, policy, lastHash: event.hash };
+        changes.push({ incident, event, policy, quiet: after.quiet });
+        after = { ...after, incident, policy, lastHash: event.hash };
       }
       const last = changes.at(-1);
       if (!last) return { stored: before, events: [] };

@@ -11,6 +11,8 @@ export interface StoredIncident {
   incident: Incident;
   lastHash: string;
   policy: EscalationSnapshot;
+  /** The logins (sessions) of its silent raises: none of their consoles is ever told of it. */
+  quiet: readonly string[];
 }
 
 export interface Commit {
@@ -127,8 +129,9 @@ return change
 `;
 
 // KEYS: the seven commit keys, then alert ref, dedup.  ARGV: the sixteen commit args (no token: the ref, unique
-// to this raise, tells a resent commit), then expected dedup record, ref value, ref TTL, dedup window (ms). The
-// alert itself is in its event, which the ref names.
+// to this raise, tells a resent commit), then expected dedup record, ref value, ref TTL, dedup window (ms), and
+// the session of a silent raise ('' for none), added to the incident's quiet sessions. The alert itself is in
+// its event, which the ref names.
 const RAISE = `${COMMIT_BODY}
 local ref = redis.call('GET', KEYS[8])
 if ref == ARGV[18] then return {'committed', redis.call('ZSCORE', KEYS[4], ARGV[6]) or '0'} end
@@ -138,6 +141,10 @@ local change = commit(KEYS, ARGV)
 if not change then return {'conflict'} end
 redis.call('SET', KEYS[8], ARGV[18], 'EX', ARGV[19])
 redis.call('SET', KEYS[9], ARGV[6], 'PX', ARGV[20])
+if ARGV[21] ~= '' then
+  local quiet = redis.call('HGET', KEYS[1], 'quiet')
+  redis.call('HSET', KEYS[1], 'quiet', quiet and (quiet .. ' ' .. ARGV[21]) or ARGV[21])
+end
 return {'committed', tostring(change)}
 `;
 
@@ -282,12 +289,13 @@ export function createIncidentRepository(
 
   return {
     async load(id: string): Promise<StoredIncident | undefined> {
-      const [doc, lastHash, ref, inline] = await redis.hmget(
+      const [doc, lastHash, ref, inline, quiet] = await redis.hmget(
         keys.incident(id),
         'doc',
         'lastHash',
         'policyRef',
         'policy',
+        'quiet',
       );
       if (!doc || !lastHash) return undefined;
       const policy = ref
@@ -295,7 +303,15 @@ export function createIncidentRepository(
         : inline
           ? parseInlinePolicy(inline)
           : undefined;
-      return policy && { incident: JSON.parse(doc) as Incident, lastHash, policy };
+      return policy && { incident: JSON.parse(doc) as Incident, lastHash, policy, quiet: sessionsOf(quiet) };
+    },
+
+    /** The quiet sessions of each incident (see `StoredIncident`), for the reads that list incidents. */
+    async quietOf(ids: readonly string[]): Promise<Map<string, readonly string[]>> {
+      const pipeline = redis.pipeline();
+      for (const id of ids) pipeline.hget(keys.incident(id), 'quiet');
+      const rows = (await pipeline.exec()) ?? [];
+      return new Map(ids.map((id, i) => [id, sessionsOf(rows[i]?.[1] as string | null | undefined)]));
     },
 
     loadMany,
@@ -380,6 +396,7 @@ export function createIncidentRepository(
         `${c.incident.id}/${c.alert.id}/${c.event.seq}`,
         String(REF_TTL_SECONDS),
         String(c.dedupWindowMs),
+        c.quietFor ?? '',
       )) as [string, string | undefined];
       if (status === 'committed') return { status, changeSeq: Number(value) };
       const ref = parseRef(value ?? null);
@@ -453,6 +470,11 @@ export interface AlertRef {
   alertId: string;
   /** Absent in refs written by earlier versions. */
   seq?: number;
+}
+
+/** The quiet sessions as stored: space-separated session ids. */
+function sessionsOf(stored: string | null | undefined): string[] {
+  return stored ? stored.split(' ') : [];
 }
 
 function parseRef(value: string | null): AlertRef | undefined {

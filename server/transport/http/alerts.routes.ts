@@ -15,11 +15,12 @@ export function alertRoutes(deps: {
   router.post('/', async (req, res) => {
     const apiKey = req.get('x-api-key');
     const bearer = /^Bearer\s+(\S+)$/i.exec(req.get('authorization') ?? '')?.[1];
-    const caller = apiKey
-      ? await deps.apiKeys.authenticate(apiKey)
-      : (await deps.auth.authenticate(bearer)).user;
+    // A console's token brings its login, which a silent raise must keep quiet; a device has none.
+    const { user, sessionId } = apiKey
+      ? { user: await deps.apiKeys.authenticate(apiKey), sessionId: undefined }
+      : await deps.auth.authenticate(bearer);
     const raise = parseOrThrow(RaiseAlert, req.body, 'alert');
-    const result = await deps.incidents.raise(caller, raise);
+    const result = await deps.incidents.raise(user, raise, sessionId === undefined ? {} : { sessionId });
     res.status(result.duplicate ? 200 : 201).json(result);
   });
   return router;

@@ -23,7 +23,7 @@ export function incidentHandlers(
       incident: await incidents.acknowledge(caller.user, incidentId, onBehalfOf),
     })),
     defineHandler(ctx, 'incident:join', async ({ incidentId }, caller, socket) => {
-      const joined = await incidents.join(caller.user, incidentId);
+      const joined = await incidents.join(caller, incidentId);
       await socket.join(rooms.incident(incidentId));
       return joined;
     }),
@@ -42,7 +42,7 @@ export function incidentHandlers(
       incident: await escalation.hold(caller.user, hold),
     })),
     defineHandler(ctx, 'sync', ({ since }, caller) =>
-      incidents.sync(caller.user, since === undefined ? undefined : Number(since)),
+      incidents.sync(caller, since === undefined ? undefined : Number(since)),
     ),
   ];
 }
