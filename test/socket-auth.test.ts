@@ -190,6 +190,48 @@ describe('a connected console', () => {
   });
 });
 
+describe('a connection recovered under another login', () => {
+  it("When a workstation reconnects its socket with the next shift's token of another Lapas, Then it leaves the rooms of the login it had and gets nothing of that Lapas", async () => {
+    const permisan = await login(server.url, 'operator.permisan');
+    const batu = await login(server.url, 'operator.batu');
+    const socket = openConsole(server.url, permisan.accessToken, {
+      reconnection: true,
+      reconnectionDelay: 100,
+    });
+    await waitFor(() => socket.connected, { what: 'the Permisan console' });
+    const heard: string[] = [];
+    socket.on('alert:new', ({ incidentId }) => heard.push(incidentId));
+    const chief = await login(server.url, 'chief.permisan');
+    const raiseAtPermisan = async () => {
+      const res = await post(server.url, '/api/alerts', uniqueAlert(), chief.accessToken);
+      if (res.status !== 201) throw new Error(JSON.stringify(res.body));
+      return res.body.incident.id as string;
+    };
+    // Recovery resumes from the last broadcast the console received: give it one.
+    const before = await raiseAtPermisan();
+    await waitFor(() => heard.includes(before), { what: 'the first alert' });
+
+    socket.auth = { token: batu.accessToken };
+    socket.io.reconnection(false);
+    socket.io.engine.close();
+    await waitFor(() => !server.app.io.of('/').sockets.has(socket.id ?? ''), {
+      what: 'the server to see the drop',
+    });
+    const missed = await raiseAtPermisan();
+    socket.connect();
+    await waitFor(() => socket.connected && socket.recovered, { what: 'a recovered reconnection' });
+    const after = await raiseAtPermisan();
+
+    const rooms = server.app.io.of('/').sockets.get(socket.id ?? '')?.rooms;
+    expect(rooms?.has('facility:lapas-permisan')).toBe(false);
+    expect(rooms?.has('facility:lapas-batu')).toBe(true);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(heard).toEqual([before]);
+    expect(heard).not.toContain(missed);
+    expect(heard).not.toContain(after);
+  });
+});
+
 describe('a session ended before its token expires', () => {
   async function ended(socket: ConsoleClient) {
     const told = new Promise((resolve) => socket.once('session:ended', resolve));

@@ -96,6 +96,14 @@ export function createHub(deps: HubDeps): {
     const token = (socket.handshake.auth as { token?: unknown } | undefined)?.token;
     try {
       const principal = await deps.auth.authenticate(typeof token === 'string' ? token : undefined);
+      // A recovered connection comes back in the rooms, and with the missed packets, of the login it had.
+      // A client may reconnect under another login (a workstation's next shift, reusing its socket): that
+      // login must not inherit them. Its own rooms are joined once it connects.
+      const before = socket.recovered ? (socket.data as Partial<typeof principal> | undefined) : undefined;
+      if (before && before.sessionId !== principal.sessionId) {
+        for (const room of [...socket.rooms]) if (room !== socket.id) void socket.leave(room);
+        missed.take(socket.id);
+      }
       socket.data = principal;
       next();
     } catch (error) {
