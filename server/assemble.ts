@@ -3,6 +3,7 @@ import { type App, type AppDeps, createApp } from './app.ts';
 import type { Config } from './config.ts';
 import { loadEscalationFile, loadTopologyFile } from './config-files.ts';
 import type { Logger } from './logger.ts';
+import { loggableAddress } from './redis/redis-connection.ts';
 import { openRedisStore, type RedisStore } from './redis/redis-store.ts';
 import { redisSupervisionLog } from './redis/supervision-log.ts';
 import { resolveJwtSecret } from './secrets.ts';
@@ -28,7 +29,12 @@ export async function assemble(
     compactExternal: !forked,
   });
   logger.info(
-    { embedded: store.embedded, url: store.url, socketUrl: store.socketUrl, version: store.version },
+    {
+      embedded: store.embedded,
+      url: loggableAddress(store.url),
+      socketUrl: loggableAddress(store.socketUrl),
+      version: store.version,
+    },
     'redis ready',
   );
   try {

@@ -9,6 +9,7 @@ import { loadEscalationFile, loadTopologyFile } from '../config-files.ts';
 import { inlinePartitions } from '../jobs/escalation-queue.ts';
 import { listeningLine } from '../listening-line.ts';
 import { createLogger } from '../logger.ts';
+import { loggableAddress } from '../redis/redis-connection.ts';
 import { openRedisStore } from '../redis/redis-store.ts';
 import { redisSupervisionLog } from '../redis/supervision-log.ts';
 import { restartDelayMs } from '../restart-backoff.ts';
@@ -56,7 +57,14 @@ export async function runPrimary(config: Config, count: number): Promise<void> {
     supervise: redisSupervisionLog(logger),
     compactExternal: true,
   });
-  logger.info({ embedded: store.embedded, url: store.url, socketUrl: store.socketUrl }, 'redis ready');
+  logger.info(
+    {
+      embedded: store.embedded,
+      url: loggableAddress(store.url),
+      socketUrl: loggableAddress(store.socketUrl),
+    },
+    'redis ready',
+  );
 
   const httpServer = createServer();
   setupMaster(httpServer, { loadBalancingMethod: 'least-connection' });

@@ -12,6 +12,15 @@ export const RedisAddress = z.union([
   z.string().regex(/^\/[^?]*$/, 'a redis:// or rediss:// URL, or the absolute path of a Unix socket'),
 ]);
 
+/** An address as it may be logged: a URL's user and password (as `REDIS_URL` may carry them) blanked out. */
+export function loggableAddress(address: string): string {
+  if (address.startsWith('/')) return address;
+  const url = new URL(address);
+  if (url.username) url.username = '***';
+  if (url.password) url.password = '***';
+  return url.href;
+}
+
 export type RedisRole = 'commands' | 'adapter' | 'limits' | 'queue' | 'worker' | 'subscriber' | 'tool';
 
 /**
