@@ -6,9 +6,16 @@ import type { App } from './app.ts';
 import { assemble } from './assemble.ts';
 import type { ServerLink } from './cluster/server-link.ts';
 import type { Config } from './config.ts';
-import { DEMO_PASSWORD, demoAccounts, ensureFirstAdmin, seedDemoAccounts } from './domain/seed.ts';
+import {
+  DEMO_PASSWORD,
+  demoAccounts,
+  demoAccountsStillOpen,
+  ensureFirstAdmin,
+  seedDemoAccounts,
+} from './domain/seed.ts';
 import { listeningLine } from './listening-line.ts';
 import { createLogger } from './logger.ts';
+import { StartupError } from './startup-error.ts';
 
 /**
  * One server process: alone, it listens on the port itself; as one of several (`link`), the primary owns
@@ -105,6 +112,17 @@ export async function serve(config: Config, link?: ServerLink): Promise<void> {
   }
 }
 
+/** Out of demo mode, a store whose demo accounts still open with the demo password is not served. */
+async function refuseDemoPasswords(users: App['services']['users']): Promise<void> {
+  const open = await demoAccountsStillOpen(users);
+  if (open.length === 0) return;
+  throw new StartupError(
+    `These demo accounts still open with the published demo password: ${open.join(', ')}. ` +
+      'Outside demo mode they would let anyone in. For each, run `npm run users -- disable <name>` or ' +
+      '`npm run users -- reset-password <name>`, then start again.',
+  );
+}
+
 /** Demo accounts or the first admin: the lines that tell the operator how to sign in. */
 async function setUpOnce(config: Config, app: App, topology: Topology): Promise<string[]> {
   const users = app.services.users;
@@ -112,6 +130,7 @@ async function setUpOnce(config: Config, app: App, topology: Topology): Promise<
   const rootCommand = topology.units.find(
     (u) => u.type === 'command' && u.agency === 'corrections' && u.parent === null,
   );
+  if (!config.seedDemo) await refuseDemoPasswords(users);
   const adminPassword = config.seedDemo
     ? undefined
     : await ensureFirstAdmin(users, rootCommand?.id ?? topology.units[0]?.id ?? '');

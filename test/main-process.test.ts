@@ -8,7 +8,7 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
-import { DEMO_PASSWORD } from '../server/domain/seed.ts';
+import { DEMO_PASSWORD, demoAccounts } from '../server/domain/seed.ts';
 import { partitionOf } from '../server/jobs/escalation-queue.ts';
 import { freePort } from '../server/redis/embedded-redis.ts';
 import { redisKeys } from '../server/storage/keys.ts';
@@ -320,6 +320,41 @@ describe('npm start (server/main.ts) with the embedded Redis', () => {
     expect(await server.exited).toEqual({ code: 0, signal: null });
     for (const pid of redis) expect(isRunning(pid)).toBe(false);
   }, 60_000);
+
+  it('When a store first served in demo mode is started for real, Then it refuses while a demo account still opens with the demo password, saying which and what to do, and starts once they are closed', async () => {
+    const dataDir = await tempDir();
+    const port = await freePort();
+    const trial = await startServer(dataDir, port);
+    expect(await stopWithSigterm(trial.server)).toEqual({ code: 0, signal: null });
+
+    const real = () =>
+      launch(
+        process.execPath,
+        ['--import', 'tsx', 'server/main.ts'],
+        envFor(dataDir, { PORT: String(port), NODE_ENV: 'production', SERVER_PROCESSES: '1' }),
+      );
+    const refused = real();
+    expect((await refused.exited).code).not.toBe(0);
+    const said = refused.stdout + refused.stderr;
+    expect(said).toContain('still open with the published demo password');
+    expect(said).toContain('admin');
+    expect(said).toContain('npm run users -- disable <name>');
+
+    for (const { username } of demoAccounts) {
+      const closed = username === 'admin' ? 'reset-password' : 'disable';
+      expect((await users(dataDir, closed, username)).code).toBe(0);
+    }
+    const started = real();
+    await waitFor(() => started.stdout.includes('Sinergi is listening'), {
+      what: 'the server to start once the demo accounts are closed',
+      timeoutMs: 30_000,
+    });
+    const demoLogin = await post(`http://127.0.0.1:${port}`, '/api/auth/login', {
+      username: 'admin',
+      password: DEMO_PASSWORD,
+    });
+    expect(demoLogin.status).toBe(401);
+  }, 90_000);
 
   it('When redis-server is not on PATH and no REDIS_URL is set, Then exits non-zero saying how to install it', async () => {
     const dataDir = await tempDir();

@@ -65,6 +65,17 @@ export async function seedDemoAccounts(users: UserService): Promise<string[]> {
   return created;
 }
 
+/**
+ * The demo accounts that still open with the published demo password: left from a trial run in demo mode,
+ * they would let anyone in, `admin` included, once the same store serves for real.
+ */
+export async function demoAccountsStillOpen(users: UserService): Promise<string[]> {
+  const open: string[] = [];
+  for (const { username } of demoAccounts)
+    if (await users.acceptsPassword(username, DEMO_PASSWORD)) open.push(username);
+  return open;
+}
+
 /** On an empty store, creates `admin` with a random password, returned once so it can be printed once. */
 export async function ensureFirstAdmin(users: UserService, unitId: string): Promise<string | undefined> {
   if ((await users.count()) > 0) return undefined;

@@ -6,7 +6,7 @@ import type { TopologyIndex } from '../../shared/topology.ts';
 import type { SessionRepository } from '../storage/sessions.repository.ts';
 import type { UserRecord, UserRepository } from '../storage/users.repository.ts';
 import { type SessionRevocations, toPublicUser } from './auth-service.ts';
-import { hashPassword } from './passwords.ts';
+import { hashPassword, verifyPassword } from './passwords.ts';
 
 export function createUserService(deps: {
   users: UserRepository;
@@ -67,6 +67,12 @@ export function createUserService(deps: {
 
     async get(userId: string): Promise<AdminUserView> {
       return view(await existing(userId));
+    },
+
+    /** Whether `username` is an enabled account that `password` opens. */
+    async acceptsPassword(username: string, password: string): Promise<boolean> {
+      const user = await users.findByUsername(username);
+      return user !== undefined && !user.disabled && (await verifyPassword(user.passwordHash, password));
     },
 
     async findIdByUsername(username: string): Promise<string> {
