@@ -84,6 +84,17 @@ async function configValue(client: Redis, key: string): Promise<string | undefin
 }
 
 describe('the embedded Redis', () => {
+  it('keeps its files (every password hash, session and incident) readable by this account only, also in a directory an earlier version left open', async () => {
+    const dataDir = await tempDataDir();
+    await mkdir(redisDir(dataDir), { mode: 0o755 });
+    const redis = await start(dataDir, 'always');
+    await connect(redis.url).set('probe', 'x');
+    expect((await stat(redisDir(dataDir))).mode & 0o777).toBe(0o700);
+    const fresh = await tempDataDir();
+    await start(fresh);
+    expect((await stat(redisDir(fresh))).mode & 0o777).toBe(0o700);
+  });
+
   it('starts a private redis-server, reachable through its Unix socket alone, that keeps an append-only file and never evicts', async () => {
     const dataDir = await tempDataDir();
     const redis = await start(dataDir, 'always');

@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { access, constants, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { access, chmod, constants, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { Redis } from 'ioredis';
@@ -135,7 +135,10 @@ function addressOf(record: AddressRecord): string {
  */
 export async function startEmbeddedRedis(options: EmbeddedRedisOptions): Promise<EmbeddedRedis> {
   const dir = redisDir(options.dataDir, options.name);
-  await mkdir(dir, { recursive: true });
+  // Its files hold every password hash, session and incident: for this account only, as its socket is.
+  // Also a directory an earlier version made open to all.
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await chmod(dir, 0o700);
 
   // Long enough for another process's launch, which has the start-up timeout of its own.
   const deadline = Date.now() + 2 * (options.startTimeoutMs ?? 15_000);
