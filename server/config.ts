@@ -14,18 +14,31 @@ const Origins = z
       .map((s) => s.trim())
       .filter(Boolean),
   )
-  .pipe(z.array(z.url({ protocol: /^https?$/ })).min(1, 'list at least one origin'));
+  .pipe(z.array(z.url({ protocol: /^https?$/ })).min(1, 'list at least one origin'))
+  // A browser sends its page's origin alone: `https://sinergi.example.id/` would match no browser at all.
+  .transform((urls) => urls.map((u) => new URL(u).origin));
+
+// Node runs a timer of more than 2^31 - 1 ms after 1 ms instead: a longer value would turn a token's expiry,
+// a ping or a grace into a loop.
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 const Seconds = (def: number, min = 1) => z.coerce.number().int().min(min).default(def);
+const Millis = (def: number, min: number) => z.coerce.number().int().min(min).max(MAX_TIMER_MS).default(def);
+
+const LOOPBACK = /^(localhost|127(\.\d{1,3}){3}|::1|\[::1\])$/;
 
 // The keys the cross-field checks below read.
-const crossChecked = new Set(['NODE_ENV', 'SEED_DEMO', 'REDIS_URL', 'JWT_SECRET']);
+const crossChecked = new Set(['NODE_ENV', 'SEED_DEMO', 'REDIS_URL', 'JWT_SECRET', 'HOST']);
 
 /** Every setting Sinergi reads, with its default; the README's settings table follows this schema. */
 export const EnvSchema = z
   .object({
     NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
-    HOST: z.string().min(1).default('127.0.0.1'),
+    HOST: z
+      .string()
+      .trim()
+      .regex(/^[A-Za-z0-9.:[\]-]+$/, 'an IP address or host name')
+      .default('127.0.0.1'),
     PORT: z.coerce.number().int().min(0).max(65535).default(8080),
     SERVER_PROCESSES: z.union([z.literal('auto'), z.coerce.number().int().min(1).max(64)]).default('auto'),
     DATA_DIR: z.string().min(1).default('./data'),
@@ -36,7 +49,11 @@ export const EnvSchema = z
       'http://localhost:5173',
     ]),
     TRUST_PROXY: z.coerce.number().int().min(0).max(10).default(0),
-    METRICS_TOKEN: z.string().min(16, 'at least 16 characters').optional(),
+    METRICS_TOKEN: z
+      .string()
+      .min(16, 'at least 16 characters')
+      .regex(/^\S+$/, 'no spaces: it is sent as "Authorization: Bearer <token>"')
+      .optional(),
     REDIS_URL: RedisAddress.optional(),
     REDIS_KEY_PREFIX: z
       .string()
@@ -47,7 +64,7 @@ export const EnvSchema = z
     JWT_SECRET: z.string().min(32, 'at least 32 characters').optional(),
     JWT_ISSUER: z.string().min(1).default('sinergi'),
     JWT_AUDIENCE: z.string().min(1).default('sinergi-console'),
-    ACCESS_TOKEN_TTL_SECONDS: Seconds(900, 5),
+    ACCESS_TOKEN_TTL_SECONDS: Seconds(900, 5).refine((s) => s * 1000 <= MAX_TIMER_MS, 'at most 2147483'),
     REFRESH_TOKEN_TTL_SECONDS: Seconds(24 * 3600, 60),
     LOGIN_MAX_FAILURES_PER_USER: z.coerce.number().int().min(1).default(20),
     LOGIN_MAX_FAILURES_PER_USER_AND_IP: z.coerce.number().int().min(1).default(5),
@@ -55,20 +72,20 @@ export const EnvSchema = z
     LOGIN_WINDOW_SECONDS: Seconds(900),
     TOPOLOGY_FILE: z.string().min(1).default('config/topology.json'),
     SEED_DEMO: Flag.optional(),
-    SOCKET_PING_INTERVAL_MS: z.coerce.number().int().min(1000).default(10_000),
-    SOCKET_PING_TIMEOUT_MS: z.coerce.number().int().min(1000).default(20_000),
-    SOCKET_RECOVERY_WINDOW_MS: z.coerce.number().int().min(0).default(120_000),
-    SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).default(10_000),
+    SOCKET_PING_INTERVAL_MS: Millis(10_000, 1000),
+    SOCKET_PING_TIMEOUT_MS: Millis(20_000, 1000),
+    SOCKET_RECOVERY_WINDOW_MS: Millis(120_000, 0),
+    SHUTDOWN_GRACE_MS: Millis(10_000, 0),
     ESCALATION_FILE: z.string().min(1).default('config/escalation.json'),
     ESCALATION_WORKER: z.enum(['inline', 'off']).default('inline'),
-    ESCALATION_AUDIT_INTERVAL_MS: z.coerce.number().int().min(100).default(60_000),
+    ESCALATION_AUDIT_INTERVAL_MS: Millis(60_000, 100),
     ESCALATION_PARTITIONS: z.coerce.number().int().min(1).max(64).default(1),
     WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(1000).default(50),
-    WORKER_LOCK_MS: z.coerce.number().int().min(100).default(10_000),
-    WORKER_STALLED_INTERVAL_MS: z.coerce.number().int().min(100).default(5_000),
+    WORKER_LOCK_MS: Millis(10_000, 100),
+    WORKER_STALLED_INTERVAL_MS: Millis(5_000, 100),
     DEDUP_WINDOW_SECONDS: Seconds(15 * 60),
     RAISE_RATE_PER_MINUTE: z.coerce.number().int().min(1).default(120),
-    REDELIVER_AFTER_MS: z.coerce.number().int().min(500).default(REDELIVER_AFTER_MS),
+    REDELIVER_AFTER_MS: Millis(REDELIVER_AFTER_MS, 500),
     NOTE_RATE_PER_MINUTE: z.coerce.number().int().min(1).default(120),
   })
   .superRefine(
@@ -78,6 +95,13 @@ export const EnvSchema = z
           code: 'custom',
           path: ['SEED_DEMO'],
           message: 'demo accounts are refused when NODE_ENV=production',
+        });
+      // Demo mode's passwords are published: on the network it is served only when asked for by name.
+      if (env.NODE_ENV === 'development' && env.SEED_DEMO === undefined && !LOOPBACK.test(env.HOST))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['HOST'],
+          message: `demo mode (every demo account's password is published) is served on ${env.HOST} only with SEED_DEMO=1; set NODE_ENV=production for real use`,
         });
       // Several processes on a shared Redis must sign with one key; the generated file only serves one data dir.
       if (env.REDIS_URL !== undefined && env.JWT_SECRET === undefined)

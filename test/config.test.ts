@@ -57,6 +57,32 @@ describe('loadConfig', () => {
     for (const key of ['PORT', 'LOG_LEVEL', 'PUBLIC_ORIGINS']) expect(error.message).toContain(key);
   });
 
+  it('When HOST opens the server to the network in demo mode, Then it is refused unless SEED_DEMO=1 asks for it by name', () => {
+    expect(configErrorOf({ HOST: '0.0.0.0' }).message).toContain('demo mode');
+    expect(loadConfig({ HOST: '0.0.0.0', SEED_DEMO: '1' }).http.host).toBe('0.0.0.0');
+    expect(loadConfig({ HOST: '0.0.0.0', NODE_ENV: 'production' }).seedDemo).toBe(false);
+    for (const loopback of ['127.0.0.1', 'localhost', '::1', '127.0.1.1'])
+      expect(loadConfig({ HOST: loopback }).seedDemo).toBe(true);
+  });
+
+  it('refuses at start the settings that would break the server later, and keeps origins and HOST in the form they are compared in', () => {
+    // A browser sends its page's origin alone, without a slash or a path.
+    expect(
+      loadConfig({ PUBLIC_ORIGINS: 'https://sinergi.example.id/, http://10.0.0.5:8080/console' }).http
+        .publicOrigins,
+    ).toEqual(['https://sinergi.example.id', 'http://10.0.0.5:8080']);
+    expect(configErrorOf({ METRICS_TOKEN: 'a token with spaces in it' }).message).toContain('METRICS_TOKEN');
+    // Past 2^31 - 1 ms, Node runs a timer at once: every console would be ended as expired on connecting.
+    expect(configErrorOf({ ACCESS_TOKEN_TTL_SECONDS: '2147484' }).message).toContain(
+      'ACCESS_TOKEN_TTL_SECONDS',
+    );
+    expect(loadConfig({ ACCESS_TOKEN_TTL_SECONDS: '2147483' }).auth.accessTtlSeconds).toBe(2_147_483);
+    for (const key of ['SOCKET_PING_INTERVAL_MS', 'SOCKET_PING_TIMEOUT_MS', 'SHUTDOWN_GRACE_MS'])
+      expect(configErrorOf({ [key]: '2147483648' }).message).toContain(key);
+    expect(loadConfig({ HOST: ' 127.0.0.1 ' }).http.host).toBe('127.0.0.1');
+    expect(configErrorOf({ HOST: 'local host' }).message).toContain('HOST');
+  });
+
   it('refuses demo accounts in production', () => {
     const error = configErrorOf({ NODE_ENV: 'production', SEED_DEMO: '1' });
     expect(error.problems).toEqual(['SEED_DEMO: demo accounts are refused when NODE_ENV=production']);
