@@ -1,11 +1,14 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { StartupError } from './startup-error.ts';
 
 // How long a reader waits for the process that has just created the key file to write the key into it.
 const WRITER_GRACE_MS = 2000;
+
+// As JWT_SECRET must be.
+const MIN_KEY_LENGTH = 32;
 
 /**
  * The JWT signing key: `JWT_SECRET` when set; otherwise one generated on first start and kept in
@@ -44,11 +47,22 @@ async function readSecret(file: string): Promise<Uint8Array | undefined> {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw error;
     }
-    if (text) return new TextEncoder().encode(text);
+    if (text) return checked(file, text);
     if (Date.now() >= deadline)
       throw new StartupError(
         `${file} is empty. Delete it to have a new signing key made (every session then ends), or set JWT_SECRET.`,
       );
     await sleep(20);
   }
+}
+
+/** A key anyone else on the machine can read, or one short enough to guess, would let tokens be forged. */
+async function checked(file: string, key: string): Promise<Uint8Array> {
+  if (key.length < MIN_KEY_LENGTH)
+    throw new StartupError(
+      `${file} holds a key shorter than ${MIN_KEY_LENGTH} characters. Delete it to have a new one made (every session then ends), or set JWT_SECRET.`,
+    );
+  if (((await stat(file)).mode & 0o077) !== 0)
+    throw new StartupError(`${file} may be read by other users of this machine: chmod 600 ${file}`);
+  return new TextEncoder().encode(key);
 }

@@ -49,6 +49,20 @@ describe('the JWT signing key of the embedded set-up', () => {
     expect((failed as Error).message).toMatch(/jwt-secret is empty\. Delete it .* or set JWT_SECRET/);
   });
 
+  it('When the key file may be read by other users or holds a short key, Then start-up stops, naming the file and what to do', async () => {
+    const open = await dataDir();
+    await writeFile(path.join(open, 'jwt-secret'), `${'k'.repeat(64)}\n`, { mode: 0o644 });
+    const exposed = await resolveJwtSecret(undefined, open).catch((error: unknown) => error);
+    expect(exposed).toBeInstanceOf(StartupError);
+    expect((exposed as Error).message).toMatch(/may be read by other users.*chmod 600/);
+
+    const short = await dataDir();
+    await writeFile(path.join(short, 'jwt-secret'), 'x\n', { mode: 0o600 });
+    const guessable = await resolveJwtSecret(undefined, short).catch((error: unknown) => error);
+    expect(guessable).toBeInstanceOf(StartupError);
+    expect((guessable as Error).message).toMatch(/key shorter than 32 characters\. Delete it/);
+  });
+
   it('When JWT_SECRET is set, Then it is the key and no file is made', async () => {
     const dir = await dataDir();
     expect(text(await resolveJwtSecret('a-configured-secret-of-at-least-32-chars', dir))).toBe(
