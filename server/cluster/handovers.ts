@@ -43,6 +43,7 @@ export function followHandovers(httpServer: Server) {
     follow(worker: Worker, isReady: () => boolean): { release(): void } {
       const send = worker.send.bind(worker) as Send;
       const held: unknown[][] = [];
+      const heldRequests = new Set<string>();
       // The sockets of requests with a body forwarded to this process: the primary answers them for it.
       const forwarded = new Set<Socket>();
 
@@ -56,10 +57,11 @@ export function followHandovers(httpServer: Server) {
           forwarded.add(socket);
           socket.once('close', () => forwarded.delete(socket));
         }
-        // A request already forwarded goes on (a process that has begun to stop drains it); its later chunks
-        // wait only behind what is held, so that they never overtake its start.
+        // A request already forwarded goes on (a process that has begun to stop drains it); the later chunks
+        // of one whose start is held wait behind it.
         const opens = type === 'sticky:connection' || type === 'sticky:http-chunk-start';
-        if (opens ? isReady() : held.length === 0) return send(...args);
+        if (opens ? isReady() : !heldRequests.has(connectionIdOf(message))) return send(...args);
+        if (type === 'sticky:http-chunk-start') heldRequests.add(connectionIdOf(message));
         held.push(args);
         return true;
       }) as Worker['send'];
@@ -72,6 +74,7 @@ export function followHandovers(httpServer: Server) {
 
       return {
         release() {
+          heldRequests.clear();
           for (const args of held.splice(0)) send(...args);
         },
       };
@@ -96,6 +99,11 @@ export function headerOf(chunk: Buffer): string {
 function stickyType(message: unknown): string | undefined {
   const type = (message as { type?: unknown } | null)?.type;
   return typeof type === 'string' && type.startsWith('sticky:') ? type : undefined;
+}
+
+/** Sticky's id for a request with a body, on its start, its chunks and its abort. */
+function connectionIdOf(message: unknown): string {
+  return String((message as { connectionId?: unknown }).connectionId);
 }
 
 function isSocket(handle: unknown): handle is Socket {
