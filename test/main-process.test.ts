@@ -872,6 +872,25 @@ describe('npm run users (server/cli/users.ts)', () => {
     expect(existsSync(path.join(dataDir, 'redis'))).toBe(false);
   }, 30_000);
 
+  it('When the password comes on standard input (--password -), Then the account opens with it, and it was never an argument that ps shows', async () => {
+    const dataDir = await tempDir();
+    const { url } = await startServer(dataDir, await freePort());
+    const password = 'kunci-dari-masukan-standar';
+    const cli = launch(
+      'sh',
+      [
+        '-c',
+        `printf '%s\\n' "$NEW_PASSWORD" | ${TSX} server/cli/users.ts add piket.besi --role operator --unit lapas-besi --password -`,
+      ],
+      envFor(dataDir, { NEW_PASSWORD: password }),
+      30_000,
+    );
+    expect((await cli.exited).code).toBe(0);
+    expect(cli.stdout).toContain('Created user "piket.besi"');
+    expect(cli.stdout).not.toContain(password);
+    await login(url, 'piket.besi', password);
+  }, 60_000);
+
   it('When a user added with a generated password is disabled, Then that user can no longer log in', async () => {
     const dataDir = await tempDir();
     const { url } = await startServer(dataDir, await freePort());

@@ -13,13 +13,14 @@ import { openToolRuntime, runTool, type ToolRuntime, UsageError } from './tool-r
 const USAGE = `Usage: npm run users -- <command> [options]
 
 Commands:
-  add <username> --role <role> --unit <unitId> [--name "Display Name"] [--password <pw>]
+  add <username> --role <role> --unit <unitId> [--name "Display Name"] [--password <pw> | --password -]
   list
   disable <username>
   enable <username>
-  reset-password <username> [--password <pw>]
+  reset-password <username> [--password <pw> | --password -]
 
-Without --password, a strong random password is generated and printed once.
+Without --password, a strong random password is generated and printed once. With --password -, the first
+line of standard input is the password: unlike a command-line argument, no other user sees it in ps.
 Roles: ${roles.join(', ')}. Units: the ids in the topology file (TOPOLOGY_FILE).
 The store is found as the server finds it: REDIS_URL, or the embedded Redis under DATA_DIR.`;
 
@@ -174,8 +175,15 @@ function parseFlags(argv: string[]) {
   }
 }
 
+/** `--password -`: the first line of standard input. */
+async function passwordFromStdin(): Promise<string> {
+  let text = '';
+  for await (const chunk of process.stdin) text += String(chunk);
+  return text.split(/\r?\n/)[0] ?? '';
+}
+
 /** Checks the command line before the store is opened, so a typo never touches it. */
-function readCommandLine(argv: string[]) {
+async function readCommandLine(argv: string[]) {
   const { values, positionals } = parseFlags(argv);
   const [name, ...rest] = positionals;
   if (values.help || name === undefined || name === 'help') return undefined;
@@ -195,6 +203,7 @@ function readCommandLine(argv: string[]) {
     if (!command.options.includes(key)) throw new UsageError(`${name} does not take --${key}\n\n${USAGE}`);
     if (typeof value === 'string') options[key] = value;
   }
+  if (options.password === '-') options.password = await passwordFromStdin();
   return command.prepare(rest[0] ?? '', options);
 }
 
@@ -211,7 +220,7 @@ function inCommandLineTerms(error: unknown): unknown {
 }
 
 async function main(argv: string[]) {
-  const work = readCommandLine(argv);
+  const work = await readCommandLine(argv);
   if (!work) {
     process.stdout.write(`${USAGE}\n`);
     return;
