@@ -6,7 +6,16 @@ import { redisKeys } from '../server/storage/keys.ts';
 import { canonicalJson } from '../shared/canonical-json.ts';
 import type { Incident, IncidentEvent, RaiseAlertInput } from '../shared/incident.ts';
 import { uniqueAlert } from './support/alerts.ts';
-import { closeConsoles, connectConsole, consoleFor, get, login, post } from './support/consoles.ts';
+import {
+  closeConsoles,
+  connectConsole,
+  consoleFor,
+  get,
+  login,
+  makeDeviceKey,
+  post,
+  raiseWithKey,
+} from './support/consoles.ts';
 import { addAccount, startTestServer, type TestServer } from './support/test-server.ts';
 import { expectValidChain } from './support/timeline.ts';
 import { waitFor } from './support/wait-for.ts';
@@ -510,21 +519,10 @@ describe('REST', () => {
   });
 
   it('raises through a per-device API key for its own Lapas only, and refuses a revoked key', async () => {
-    const admin = await login(a.url, 'admin');
-    const created = await post(
-      a.url,
-      '/api/api-keys',
-      { name: 'Panic button Blok A', facilityId: 'lapas-permisan' },
-      admin.accessToken,
-    );
+    const { admin, created } = await makeDeviceKey(a.url, 'Panic button Blok A', 'lapas-permisan');
     expect(created.status).toBe(201);
     const key = created.body.key as string;
-    const raise = (body: RaiseAlertInput) =>
-      fetch(`${a.url}/api/alerts`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', 'x-api-key': key },
-        body: JSON.stringify(body),
-      });
+    const raise = (body: RaiseAlertInput) => raiseWithKey(a.url, key, body);
     const ok = await raise(alert({ severity: 4, category: 'hostage', silent: true }));
     expect(ok.status).toBe(201);
     expect((await ok.json()).alert.raisedBy.username).toBe('device:Panic button Blok A');

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../server/logger.ts';
 import { loggableAddress } from '../server/redis/redis-connection.ts';
 import { uniqueAlert } from './support/alerts.ts';
-import { login, post } from './support/consoles.ts';
+import { makeDeviceKey, raiseWithKey } from './support/consoles.ts';
 import { startTestServer, type TestServer } from './support/test-server.ts';
 
 // Every line the server logs, as an operator's log collector would keep it.
@@ -18,26 +18,10 @@ afterAll(() => server?.close());
 
 describe('what the logs hold', () => {
   it('When a panic button raises with its key, Then the request is logged but the key is not: whoever reads the logs cannot raise as that Lapas', async () => {
-    const admin = await login(server.url, 'admin');
-    const created = await post(
-      server.url,
-      '/api/api-keys',
-      { name: 'Panic button Blok C', facilityId: 'lapas-permisan' },
-      admin.accessToken,
-    );
+    const { admin, created } = await makeDeviceKey(server.url, 'Panic button Blok C', 'lapas-permisan');
     const key = created.body.key as string;
-    const res = await fetch(`${server.url}/api/alerts`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', 'x-api-key': key },
-      body: JSON.stringify(uniqueAlert({ severity: 4 })),
-    });
-    expect(res.status).toBe(201);
-    const refused = await fetch(`${server.url}/api/alerts`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', 'x-api-key': `${key}x` },
-      body: JSON.stringify(uniqueAlert()),
-    });
-    expect(refused.status).toBe(401);
+    expect((await raiseWithKey(server.url, key, uniqueAlert({ severity: 4 }))).status).toBe(201);
+    expect((await raiseWithKey(server.url, `${key}x`, uniqueAlert())).status).toBe(401);
 
     const requests = lines.filter((l) => l.includes('"/api/alerts"'));
     expect(requests.length).toBeGreaterThanOrEqual(2);

@@ -34,6 +34,21 @@ export async function login(
   return res.body as LoginResponse;
 }
 
+/** A device key for a panic button at `facilityId`, made by the demo admin: the answer of `POST /api/api-keys`. */
+export async function makeDeviceKey(baseUrl: string, name: string, facilityId: string) {
+  const admin = await login(baseUrl, 'admin');
+  return { admin, created: await post(baseUrl, '/api/api-keys', { name, facilityId }, admin.accessToken) };
+}
+
+/** `POST /api/alerts` as a device raises: with its `X-Api-Key`. */
+export function raiseWithKey(baseUrl: string, key: string, body: unknown) {
+  return fetch(`${baseUrl}/api/alerts`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-api-key': key },
+    body: JSON.stringify(body),
+  });
+}
+
 /** Tracks every console a test opens so `closeConsoles()` in afterEach leaves no socket behind. */
 const open = new Set<ConsoleClient>();
 
