@@ -25,7 +25,7 @@ import {
 import { isActive } from '../../shared/incident-lifecycle.ts';
 import { isParty, routeIncident } from '../../shared/routing.ts';
 import type { TopologyIndex } from '../../shared/topology.ts';
-import type { AlertRef, IncidentRepository } from '../storage/incidents.repository.ts';
+import type { AlertRef, IncidentRepository, ListedIncident } from '../storage/incidents.repository.ts';
 import type { OpenedIndex, OpenedRow } from '../storage/opened-index.ts';
 import type { RateGate } from '../storage/rate-gate.ts';
 import { COMMIT_ATTEMPTS, type IncidentWriter, seal } from './incident-writer.ts';
@@ -44,9 +44,12 @@ export interface Viewer {
   sessionId?: string;
 }
 
-/** Whether `viewer` reads from the login of one of the incident's silent raises, which never hears of it. */
-const quietFor = (viewer: Viewer, quiet: readonly string[] | undefined) =>
-  viewer.sessionId !== undefined && (quiet?.includes(viewer.sessionId) ?? false);
+/** Whether the incident is the viewer's to see: it is a party, and not reading from the login of a silent raise. */
+const sees = (viewer: Viewer, { incident, quiet }: ListedIncident) =>
+  isParty(viewer.user, incident) && (viewer.sessionId === undefined || !quiet.includes(viewer.sessionId));
+
+/** The unit whose indexes hold what a user may see; every unit's for an administrator. */
+const scopeOf = (user: PublicUser) => (user.role === 'admin' ? undefined : user.unitId);
 
 const JOIN_EVENTS = 100;
 const SYNC_BATCH = 500;
@@ -73,18 +76,14 @@ export function createIncidentService(deps: {
   // that new, and anything later reaches the console live or at its next sync.
   const openIn = sharedReads(async (scope: string | undefined) => {
     const head = await repo.currentChangeSeq();
-    const ids = await repo.openIds(scope);
-    const [open, quiet] = await Promise.all([repo.loadMany(ids), repo.quietOf(ids)]);
-    open.sort((a, b) => b.openedAt.localeCompare(a.openedAt));
-    return { head, open, quiet };
+    const open = await repo.loadMany(await repo.openIds(scope));
+    open.sort((a, b) => b.incident.openedAt.localeCompare(a.incident.openedAt));
+    return { head, open };
   });
   const changedAfter = sharedReads(async (since: number) => {
     const changes = await repo.changedSince(since, SYNC_BATCH);
-    const ids = changes.map((c) => c.id);
-    const [changed, quiet] = await Promise.all([repo.loadMany(ids), repo.quietOf(ids)]);
     return {
-      changed,
-      quiet,
+      changed: await repo.loadMany(changes.map((c) => c.id)),
       cursor: changes.at(-1)?.change ?? since,
       more: changes.length === SYNC_BATCH,
     };
@@ -92,7 +91,7 @@ export function createIncidentService(deps: {
 
   async function visible(viewer: Viewer, id: string): Promise<Incident> {
     const stored = await repo.load(id);
-    return checkVisible(viewer.user, stored && !quietFor(viewer, stored.quiet) ? stored.incident : undefined);
+    return checkVisible(viewer.user, stored && sees(viewer, stored) ? stored.incident : undefined);
   }
 
   /** Changes an incident the caller is a party to. */
@@ -198,16 +197,16 @@ export function createIncidentService(deps: {
 
     /** What a console needs after a reconnect: everything open in its scope, and what changed since its cursor. */
     async sync(viewer: Viewer, since: number | undefined): Promise<SyncResult> {
-      const { user } = viewer;
-      const { head, open, quiet } = await openIn(user.role === 'admin' ? undefined : user.unitId);
-      const mine = open.filter((i) => isParty(user, i) && !quietFor(viewer, quiet.get(i.id)));
+      const { head, open } = await openIn(scopeOf(viewer.user));
+      const seen = (listed: ListedIncident[]) => listed.filter((l) => sees(viewer, l)).map((l) => l.incident);
+      const mine = seen(open);
       if (since === undefined || since >= head)
         return { cursor: String(head), open: mine, changed: [], more: false };
       const after = await changedAfter(since);
       return {
         cursor: String(after.more ? after.cursor : head),
         open: mine,
-        changed: after.changed.filter((i) => isParty(user, i) && !quietFor(viewer, after.quiet.get(i.id))),
+        changed: seen(after.changed),
         more: after.more,
       };
     },
@@ -218,8 +217,7 @@ export function createIncidentService(deps: {
      * the last incident returned or the last row read.
      */
     async list(viewer: Viewer, query: ListIncidentsQuery) {
-      const caller = viewer.user;
-      const scope = caller.role === 'admin' ? undefined : caller.unitId;
+      const scope = scopeOf(viewer.user);
       const minMs = query.since ? Date.parse(query.since) : 0;
       const [cursorMs, cursorId] = query.cursor?.split(':') ?? [];
       let position = cursorId === undefined ? undefined : { id: cursorId, openedMs: Number(cursorMs) };
@@ -228,13 +226,9 @@ export function createIncidentService(deps: {
         const count = Math.min(LIST_BATCH, LIST_SCAN_LIMIT - scanned);
         const rows = await openedIndex.after(scope, position, minMs, count);
         scanned += rows.length;
-        const ids = rows.map((r) => r.id);
-        const [incidents, quiet] = await Promise.all([
-          repo.loadMany(ids),
-          viewer.sessionId === undefined ? undefined : repo.quietOf(ids),
-        ]);
-        for (const incident of incidents) {
-          if (!isParty(caller, incident) || quietFor(viewer, quiet?.get(incident.id))) continue;
+        for (const listed of await repo.loadMany(rows.map((r) => r.id))) {
+          if (!sees(viewer, listed)) continue;
+          const { incident } = listed;
           if (query.status && incident.status !== query.status) continue;
           if (query.facilityId && incident.facilityId !== query.facilityId) continue;
           if (query.category && incident.category !== query.category) continue;

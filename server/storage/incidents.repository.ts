@@ -15,6 +15,8 @@ export interface StoredIncident {
   quiet: readonly string[];
 }
 
+export type ListedIncident = Pick<StoredIncident, 'incident' | 'quiet'>;
+
 export interface Commit {
   /** The seq the incident had when the change was decided; the commit fails if it moved since. */
   expectedSeq: number;
@@ -57,10 +59,10 @@ const REF_TTL_SECONDS = 7 * 24 * 3600;
 // An event that brings a policy goes without it, beside the policy's ref; the text is stored once under that
 // ref, which becomes the incident's policy in force (`policy` is where earlier versions kept its text).
 // Each commit also notes itself as undelivered (see undelivered.ts), due by the store's clock, which every
-// process claiming overdue notes reads too (servers on several hosts need not agree on the time), and a commit that takes the incident out
-// of the open lists (for good: no status leads back from there) drops what only a waiting chain needs, its
-// reminder pages and the note of a spare timer, and marks it final so that a timer run still under way,
-// having read the incident before, cannot bring them back.
+// process claiming overdue notes reads too (servers on several hosts need not agree on the time). A commit
+// that takes the incident out of the open lists (for good: no status leads back from there) drops what only
+// a waiting chain needs, its reminder pages and the note of a spare timer, and marks it final so that a
+// timer run still under way, having read the incident before, cannot bring them back.
 // KEYS: incident, events, change-seq, changed, all, open, undelivered.  ARGV: see `commitArgs`.
 const COMMIT_BODY = `
 -- The event goes first: Redis does not undo a script's writes when a later command fails, and a refused
@@ -277,14 +279,16 @@ export function createIncidentRepository(
 
   const dedupKeyOf = (s: DedupScope) => keys.dedup(s.facilityId, s.category, s.location.block, s.drill);
 
-  async function loadMany(ids: string[]): Promise<Incident[]> {
+  /** Incidents for the reads that list them, each with its quiet sessions (see `StoredIncident`). */
+  async function loadMany(ids: string[]): Promise<ListedIncident[]> {
     if (ids.length === 0) return [];
     const pipeline = redis.pipeline();
-    for (const id of ids) pipeline.hget(keys.incident(id), 'doc');
+    for (const id of ids) pipeline.hmget(keys.incident(id), 'doc', 'quiet');
     const rows = (await pipeline.exec()) ?? [];
-    return rows.flatMap(([err, doc]) =>
-      err || typeof doc !== 'string' ? [] : [JSON.parse(doc) as Incident],
-    );
+    return rows.flatMap(([err, fields]) => {
+      const [doc, quiet] = (fields ?? []) as (string | null)[];
+      return err || !doc ? [] : [{ incident: JSON.parse(doc) as Incident, quiet: sessionsOf(quiet) }];
+    });
   }
 
   return {
@@ -304,14 +308,6 @@ export function createIncidentRepository(
           ? parseInlinePolicy(inline)
           : undefined;
       return policy && { incident: JSON.parse(doc) as Incident, lastHash, policy, quiet: sessionsOf(quiet) };
-    },
-
-    /** The quiet sessions of each incident (see `StoredIncident`), for the reads that list incidents. */
-    async quietOf(ids: readonly string[]): Promise<Map<string, readonly string[]>> {
-      const pipeline = redis.pipeline();
-      for (const id of ids) pipeline.hget(keys.incident(id), 'quiet');
-      const rows = (await pipeline.exec()) ?? [];
-      return new Map(ids.map((id, i) => [id, sessionsOf(rows[i]?.[1] as string | null | undefined)]));
     },
 
     loadMany,
