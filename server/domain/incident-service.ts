@@ -157,9 +157,7 @@ export function createIncidentService(deps: {
         if (outcome.status === 'duplicate') return duplicateOf(outcome);
         if (outcome.status === 'committed') {
           const quiet = [...(existing?.quiet ?? []), ...(quietFor === undefined ? [] : [quietFor])];
-          await writer.delivered([
-            { incident, event, policy: inForce, alert, quiet, ...(quietFor !== undefined && { quietFor }) },
-          ]);
+          await writer.delivered([{ incident, event, policy: inForce, alert, quiet }]);
           return { incident, alert, duplicate: false };
         }
       }

@@ -18,8 +18,6 @@ export interface IncidentChange {
   policy: EscalationSnapshot;
   /** The alert behind `alert:new`: the new one for a raise, the opening one when escalation adds parties. */
   alert?: Alert;
-  /** The session (login) this change's silent raise came from, named in the note of its delivery. */
-  quietFor?: string;
   /** Every session a silent raise of the incident came from, this change's included: none of their consoles hears of it. */
   quiet: readonly string[];
   /** A later change committed with this one follows it: this incident is not the latest. */
@@ -90,8 +88,9 @@ export function createIncidentWriter(deps: {
     const last = changes.at(-1);
     if (!first || !last) return;
     await publish(changes);
-    const { incident, event, quietFor } = first;
-    forget(deliveryMember({ incidentId: incident.id, fromSeq: event.seq, toSeq: last.event.seq, quietFor }));
+    forget(
+      deliveryMember({ incidentId: first.incident.id, fromSeq: first.event.seq, toSeq: last.event.seq }),
+    );
   }
 
   /**
@@ -166,12 +165,12 @@ export function createIncidentWriter(deps: {
       // A note naming nothing that exists is forgotten rather than claimed for ever. Otherwise the note itself
       // is forgotten once what it names is out, even should fewer events be found than it names.
       if (!delivery || !stored) return undelivered.delivered(member);
-      const { incidentId, fromSeq, toSeq, quietFor } = delivery;
+      const { incidentId, fromSeq, toSeq } = delivery;
       const events = await repo.events(incidentId, fromSeq - 1, toSeq - fromSeq + 1);
+      // The incident as stored keeps the sessions of its silent raises, none of which hears of it again.
       const changes = events.map((event, i) => ({
         ...stored,
         event,
-        ...(quietFor !== undefined && { quietFor }),
         ...(i < events.length - 1 && { superseded: true }),
       }));
       await publish(await withAlerts(changes));

@@ -26,8 +26,6 @@ export interface Commit {
   earlier?: IncidentEvent[];
   /** Still in consoles' open lists (not closed, false alarm or cancelled). */
   listedOpen: boolean;
-  /** The session of a silent raise, kept with the note of the change's delivery. */
-  quietFor?: string;
 }
 
 /** What makes two alerts the same unfolding situation. */
@@ -45,6 +43,8 @@ export interface RaiseCommit extends Commit {
   /** The dedup record the decision saw ('' for none); a different one now means a concurrent raise. */
   expectedDedup: string;
   dedupWindowMs: number;
+  /** The session (login) of a silent raise, added to the incident's quiet sessions. */
+  quietFor?: string;
 }
 
 export type RaiseOutcome =
@@ -194,14 +194,9 @@ function luaScript(redis: Redis, source: string) {
 /** Where a commit's note of its delivery must be forgotten by: after that, another process delivers it. */
 export const REDELIVER_AFTER_MS = 5000;
 
-/** The delivery a commit notes: its incident, its events and the session of a silent raise. */
-function deliveryOf(c: Pick<Commit, 'incident' | 'event' | 'earlier' | 'quietFor'>): Delivery {
-  return {
-    incidentId: c.incident.id,
-    fromSeq: c.earlier?.[0]?.seq ?? c.event.seq,
-    toSeq: c.event.seq,
-    quietFor: c.quietFor,
-  };
+/** The delivery a commit notes: its incident and its events. */
+function deliveryOf(c: Pick<Commit, 'incident' | 'event' | 'earlier'>): Delivery {
+  return { incidentId: c.incident.id, fromSeq: c.earlier?.[0]?.seq ?? c.event.seq, toSeq: c.event.seq };
 }
 
 export function createIncidentRepository(

@@ -14,23 +14,23 @@ export interface Delivery {
   /** The commit's events, oldest first: several when one commit carried more than one (both chains climbing). */
   fromSeq: number;
   toSeq: number;
-  /** The session a silent raise came from, whose consoles must not show the alarm on a second delivery either. */
-  quietFor?: string | undefined;
 }
 
-/** A delivery as the note's member: `incidentId/fromSeq/toSeq[/sessionId]`. */
+/**
+ * A delivery as the note's member: `incidentId/fromSeq/toSeq`. (Earlier versions added the session of a silent
+ * raise, which the incident itself now keeps: such a member is read, and forgotten, as it was written.)
+ */
 export function deliveryMember(d: Delivery): string {
-  const member = `${d.incidentId}/${d.fromSeq}/${d.toSeq}`;
-  return d.quietFor === undefined ? member : `${member}/${d.quietFor}`;
+  return `${d.incidentId}/${d.fromSeq}/${d.toSeq}`;
 }
 
 export function parseDelivery(member: string): Delivery | undefined {
-  const [incidentId, from, to, quietFor] = member.split('/');
+  const [incidentId, from, to] = member.split('/');
   const fromSeq = Number(from);
   const toSeq = Number(to);
   if (!incidentId || !Number.isInteger(fromSeq) || !Number.isInteger(toSeq) || fromSeq > toSeq)
     return undefined;
-  return { incidentId, fromSeq, toSeq, quietFor: quietFor || undefined };
+  return { incidentId, fromSeq, toSeq };
 }
 
 // KEYS: the notes.  ARGV: how long (ms) until a claimed note falls overdue again, how many at most.
