@@ -6,6 +6,7 @@ import { type ConsoleClient, closeConsoles, consoleFor, login, post } from './su
 import { startOwnRedis } from './support/own-redis.ts';
 import { startReplyDropper } from './support/reply-dropper.ts';
 import { startTestServer, type TestServer } from './support/test-server.ts';
+import { waitFor } from './support/wait-for.ts';
 
 // The store is reached through a proxy that can cut the connection as Redis answers a commit; the broadcast
 // Redis directly. Redelivery is set far off, so that what reaches consoles here is the first delivery.
@@ -115,5 +116,49 @@ describe('a refresh whose reply is lost on a dropped connection', () => {
     expect(rotated.status).toBe(200);
     const next = await post(server.url, '/api/auth/refresh', { refreshToken: rotated.body.refreshToken });
     expect(next.status).toBe(200);
+  });
+});
+
+describe('a reminder round whose claim’s reply is lost on a dropped connection', () => {
+  it('When the store recorded the claim of a reminder round but the reply was lost, Then that round is still paged, not skipped until the next one', async () => {
+    // Severity 2 on these policies: both agencies' first levels are paged again every 0.3 s, and never climb.
+    const paging = await startTestServer({
+      redisUrl: dropper.url,
+      env: {
+        SOCKET_REDIS_URL: sockets.redis.url,
+        REDELIVER_AFTER_MS: '60000',
+        ESCALATION_FILE: 'test/fixtures/reminders.json',
+      },
+    });
+    try {
+      const dispatch = await consoleFor(paging.url, 'dispatch.nusakambangan');
+      const operator = await consoleFor(paging.url, 'operator.permisan');
+      const rounds = new Map<string, number[]>();
+      dispatch.socket.on('escalation:reminder', (r) => {
+        rounds.set(r.incidentId, [...(rounds.get(r.incidentId) ?? []), r.round]);
+      });
+      const raise = async () => {
+        const res = await operator.socket.emitWithAck('alert:raise', uniqueAlert({ severity: 2 }));
+        if (!res.ok) throw new Error(JSON.stringify(res.error));
+        return res.data.incident;
+      };
+      // A first round teaches Redis the claim's script: the reply lost below is then the one to a claim Redis
+      // made, not a "no such script" answer to one it refused.
+      const first = await raise();
+      await waitFor(() => rounds.has(first.id), { what: 'a first reminder' });
+      const incident = await raise();
+      const before = dropper.dropped;
+      // Only the claim of a reminder round names the incident's pages.
+      dropper.loseReplyTo(`{inc:${incident.id}}:pages`);
+
+      await waitFor(() => dropper.dropped === before + 1 && rounds.has(incident.id), {
+        timeoutMs: 10_000,
+        what: 'a reminder after the lost reply',
+      });
+
+      expect(rounds.get(incident.id)?.[0]).toBe(1);
+    } finally {
+      await paging.close();
+    }
   });
 });

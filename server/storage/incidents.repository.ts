@@ -150,16 +150,23 @@ end
 return {'committed', tostring(change)}
 `;
 
-// KEYS: the incident, its pages hash.  ARGV: (wait, round) pairs, a wait being a chain's level in one
-// generation. Claims each round later than the last one claimed for its wait; answers 1 (claimed) or 0 for
-// each pair, and 0 for all of them once the incident is final.
+// KEYS: the incident, its pages hash.  ARGV: the claim's token, then (wait, round) pairs, a wait being a
+// chain's level in one generation. Claims each round later than the last one claimed for its wait; answers 1
+// (claimed) or 0 for each pair, and 0 for all of them once the incident is final. A field holds
+// "round:token": the same claim sent again after its reply was lost on a dropped connection finds its own
+// token and is answered as claimed, not as a round already paged (which nobody would then page).
 const CLAIM_PAGES = `
 local final = redis.call('HGET', KEYS[1], 'final') == '1'
 local claimed = {}
-for i = 1, #ARGV, 2 do
+for i = 2, #ARGV, 2 do
   local round = tonumber(ARGV[i + 1])
-  if not final and round > tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '0') then
-    redis.call('HSET', KEYS[2], ARGV[i], round)
+  local last, token = string.match(redis.call('HGET', KEYS[2], ARGV[i]) or '0', '^(%d+):?(.*)$')
+  if final then
+    claimed[#claimed + 1] = 0
+  elseif round > tonumber(last) then
+    redis.call('HSET', KEYS[2], ARGV[i], round .. ':' .. ARGV[1])
+    claimed[#claimed + 1] = 1
+  elseif round == tonumber(last) and token == ARGV[1] then
     claimed[#claimed + 1] = 1
   else
     claimed[#claimed + 1] = 0
@@ -335,6 +342,7 @@ export function createIncidentRepository(
         2,
         keys.incident(id),
         keys.incidentPages(id),
+        randomBytes(9).toString('base64url'),
         ...args,
       )) as number[];
       return claimed.map((c) => c === 1);
