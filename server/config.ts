@@ -72,6 +72,7 @@ export const EnvSchema = z
     LOGIN_WINDOW_SECONDS: Seconds(900),
     TOPOLOGY_FILE: z.string().min(1).default('config/topology.json'),
     SEED_DEMO: Flag.optional(),
+    ADMIN_PASSWORD_FILE: z.string().min(1).optional(),
     SOCKET_PING_INTERVAL_MS: Millis(10_000, 1000),
     SOCKET_PING_TIMEOUT_MS: Millis(20_000, 1000),
     SOCKET_RECOVERY_WINDOW_MS: Millis(120_000, 0),
@@ -137,6 +138,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     logLevel: e.LOG_LEVEL,
     topologyFile: e.TOPOLOGY_FILE,
     seedDemo: e.SEED_DEMO ?? e.NODE_ENV === 'development',
+    adminPasswordFile: e.ADMIN_PASSWORD_FILE,
     shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
     http: {
       host: e.HOST,

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { NewPassword } from '../shared/auth.ts';
 import { StartupError } from './startup-error.ts';
 
 // How long a reader waits for the process that has just created the key file to write the key into it.
@@ -65,4 +66,23 @@ async function checked(file: string, key: string): Promise<Uint8Array> {
   if (((await stat(file)).mode & 0o077) !== 0)
     throw new StartupError(`${file} may be read by other users of this machine: chmod 600 ${file}`);
   return new TextEncoder().encode(key);
+}
+
+/**
+ * The first admin's password from ADMIN_PASSWORD_FILE (a container secret, say), so that it never appears
+ * in a log the way a generated one must. One trailing newline, as editors and `echo` leave, is not part of it.
+ */
+export async function readAdminPassword(file: string): Promise<string> {
+  let text: string;
+  try {
+    text = (await readFile(file, 'utf8')).replace(/\r?\n$/, '');
+  } catch (error) {
+    throw new StartupError(`ADMIN_PASSWORD_FILE ${file} cannot be read: ${(error as Error).message}`);
+  }
+  const parsed = NewPassword.safeParse(text);
+  if (!parsed.success)
+    throw new StartupError(
+      `ADMIN_PASSWORD_FILE ${file} holds no usable password: ${parsed.error.issues.map((i) => i.message).join('; ')}`,
+    );
+  return parsed.data;
 }

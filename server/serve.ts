@@ -15,6 +15,7 @@ import {
 } from './domain/seed.ts';
 import { listeningLine } from './listening-line.ts';
 import { createLogger } from './logger.ts';
+import { readAdminPassword } from './secrets.ts';
 import { StartupError } from './startup-error.ts';
 
 /**
@@ -131,9 +132,14 @@ async function setUpOnce(config: Config, app: App, topology: Topology): Promise<
     (u) => u.type === 'command' && u.agency === 'corrections' && u.parent === null,
   );
   if (!config.seedDemo) await refuseDemoPasswords(users);
-  const adminPassword = config.seedDemo
+  const file = config.adminPasswordFile;
+  const admin = config.seedDemo
     ? undefined
-    : await ensureFirstAdmin(users, rootCommand?.id ?? topology.units[0]?.id ?? '');
+    : await ensureFirstAdmin(
+        users,
+        rootCommand?.id ?? topology.units[0]?.id ?? '',
+        file ? () => readAdminPassword(file) : undefined,
+      );
   const lines: string[] = [];
   if (config.seedDemo) {
     lines.push(
@@ -141,7 +147,8 @@ async function setUpOnce(config: Config, app: App, topology: Topology): Promise<
     );
     for (const a of demoAccounts) lines.push(`  ${a.username.padEnd(24)} ${a.role.padEnd(15)} ${a.unitId}`);
   }
-  if (adminPassword)
-    lines.push(`First start: created user "admin" with password ${adminPassword} — shown only this once.`);
+  if (admin?.generated)
+    lines.push(`First start: created user "admin" with password ${admin.generated} — shown only this once.`);
+  else if (admin) lines.push(`First start: created user "admin" with the password in ${file}.`);
   return lines;
 }

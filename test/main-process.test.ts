@@ -1,7 +1,7 @@
 import { type ChildProcessByStdio, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -354,6 +354,44 @@ describe('npm start (server/main.ts) with the embedded Redis', () => {
       password: DEMO_PASSWORD,
     });
     expect(demoLogin.status).toBe(401);
+  }, 90_000);
+
+  it('When started for real with ADMIN_PASSWORD_FILE on an empty store, Then admin opens with the password in the file and no output shows it; a file holding no usable password stops start-up saying why', async () => {
+    const dataDir = await tempDir();
+    const port = await freePort();
+    const file = path.join(dataDir, 'admin-password');
+    const real = () =>
+      launch(
+        process.execPath,
+        ['--import', 'tsx', 'server/main.ts'],
+        envFor(dataDir, {
+          PORT: String(port),
+          NODE_ENV: 'production',
+          SERVER_PROCESSES: '1',
+          ADMIN_PASSWORD_FILE: file,
+        }),
+      );
+    await writeFile(file, 'pendek\n');
+    const refused = real();
+    expect((await refused.exited).code).toBe(1);
+    expect(refused.stderr).toContain(
+      `ADMIN_PASSWORD_FILE ${file} holds no usable password: at least 12 characters`,
+    );
+
+    const password = randomBytes(15).toString('base64url');
+    await writeFile(file, `${password}\n`);
+    const started = real();
+    await waitFor(() => started.stdout.includes('Sinergi is listening'), {
+      what: 'the server to start',
+      timeoutMs: 30_000,
+    });
+    expect(started.stdout).toContain(`First start: created user "admin" with the password in ${file}.`);
+    expect(started.stdout + started.stderr).not.toContain(password);
+    const signedIn = await post(`http://127.0.0.1:${port}`, '/api/auth/login', {
+      username: 'admin',
+      password,
+    });
+    expect(signedIn.status).toBe(200);
   }, 90_000);
 
   it('When redis-server is not on PATH and no REDIS_URL is set, Then exits non-zero saying how to install it', async () => {

@@ -76,10 +76,18 @@ export async function demoAccountsStillOpen(users: UserService): Promise<string[
   return open;
 }
 
-/** On an empty store, creates `admin` with a random password, returned once so it can be printed once. */
-export async function ensureFirstAdmin(users: UserService, unitId: string): Promise<string | undefined> {
+/**
+ * On an empty store, creates `admin` with the password `choose` gives, or with a random one, returned so that
+ * it can be printed once.
+ */
+export async function ensureFirstAdmin(
+  users: UserService,
+  unitId: string,
+  choose?: () => Promise<string>,
+): Promise<{ generated?: string } | undefined> {
   if ((await users.count()) > 0) return undefined;
-  const password = randomBytes(18).toString('base64url');
+  const chosen = await choose?.();
+  const password = chosen ?? randomBytes(18).toString('base64url');
   try {
     await users.create({ username: 'admin', displayName: 'Administrator', role: 'admin', unitId, password });
   } catch (error) {
@@ -87,5 +95,5 @@ export async function ensureFirstAdmin(users: UserService, unitId: string): Prom
     if (error instanceof DomainError && error.code === 'conflict') return undefined;
     throw error;
   }
-  return password;
+  return chosen === undefined ? { generated: password } : {};
 }
