@@ -1,6 +1,6 @@
 import { assemble } from './assemble.ts';
 import { ConfigError, loadConfig } from './config.ts';
-import { allPartitions } from './jobs/escalation-queue.ts';
+import { allPartitions } from './jobs/escalation-partitions.ts';
 import { createLogger } from './logger.ts';
 import { StartupError } from './startup-error.ts';
 

@@ -7,12 +7,8 @@ import type { Readable } from 'node:stream';
 import { type Job, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, inject, it } from 'vitest';
-import {
-  createEscalationQueue,
-  escalationQueueName,
-  jobIds,
-  partitionOf,
-} from '../server/jobs/escalation-queue.ts';
+import { escalationQueueName, partitionOf } from '../server/jobs/escalation-partitions.ts';
+import { createEscalationQueue, jobIds } from '../server/jobs/escalation-queue.ts';
 import { createMetrics } from '../server/metrics.ts';
 import { type EmbeddedRedis, freePort, startEmbeddedRedis } from '../server/redis/embedded-redis.ts';
 import { createIncidentRepository } from '../server/storage/incidents.repository.ts';

@@ -9,7 +9,7 @@ import type { Readable } from 'node:stream';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DEMO_PASSWORD, demoAccounts } from '../server/domain/seed.ts';
-import { partitionOf } from '../server/jobs/escalation-queue.ts';
+import { partitionOf } from '../server/jobs/escalation-partitions.ts';
 import { freePort } from '../server/redis/embedded-redis.ts';
 import { redisKeys } from '../server/storage/keys.ts';
 import { uniqueAlert } from './support/alerts.ts';

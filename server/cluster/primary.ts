@@ -6,7 +6,7 @@ import { setupMaster } from '@socket.io/sticky';
 import { AggregatorRegistry } from 'prom-client';
 import type { Config } from '../config.ts';
 import { loadEscalationFile, loadTopologyFile } from '../config-files.ts';
-import { inlinePartitions } from '../jobs/escalation-queue.ts';
+import { inlinePartitions } from '../jobs/escalation-partitions.ts';
 import { listeningLine } from '../listening-line.ts';
 import { createLogger } from '../logger.ts';
 import { loggableAddress } from '../redis/redis-connection.ts';

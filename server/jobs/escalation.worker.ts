@@ -5,10 +5,10 @@ import { ChainTimerJob, type ChainWake, IncidentTimerJob, ResumeJob } from '../.
 import type { EscalationService } from '../domain/escalation-service.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics.ts';
+import { escalationQueueName } from './escalation-partitions.ts';
 import {
   type EscalationJobName,
   type EscalationQueue,
-  escalationQueueName,
   jobIds,
   REMINDER_PRIORITY,
   timerRetryDelay,

@@ -1,6 +1,6 @@
 import { type Job, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { allPartitions, escalationQueueName, partitionOf } from '../../server/jobs/escalation-queue.ts';
+import { allPartitions, escalationQueueName, partitionOf } from '../../server/jobs/escalation-partitions.ts';
 import type { TestServer } from './test-server.ts';
 
 /** A second view of a test server's escalation queues (one per partition), to look at and tamper with jobs. */
