@@ -235,6 +235,26 @@ describe('the embedded Redis', () => {
     expect(redis.owned).toBe(true);
   });
 
+  it('When the lock for clearing a stale launch lock was left behind too, by a process since gone, Then starts', async () => {
+    const dataDir = await tempDataDir();
+    await mkdir(redisDir(dataDir), { recursive: true });
+    await writeFile(path.join(redisDir(dataDir), 'launching.pid'), '1\n');
+    await writeFile(path.join(redisDir(dataDir), 'launching.pid.clearing'), '1\n');
+
+    const redis = await startEmbeddedRedis({ dataDir, appendfsync: 'everysec', startTimeoutMs: 5_000 });
+    started.push(redis);
+    expect(redis.owned).toBe(true);
+  });
+
+  it('When three processes start it at the same moment on a launch lock left by a process since gone, Then one redis-server runs and the others attach to it', async () => {
+    const dataDir = await tempDataDir();
+    await mkdir(redisDir(dataDir), { recursive: true });
+    await writeFile(path.join(redisDir(dataDir), 'launching.pid'), '1\n');
+    const redis = await Promise.all([start(dataDir), start(dataDir), start(dataDir)]);
+    expect(redis.filter((r) => r.owned)).toHaveLength(1);
+    expect(new Set(redis.map((r) => r.pid)).size).toBe(1);
+  });
+
   it('When three processes start it at the same moment on an empty data dir, Then one redis-server runs and the others attach to it', async () => {
     const dataDir = await tempDataDir();
     const redis = await Promise.all([start(dataDir), start(dataDir), start(dataDir)]);

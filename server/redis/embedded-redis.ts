@@ -190,17 +190,39 @@ async function launchFree(dir: string, options: EmbeddedRedisOptions): Promise<E
  */
 async function lockLaunch(dir: string): Promise<(() => Promise<void>) | undefined> {
   const file = path.join(dir, 'launching.pid');
+  if (await createHeld(file)) return () => rm(file, { force: true });
+  // Left behind by a process killed while launching. Two processes finding it at once must not both remove
+  // it: the second would remove the lock the first had taken since, and both would launch on the same files.
+  // So it is removed under a lock of its own, held for one read and one removal.
+  const clearing = `${file}.clearing`;
+  if (await createHeld(clearing)) {
+    try {
+      if (await heldByTheGone(file)) await rm(file, { force: true });
+    } finally {
+      await rm(clearing, { force: true });
+    }
+  } else if (await heldByTheGone(clearing)) await rm(clearing, { force: true });
+  return undefined;
+}
+
+/** Creates `file` holding this process's identity; false when it exists already. */
+async function createHeld(file: string): Promise<boolean> {
   try {
     await writeFile(file, `${await identity(process.pid)}\n`, { flag: 'wx', mode: 0o600 });
-    return () => rm(file, { force: true });
+    return true;
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-    const holder = (await readFile(file, 'utf8').catch(() => '')).trim();
-    // Left behind by a process killed while launching, it may name a pid that is since another process's,
-    // or this one's (in a container, processes start at the same pids every time): its start time tells.
-    if (holder && !(await stillRuns(holder))) await rm(file, { force: true });
-    return undefined;
+    return false;
   }
+}
+
+/**
+ * Whether a lock file names a process that has gone. Its pid may since be another process's, or this one's
+ * (in a container, processes start at the same pids every time): its start time tells.
+ */
+async function heldByTheGone(file: string): Promise<boolean> {
+  const holder = (await readFile(file, 'utf8').catch(() => '')).trim();
+  return holder !== '' && !(await stillRuns(holder));
 }
 
 /** Whether the process an `identity` names still runs: that pid, started at that time. */
