@@ -125,6 +125,21 @@ describe('request bodies', () => {
     expectError(res, 413, 'payload_too_large');
   });
 
+  it('answers a body whose Content-Encoding it does not hold with 400 validation_failed, not as a server fault', async () => {
+    for (const encoding of ['gzip', 'deflate', 'br']) {
+      const res = await call('POST', '/api/auth/login', {
+        body: { username: 'admin', password: DEMO_PASSWORD },
+        headers: { 'content-encoding': encoding },
+      });
+      expectError(res, 400, 'validation_failed');
+    }
+  });
+
+  it('answers a path whose escapes do not decode with 400 validation_failed, not as a server fault', async () => {
+    for (const path of ['/api/incidents/%E0%A4%A', '/api/incidents/%ZZ/events', '/api/users/%ZZ'])
+      expectError(await call('GET', path, { token: admin.accessToken }), 400, 'validation_failed');
+  });
+
   it('answers an unknown route with a 404 JSON envelope, with or without a token', async () => {
     const res = await call('GET', '/no-such-page');
     expect(res.body).toEqual({ error: { code: 'not_found', message: 'No route GET /no-such-page' } });
