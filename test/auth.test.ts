@@ -1,15 +1,16 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { SignJWT, UnsecuredJWT } from 'jose';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { DEMO_PASSWORD } from '../server/domain/seed.ts';
 import { redisKeys } from '../server/storage/keys.ts';
 import { USED_SECRETS_KEPT } from '../server/storage/sessions.repository.ts';
 import { createUserRepository } from '../server/storage/users.repository.ts';
 import { LoginResponse } from '../shared/auth.ts';
 import { HttpErrorResponse } from '../shared/envelope.ts';
-import { get, login, post } from './support/consoles.ts';
+import { type ConsoleClient, closeConsoles, consoleFor, get, login, post } from './support/consoles.ts';
 import { addAccount, startTestServer, TEST_JWT_SECRET, type TestServer } from './support/test-server.ts';
+import { waitFor } from './support/wait-for.ts';
 
 const INVALID_LOGIN = { error: { code: 'unauthorized', message: 'Invalid username or password' } };
 
@@ -30,6 +31,7 @@ beforeAll(async () => {
     }),
   ]);
 });
+afterEach(closeConsoles);
 afterAll(() => Promise.all([server?.close(), limited?.close()]));
 
 let addressCount = 0;
@@ -356,6 +358,30 @@ describe('logging out', () => {
     );
     expect((await topology(second.accessToken)).status).toBe(401);
     expect((await refresh(second.refreshToken)).status).toBe(401);
+  });
+
+  it('does not disconnect the consoles of a session named by a logout that ends nothing', async () => {
+    const target = await consoleFor(server.url, 'chief.permisan');
+    const witness = await consoleFor(server.url, 'chief.permisan');
+    const ended = (socket: ConsoleClient) => {
+      const seen: unknown[] = [];
+      socket.on('session:ended', (e) => seen.push(e));
+      return seen;
+    };
+    const targetEnded = ended(target.socket);
+    const witnessEnded = ended(witness.socket);
+    const [, sessionId] = target.session.refreshToken.split('.');
+
+    // Session ids are readable in every access token; a made-up user id with one ends no session.
+    const res = await post(server.url, '/api/auth/logout', { refreshToken: `nobody.${sessionId}.junk` });
+    expect(res.status).toBe(204);
+    // A real logout after it: once its console hears of it, the one before has been delivered too.
+    await post(server.url, '/api/auth/logout', { refreshToken: witness.session.refreshToken });
+    await waitFor(() => witnessEnded.length > 0, { what: 'the witness session to end' });
+
+    expect(targetEnded).toEqual([]);
+    expect(target.socket.connected).toBe(true);
+    expect((await topology(target.session.accessToken)).status).toBe(200);
   });
 
   it('answers a second logout with the same token as done', async () => {

@@ -150,10 +150,12 @@ export function createAuthService(deps: {
     async logout(refreshToken: string): Promise<void> {
       const { userId, sessionId, secret } = parseRefreshToken(refreshToken);
       // An already ended session needs no second logout; a wrong secret must not end someone else's.
-      if ((await sessions.end(sessionId, userId, sha256(secret))) === 'invalid')
-        throw new DomainError('unauthorized', 'Invalid refresh token');
-      // The session's consoles on every process, not only the one logging out.
-      await revocations.ended(userId, sessionId);
+      const outcome = await sessions.end(sessionId, userId, sha256(secret));
+      if (outcome === 'invalid') throw new DomainError('unauthorized', 'Invalid refresh token');
+      // The session's consoles on every process, not only the one logging out. Only for a session this logout
+      // ended: the ids come from the caller, and consoles are found by session id alone. One ended before was
+      // announced then (a logout, a revocation) or its consoles end with their token.
+      if (outcome === 'ended') await revocations.ended(userId, sessionId);
     },
 
     /** Re-checks, at each command, that a connected socket's session and user still stand. */
