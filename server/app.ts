@@ -159,16 +159,17 @@ export function createApp(deps: AppDeps): App {
         'could not set escalation timers; the auditor will',
       ),
   });
+  const gates = {
+    raise: createRateGate(limitsRedis, keys, 'raise', config.incidents.raisePerMinute),
+    note: createRateGate(limitsRedis, keys, 'note', config.incidents.notePerMinute),
+  };
   const incidents = createIncidentService({
     repo: incidentRepo,
     openedIndex: createOpenedIndex(redis, keys),
     writer,
     topology,
     escalation: deps.escalation,
-    gates: {
-      raise: createRateGate(limitsRedis, keys, 'raise', config.incidents.raisePerMinute),
-      note: createRateGate(limitsRedis, keys, 'note', config.incidents.notePerMinute),
-    },
+    gates,
     settings: { dedupWindowMs: config.incidents.dedupWindowMs },
   });
   const escalation = createEscalationService({
@@ -177,6 +178,7 @@ export function createApp(deps: AppDeps): App {
     topology,
     clock: escalationQueue.clock,
     publisher: { reminded: (reminder) => publisher?.reminded(reminder) },
+    noteGate: gates.note,
   });
   const workers = new Map<number, Worker>();
   const apiKeys = createApiKeyService({ repo: createApiKeyRepository(redis, keys), topology });

@@ -162,10 +162,30 @@ export function decideNote(incident: Incident, caller: PublicUser, text: string,
   return { type: 'note_added', at, actor: actorOf(caller), data: { text } };
 }
 
-/** Non-parties are told the incident does not exist, so ids cannot be probed. */
-export function checkVisible(caller: PublicUser, incident: Incident | undefined): Incident {
-  if (!incident || !isParty(caller, incident)) throw new DomainError('not_found', 'No such incident');
-  return incident;
+/** Who reads or acts: the user, and the login (session) it comes from. */
+export interface Viewer {
+  user: PublicUser;
+  sessionId?: string;
+}
+
+/** An incident with the logins (sessions) of its silent raises. */
+interface WithQuiet {
+  incident: Incident;
+  quiet: readonly string[];
+}
+
+/**
+ * Whether the incident is the viewer's to see and to act on: its unit is a party, and it does not come from
+ * the login of one of its silent raises. That login finds no trace of it, to read or to change: whoever
+ * forced the raise could otherwise cancel the alarm, or hold its escalation, from that console.
+ */
+export const sees = (viewer: Viewer, { incident, quiet }: WithQuiet) =>
+  isParty(viewer.user, incident) && (viewer.sessionId === undefined || !quiet.includes(viewer.sessionId));
+
+/** Those it is hidden from are told the incident does not exist, so ids cannot be probed. */
+export function checkVisible(viewer: Viewer, found: WithQuiet | undefined): Incident {
+  if (!found || !sees(viewer, found)) throw new DomainError('not_found', 'No such incident');
+  return found.incident;
 }
 
 /** Timeline events the server makes by itself (escalation) are recorded under this actor. */

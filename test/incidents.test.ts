@@ -460,6 +460,38 @@ describe('silent (duress) raise', () => {
   });
 });
 
+describe('silent (duress) raise: the raising login cannot act on it', () => {
+  it('When the login that raised silently tries to acknowledge, note, hold or cancel the incident, Then each is answered not_found and nothing changes', async () => {
+    // A security chief may do all four to an incident of their Lapas; from the login of the silent raise,
+    // whoever forced it must find nothing to cancel.
+    const raiser = await consoleFor(a.url, 'chief.permisan');
+    const res = await raiser.socket.emitWithAck(
+      'alert:raise',
+      alert({ category: 'hostage', severity: 4, silent: true }),
+    );
+    if (!res.ok) throw new Error(JSON.stringify(res.error));
+    const { id, seq } = res.data.incident;
+
+    const attempts = [
+      raiser.socket.emitWithAck('alert:ack', { incidentId: id }),
+      raiser.socket.emitWithAck('incident:note', { incidentId: id, text: 'Salah tekan' }),
+      raiser.socket.emitWithAck('escalation:hold', {
+        incidentId: id,
+        chain: 'corrections',
+        durationSeconds: 14_400,
+        reason: 'Sudah ditangani',
+      }),
+      raiser.socket.emitWithAck('incident:transition', { incidentId: id, to: 'cancelled' }),
+    ];
+    for (const answer of await Promise.all(attempts))
+      expect(answer).toEqual({ ok: false, error: { code: 'not_found', message: 'No such incident' } });
+
+    const colleague = await login(a.url, 'chief.permisan');
+    const seen = await get(a.url, `/api/incidents/${id}`, colleague.accessToken);
+    expect(seen.body.incident).toMatchObject({ id, seq, status: 'open' });
+  });
+});
+
 describe('sync after a reconnect', () => {
   it('returns the open incidents in scope and what changed since the cursor, and nothing of other units', async () => {
     const police = await consoleFor(a.url, 'dispatch.nusakambangan');

@@ -112,4 +112,34 @@ describe('per-user rate limits on raises and notes', () => {
       .events as { type: string }[];
     expect(events.map((e) => e.type)).toEqual(['opened', 'status_changed', 'status_changed', 'acknowledged']);
   });
+
+  it('counts holds against the note budget: a hold carries its free-text reason onto the timeline and to every party, as a note does', async () => {
+    const { password } = await addAccount(server, {
+      username: 'kplp.nirbaya',
+      role: 'security_chief',
+      unitId: 'lapas-nirbaya',
+    });
+    const { socket, session } = await consoleFor(server.url, 'kplp.nirbaya', password);
+    const raised = await socket.emitWithAck(
+      'alert:raise',
+      uniqueAlert({ facilityId: 'lapas-nirbaya', severity: 4 }),
+    );
+    if (!raised.ok) throw new Error(JSON.stringify(raised.error));
+    const incidentId = raised.data.incident.id;
+    const hold = (reason: string) =>
+      socket.emitWithAck('escalation:hold', {
+        incidentId,
+        chain: 'corrections',
+        durationSeconds: 60,
+        reason,
+      });
+
+    expect(await hold('Negosiasi berjalan')).toMatchObject({ ok: true });
+    expect(await hold('Negosiasi diperpanjang')).toMatchObject({ ok: true });
+    expect(await hold('Masih negosiasi')).toMatchObject({ ok: false, error: { code: 'rate_limited' } });
+
+    const events = (await get(server.url, `/api/incidents/${incidentId}/events`, session.accessToken)).body
+      .events as { type: string }[];
+    expect(events.map((e) => e.type)).toEqual(['opened', 'escalation_held', 'escalation_held']);
+  });
 });

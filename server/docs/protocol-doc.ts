@@ -28,7 +28,7 @@ import {
 const commandNotes: Record<CommandName, string> = {
   'session:whoami': 'Who the server thinks you are, and the rooms your console joined.',
   'alert:raise':
-    'Raise an alert for your own Lapas (operator or security chief). Retries with the same `clientRef` return the original with `duplicate: true`; an alert for the same Lapas, category and block while an incident for them is active joins that incident. `silent: true` is a duress raise: routed as critical, and your console receives no `alert:new` for it.',
+    'Raise an alert for your own Lapas (operator or security chief). Retries with the same `clientRef` return the original with `duplicate: true`; an alert for the same Lapas, category and block while an incident for them is active joins that incident. `silent: true` is a duress raise: routed as critical, and your login hears nothing of it, finds it nowhere and cannot act on it (`not_found`).',
   'alert:ack':
     "Acknowledge for your agency (corrections or police). A second ack by the same agency returns the incident unchanged. `onBehalfOf` records an ack received by radio, phone or in person from a party whose console is down; the ack counts for that unit's agency.",
   'incident:join':
@@ -39,7 +39,7 @@ const commandNotes: Record<CommandName, string> = {
   'incident:note':
     'Add a plain-text note to the timeline. Notes and status changes share one per-user limit.',
   'escalation:hold':
-    'Hold (snooze) one chain of command for a while, with a reason (supervisors and security chiefs for the corrections chain, police commanders for the police chain). It resumes by itself at the end; the hold is on the timeline.',
+    'Hold (snooze) one chain of command for a while, with a reason (supervisors and security chiefs for the corrections chain, police commanders for the police chain). It resumes by itself at the end; the hold is on the timeline. Counts against your note budget, as its reason goes to every party.',
   sync: 'After a reconnect: every open incident in your scope, and those changed since the `cursor` you last received.',
 };
 
@@ -238,7 +238,7 @@ use \`{ error: { code, message, issues? } }\`. An event sent without a callback 
     invalid_transition: ['the incident cannot make that move from where it is', 409],
     payload_too_large: ['the body is over 64 KiB', 413],
     rate_limited: [
-      'too many raises, notes and status changes, or logins; `retryAfterMs` (and `Retry-After`) say when',
+      'too many raises, notes, status changes and holds, or logins; `retryAfterMs` (and `Retry-After`) say when',
       429,
     ],
     unavailable: ['the store is unreachable or the server is shutting down; retry', 503],

@@ -1,5 +1,4 @@
 import type { z } from 'zod';
-import type { PublicUser } from '../../shared/auth.ts';
 import {
   type Chain,
   type ChainNeed,
@@ -17,9 +16,11 @@ import {
   decideHold,
   decideRepair,
   decideResume,
+  type Viewer,
 } from '../../shared/incident-decisions.ts';
 import type { TopologyIndex } from '../../shared/topology.ts';
 import type { IncidentRepository, StoredIncident } from '../storage/incidents.repository.ts';
+import type { RateGate } from '../storage/rate-gate.ts';
 import type { IncidentWriter } from './incident-writer.ts';
 
 /** What the auditor asks of the timers beyond the writer's per-change sync. */
@@ -70,6 +71,8 @@ export function createEscalationService(deps: {
   topology: TopologyIndex;
   clock: EscalationClock;
   publisher: ReminderPublisher;
+  /** A hold carries free text onto the timeline and to every party, as a note does: the same budget. */
+  noteGate: RateGate;
   now?: () => Date;
 }) {
   const { repo, writer, topology, clock } = deps;
@@ -127,9 +130,10 @@ export function createEscalationService(deps: {
       return outcome;
     },
 
-    async hold(caller: PublicUser, hold: z.infer<typeof HoldEscalation>): Promise<Incident> {
-      const { stored } = await writer.change(hold.incidentId, ({ incident }) =>
-        decideHold(checkVisible(caller, incident), caller, hold, now()),
+    async hold(caller: Viewer, hold: z.infer<typeof HoldEscalation>): Promise<Incident> {
+      await deps.noteGate.consume(caller.user.id);
+      const { stored } = await writer.change(hold.incidentId, (current) =>
+        decideHold(checkVisible(caller, current), caller.user, hold, now()),
       );
       return stored.incident;
     },

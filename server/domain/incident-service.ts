@@ -21,9 +21,11 @@ import {
   decideNote,
   decideRaise,
   decideTransition,
+  sees,
+  type Viewer,
 } from '../../shared/incident-decisions.ts';
 import { isActive } from '../../shared/incident-lifecycle.ts';
-import { isParty, routeIncident } from '../../shared/routing.ts';
+import { routeIncident } from '../../shared/routing.ts';
 import type { TopologyIndex } from '../../shared/topology.ts';
 import type { AlertRef, IncidentRepository, ListedIncident } from '../storage/incidents.repository.ts';
 import type { OpenedIndex, OpenedRow } from '../storage/opened-index.ts';
@@ -37,16 +39,6 @@ export interface RaiseOrigin {
   /** The caller as re-checked now, when the check runs alongside the first reads; nothing is stored before it passes. */
   standing?: Promise<PublicUser>;
 }
-
-/** Who reads: the user, and the login (session) it reads from, of which a silent raise's incident is hidden. */
-export interface Viewer {
-  user: PublicUser;
-  sessionId?: string;
-}
-
-/** Whether the incident is the viewer's to see: it is a party, and not reading from the login of a silent raise. */
-const sees = (viewer: Viewer, { incident, quiet }: ListedIncident) =>
-  isParty(viewer.user, incident) && (viewer.sessionId === undefined || !quiet.includes(viewer.sessionId));
 
 /** The unit whose indexes hold what a user may see; every unit's for an administrator. */
 const scopeOf = (user: PublicUser) => (user.role === 'admin' ? undefined : user.unitId);
@@ -90,13 +82,12 @@ export function createIncidentService(deps: {
   });
 
   async function visible(viewer: Viewer, id: string): Promise<Incident> {
-    const stored = await repo.load(id);
-    return checkVisible(viewer.user, stored && sees(viewer, stored) ? stored.incident : undefined);
+    return checkVisible(viewer, await repo.load(id));
   }
 
-  /** Changes an incident the caller is a party to. */
-  async function mutate(caller: PublicUser, id: string, decide: (incident: Incident) => PendingEvent | null) {
-    const { stored } = await writer.change(id, (current) => decide(checkVisible(caller, current.incident)));
+  /** Changes an incident the caller sees. */
+  async function mutate(caller: Viewer, id: string, decide: (incident: Incident) => PendingEvent | null) {
+    const { stored } = await writer.change(id, (current) => decide(checkVisible(caller, current)));
     return stored.incident;
   }
 
@@ -164,19 +155,23 @@ export function createIncidentService(deps: {
       throw new DomainError('unavailable', 'Too many simultaneous reports; try again');
     },
 
-    acknowledge(caller: PublicUser, incidentId: string, behalf: z.infer<typeof AckBehalf> | undefined) {
-      return mutate(caller, incidentId, (incident) => decideAck(incident, caller, behalf, topology, now()));
+    acknowledge(caller: Viewer, incidentId: string, behalf: z.infer<typeof AckBehalf> | undefined) {
+      return mutate(caller, incidentId, (incident) =>
+        decideAck(incident, caller.user, behalf, topology, now()),
+      );
     },
 
-    async transition(caller: PublicUser, incidentId: string, to: Status, note: string | undefined) {
+    async transition(caller: Viewer, incidentId: string, to: Status, note: string | undefined) {
       // A status change carries a note too, and responding ⇄ contained can flip without end: same budget.
-      await gates.note.consume(caller.id);
-      return mutate(caller, incidentId, (incident) => decideTransition(incident, caller, to, note, now()));
+      await gates.note.consume(caller.user.id);
+      return mutate(caller, incidentId, (incident) =>
+        decideTransition(incident, caller.user, to, note, now()),
+      );
     },
 
-    async note(caller: PublicUser, incidentId: string, text: string) {
-      await gates.note.consume(caller.id);
-      return mutate(caller, incidentId, (incident) => decideNote(incident, caller, text, now()));
+    async note(caller: Viewer, incidentId: string, text: string) {
+      await gates.note.consume(caller.user.id);
+      return mutate(caller, incidentId, (incident) => decideNote(incident, caller.user, text, now()));
     },
 
     async get(viewer: Viewer, incidentId: string): Promise<Incident> {

@@ -20,7 +20,7 @@ export function incidentHandlers(
       { overlapRecheck: true },
     ),
     defineHandler(ctx, 'alert:ack', async ({ incidentId, onBehalfOf }, caller) => ({
-      incident: await incidents.acknowledge(caller.user, incidentId, onBehalfOf),
+      incident: await incidents.acknowledge(caller, incidentId, onBehalfOf),
     })),
     defineHandler(ctx, 'incident:join', async ({ incidentId }, caller, socket) => {
       const joined = await incidents.join(caller, incidentId);
@@ -33,13 +33,13 @@ export function incidentHandlers(
       return { left: wasIn };
     }),
     defineHandler(ctx, 'incident:transition', async ({ incidentId, to, note }, caller) => ({
-      incident: await incidents.transition(caller.user, incidentId, to, note),
+      incident: await incidents.transition(caller, incidentId, to, note),
     })),
     defineHandler(ctx, 'incident:note', async ({ incidentId, text }, caller) => ({
-      incident: await incidents.note(caller.user, incidentId, text),
+      incident: await incidents.note(caller, incidentId, text),
     })),
     defineHandler(ctx, 'escalation:hold', async (hold, caller) => ({
-      incident: await escalation.hold(caller.user, hold),
+      incident: await escalation.hold(caller, hold),
     })),
     defineHandler(ctx, 'sync', ({ since }, caller) =>
       incidents.sync(caller, since === undefined ? undefined : Number(since)),
