@@ -490,6 +490,31 @@ describe('silent (duress) raise: the raising login cannot act on it', () => {
     const seen = await get(a.url, `/api/incidents/${id}`, colleague.accessToken);
     expect(seen.body.incident).toMatchObject({ id, seq, status: 'open' });
   });
+
+  it('When the login that raised silently raises openly for the same place, Then it gets an incident of its own, not the hidden one with its acknowledgements', async () => {
+    const raiser = await consoleFor(a.url, 'operator.permisan');
+    const pressed = alert({ silent: true });
+    const place = { category: pressed.category, location: pressed.location };
+    const silent = await raiser.socket.emitWithAck('alert:raise', pressed);
+    if (!silent.ok) throw new Error(JSON.stringify(silent.error));
+    const police = await consoleFor(a.url, 'dispatch.nusakambangan');
+    expect(
+      await police.socket.emitWithAck('alert:ack', { incidentId: silent.data.incident.id }),
+    ).toMatchObject({ ok: true });
+
+    const open = await raiser.socket.emitWithAck('alert:raise', alert(place));
+    if (!open.ok) throw new Error(JSON.stringify(open.error));
+
+    expect(open.data.incident.id).not.toBe(silent.data.incident.id);
+    expect(open.data.incident.acks).toEqual({});
+    expect((await raiser.socket.emitWithAck('incident:join', { incidentId: open.data.incident.id })).ok).toBe(
+      true,
+    );
+    // Anyone else raising for that place joins the incident the open raise opened.
+    const colleague = await consoleFor(a.url, 'chief.permisan');
+    const third = await colleague.socket.emitWithAck('alert:raise', alert(place));
+    expect(third).toMatchObject({ ok: true, data: { incident: { id: open.data.incident.id } } });
+  });
 });
 
 describe('sync after a reconnect', () => {

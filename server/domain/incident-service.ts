@@ -122,10 +122,14 @@ export function createIncidentService(deps: {
 
       const alertId = randomUUID();
       const quietFor = raise.silent ? origin.sessionId : undefined;
+      const raiser = { user: caller, ...(origin.sessionId !== undefined && { sessionId: origin.sessionId }) };
       for (let attempt = 0; attempt < COMMIT_ATTEMPTS; attempt++) {
         const expectedDedup = attempt === 0 ? firstDedup : await repo.dedupRecord(raise);
         const candidate = expectedDedup ? await repo.load(expectedDedup) : undefined;
-        const existing = candidate && isActive(candidate.incident.status) ? candidate : undefined;
+        // An open raise from the login of the incident's silent raise does not join it: its answer would show
+        // that login the incident, acknowledgements and all. It opens one of its own, which that login sees.
+        const hidden = !raise.silent && candidate && !sees(raiser, candidate);
+        const existing = candidate && !hidden && isActive(candidate.incident.status) ? candidate : undefined;
         const incidentId = existing?.incident.id ?? randomUUID();
         const at = now();
         const alert = buildAlert(raise, { alertId, incidentId }, caller, at);
