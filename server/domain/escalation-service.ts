@@ -39,6 +39,8 @@ export interface WakeOutcome {
   /** Climbs and resumes that found the chain already moved on (acknowledged, held, fired by another run). */
   skipped: number;
   next: ChainWake | undefined;
+  /** The seq of the incident `next` was reckoned on (0: no such incident). */
+  seq: number;
 }
 
 export interface ReminderPublisher {
@@ -86,12 +88,12 @@ export function createEscalationService(deps: {
      */
     async wake(timer: IncidentTimerJob): Promise<WakeOutcome> {
       let stored = await repo.load(timer.incidentId);
-      if (!stored) return { firedLateMs: [], skipped: 0, next: undefined };
+      if (!stored) return { firedLateMs: [], skipped: 0, next: undefined, seq: 0 };
       const at = now();
       const nowMs = Date.parse(at);
       const plannedMs = Date.parse(timer.at);
       const due = dueOnWake(stored.incident, stored.policy, plannedMs, nowMs);
-      const outcome: WakeOutcome = { firedLateMs: [], skipped: 0, next: undefined };
+      const outcome: WakeOutcome = { firedLateMs: [], skipped: 0, next: undefined, seq: 0 };
       // Decided first on the incident as read, saving a read. The climbs and resumes due now go in one commit,
       // at one moment, so that chains that waited alike go on waiting alike and climb together again.
       const moves = [
@@ -127,6 +129,7 @@ export function createEscalationService(deps: {
         }
       }
       outcome.next = incidentWake(incident, policy, nowMs);
+      outcome.seq = incident.seq;
       return outcome;
     },
 

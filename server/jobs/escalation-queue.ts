@@ -122,13 +122,24 @@ export function createEscalationQueue(deps: {
   }
 
   /**
+   * A job's state, then the job. In this order: a run that ends between the two reads sets the job's time
+   * for what it read of the incident, and the time read before it (already past) would pass for that. Read
+   * after the state, the job is as a run that began after the caller's commit left it, or not yet run.
+   */
+  async function stateThenJob(incidentId: string, jobId: string) {
+    const queue = queueOf(incidentId);
+    const state = await queue.getJobState(jobId);
+    const job: Job | undefined = state === 'unknown' ? undefined : await queue.getJob(jobId);
+    return { state, job };
+  }
+
+  /**
    * Sets job `jobId` to wake by `wake`, or removes it when nothing waits; false when it is running and cannot
    * be moved. A pending job that wakes sooner stays: it decides on the incident as it is then.
    */
-  async function place(incidentId: string, jobId: string, wake: ChainWake | undefined) {
-    const existing: Job | undefined = await queueOf(incidentId).getJob(jobId);
+  async function placeJob(incidentId: string, jobId: string, wake: ChainWake | undefined) {
+    const { state, job: existing } = await stateThenJob(incidentId, jobId);
     if (existing) {
-      const state = await existing.getState();
       if (state === 'active') return false;
       if (wake && PENDING.has(state) && Date.parse(existing.data.at) <= wake.at) return true;
       const removed = await existing.remove().then(
@@ -141,12 +152,20 @@ export function createEscalationQueue(deps: {
     return true;
   }
 
-  /** Sets an incident's timer to wake by `wake`, or removes it when nothing waits. */
-  async function arm(incidentId: string, wake: ChainWake | undefined) {
-    if ((await place(incidentId, jobIds.timer(incidentId), wake)) || !wake) return;
+  /**
+   * Sets an incident's timer to wake by `wake`, or removes it when nothing waits. With `decidedOn`, the seq of
+   * the incident `wake` was reckoned on, it then catches up with any change committed after that one.
+   */
+  async function arm(incidentId: string, wake: ChainWake | undefined, decidedOn?: number) {
+    await place(incidentId, wake);
+    if (decidedOn !== undefined) await catchUp(incidentId, decidedOn);
+  }
+
+  async function place(incidentId: string, wake: ChainWake | undefined) {
+    if ((await placeJob(incidentId, jobIds.timer(incidentId), wake)) || !wake) return;
     // A running timer cannot be moved, and its run may have read the incident before this change: a one-off
     // follow-up wakes for what the change needs, and then sets the timer again (see the worker).
-    if (await place(incidentId, jobIds.followUp(incidentId), wake)) return;
+    if (await placeJob(incidentId, jobIds.followUp(incidentId), wake)) return;
     const spare = jobIds.spareFollowUp(incidentId);
     await add(incidentId, wake, spare);
     await deps.incidents.noteSpareTimer(incidentId, spare);
@@ -164,7 +183,7 @@ export function createEscalationQueue(deps: {
       if ((await deps.incidents.seq(incidentId)) <= seq) return;
       const stored = await deps.incidents.load(incidentId);
       if (!stored) return;
-      await arm(incidentId, incidentWake(stored.incident, stored.policy, now()));
+      await place(incidentId, incidentWake(stored.incident, stored.policy, now()));
       seq = stored.incident.seq;
     }
   }
@@ -180,8 +199,7 @@ export function createEscalationQueue(deps: {
         if (wake) await add(incident.id, wake);
         return;
       }
-      await arm(incident.id, wake);
-      await catchUp(incident.id, incident.seq);
+      await arm(incident.id, wake, incident.seq);
     },
   };
 
@@ -203,8 +221,8 @@ export function createEscalationQueue(deps: {
       const needs = () => chainNeeds(incident, policy, now());
       if (needs().length === 0) return [];
       const pendingAt = async (jobId: string) => {
-        const job: Job | undefined = await queueOf(incident.id).getJob(jobId);
-        return job && PENDING.has(await job.getState()) ? Date.parse(job.data.at) : undefined;
+        const { state, job } = await stateThenJob(incident.id, jobId);
+        return job && PENDING.has(state) ? Date.parse(job.data.at) : undefined;
       };
       // A follow-up set while the timer ran covers for it (a run that then ended with nothing due left only
       // the follow-up), and a spare set while both ran covers for both. Each is looked up only when what was

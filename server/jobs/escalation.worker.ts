@@ -81,9 +81,11 @@ export function startEscalationWorker(deps: {
         metrics.escalationLateness.observe(lateMs / 1000);
       }
       if (outcome.skipped > 0) metrics.escalationSkipped.inc(outcome.skipped);
-      // A follow-up (see `arm`) runs once, and hands what comes next to the incident's timer.
+      // A follow-up (see `arm`) runs once, and hands what comes next to the incident's timer, then catches up
+      // with any change committed since its read: removing the timer for a resolved incident must not outlast
+      // the reopening that came meanwhile and set it again.
       if (job.id !== jobIds.timer(timer.incidentId)) {
-        await deps.arm(timer.incidentId, outcome.next);
+        await deps.arm(timer.incidentId, outcome.next, outcome.seq);
         return { fired: outcome.firedLateMs.length };
       }
       if (!outcome.next) return { fired: outcome.firedLateMs.length };
