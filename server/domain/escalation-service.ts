@@ -148,16 +148,11 @@ export function createEscalationService(deps: {
      */
     async audit(): Promise<AuditReport> {
       const loads = await Promise.allSettled((await repo.openIds(undefined)).map((id) => repo.load(id)));
-      const unreadable: unknown[] = [];
+      const failed: unknown[] = [];
       let checked = 0;
       let repaired = 0;
-      for (const load of loads) {
-        if (load.status === 'rejected') unreadable.push(load.reason);
-        const stored = load.status === 'fulfilled' && load.value;
-        if (!stored) continue;
-        checked++;
+      const repair = async (stored: StoredIncident) => {
         const { incident } = stored;
-        if (Date.parse(now()) - Date.parse(incident.updatedAt) < SETTLE_MS) continue;
         for (const need of await clock.missingTimers(stored)) {
           const found = incident.escalation.chains[need.chain];
           const { event } = await writer.change(incident.id, ({ incident: current }) =>
@@ -165,10 +160,19 @@ export function createEscalationService(deps: {
           );
           if (event) repaired++;
         }
+      };
+      for (const load of loads) {
+        if (load.status === 'rejected') failed.push(load.reason);
+        const stored = load.status === 'fulfilled' && load.value;
+        if (!stored) continue;
+        checked++;
+        if (Date.parse(now()) - Date.parse(stored.incident.updatedAt) < SETTLE_MS) continue;
+        await repair(stored).catch((error: unknown) => failed.push(error));
       }
-      // An incident that cannot be read (its policy text refused) must not keep the others from their audit.
-      if (unreadable.length > 0)
-        throw new AggregateError(unreadable, 'open incidents the auditor could not read');
+      // An incident that cannot be read (its policy text refused) or repaired (a timeout) must not keep the
+      // others from their audit.
+      if (failed.length > 0)
+        throw new AggregateError(failed, 'open incidents the auditor could not read or repair');
       return { checked, repaired };
     },
   };
