@@ -415,3 +415,49 @@ describe('a round and a change that comes while its timer runs', () => {
     }
   });
 });
+
+describe('a round and an acknowledgement that comes while its timer runs', () => {
+  it('When an agency acknowledges between a wake’s read and its claim of a round, Then that agency is not paged; the other, still waiting, is', async () => {
+    // Neither runs the timer: the wake below is the only one. Severity 2: both agencies' first levels are
+    // paged again every 0.3 s.
+    const a = await server({ ESCALATION_WORKER: 'off' });
+    const b = await server({ ESCALATION_WORKER: 'off' }, { prefix: a.prefix });
+    const dispatch = await consoleFor(a.url, 'dispatch.nusakambangan');
+    const chief = await consoleFor(a.url, 'chief.permisan');
+    const dispatchOnB = await consoleFor(b.url, 'dispatch.nusakambangan');
+    const incident = await raise(a.url, 2);
+    const police = listen(dispatch.socket, incident.id);
+    const lapas = listen(chief.socket, incident.id);
+    const roundAt = Date.parse(incident.openedAt) + 300;
+    await sleep(roundAt + 100 - Date.now());
+
+    // The wake reads the incident, and a command behind its read holds the connection: its claim, sent on it
+    // next, waits until the Polsek's acknowledgement has committed on the other server.
+    const gate = `${a.prefix}gate`;
+    const waking = a.app.services.escalation.wake({
+      incidentId: incident.id,
+      at: new Date(roundAt).toISOString(),
+    });
+    const holding = a.app.redis.blpop(gate, 2);
+    const redis = new Redis(inject('redisUrl'));
+    try {
+      const held = async () =>
+        /\bname=sinergi:commands\b.*\bcmd=blpop\b/.test(String(await redis.client('LIST')));
+      await waitFor(held, { what: 'the wake’s connection held after its read' });
+      const acked = await dispatchOnB.socket.emitWithAck('alert:ack', { incidentId: incident.id });
+      expect(acked).toMatchObject({ ok: true });
+      await redis.lpush(gate, 'go');
+      await holding;
+      await waking;
+
+      await waitFor(() => lapas.length >= 1, { what: 'the Lapas’ page' });
+      await sleep(300);
+      expect(lapas).toEqual([
+        expect.objectContaining({ kind: 'reminder', chain: 'corrections', level: 0, round: 1 }),
+      ]);
+      expect(police).toEqual([]);
+    } finally {
+      redis.disconnect();
+    }
+  });
+});

@@ -150,18 +150,26 @@ end
 return {'committed', tostring(change)}
 `;
 
-// KEYS: the incident, its pages hash.  ARGV: the claim's token, then (wait, round) pairs, a wait being a
-// chain's level in one generation. Claims each round later than the last one claimed for its wait; answers 1
-// (claimed) or 0 for each pair, and 0 for all of them once the incident is final. A field holds
-// "round:token": the same claim sent again after its reply was lost on a dropped connection finds its own
-// token and is answered as claimed, not as a round already paged (which nobody would then page).
+// KEYS: the incident, its pages hash.  ARGV: the claim's token, then (wait, round) pairs, a wait being
+// "chain.generation.level". Claims each round later than the last one claimed for its wait while the chain
+// still waits there (running, or exhausted at its top level, in that generation at that level): a timer run
+// that read the incident before an acknowledgement, a hold or a climb must not page after it. Answers 1
+// (claimed) or 0 for each pair, and 0 for all once the incident is final. A field holds "round:token": the
+// same claim sent again after its reply was lost on a dropped connection finds its own token and is
+// answered as claimed, not as a round already paged (which nobody would then page).
 const CLAIM_PAGES = `
 local final = redis.call('HGET', KEYS[1], 'final') == '1'
+local doc = not final and redis.call('HGET', KEYS[1], 'doc')
+local chains = doc and cjson.decode(doc).escalation.chains
 local claimed = {}
 for i = 2, #ARGV, 2 do
   local round = tonumber(ARGV[i + 1])
+  local chain, generation, level = string.match(ARGV[i], '^(%a+)%.(%d+)%.(%d+)$')
+  local c = chains and chains[chain]
+  local waits = c and (c.status == 'running' or c.status == 'exhausted')
+    and c.generation == tonumber(generation) and c.level == tonumber(level)
   local last, token = string.match(redis.call('HGET', KEYS[2], ARGV[i]) or '0', '^(%d+):?(.*)$')
-  if final then
+  if not waits then
     claimed[#claimed + 1] = 0
   elseif round > tonumber(last) then
     redis.call('HSET', KEYS[2], ARGV[i], round .. ':' .. ARGV[1])
@@ -334,7 +342,8 @@ export function createIncidentRepository(
     /**
      * Claims reminder rounds, each of a wait (a chain's level in one of its generations): true for each later
      * than any claimed before for its wait, by this run or another run of the same timer (a stalled job taken
-     * over, a follow-up beside the timer). One field per wait, however long it pages.
+     * over, a follow-up beside the timer), while the chain still waits there. One field per wait, however long
+     * it pages.
      */
     async claimPages(id: string, pages: { wait: string; round: number }[]): Promise<boolean[]> {
       const args = pages.flatMap((p) => [p.wait, String(p.round)]);
