@@ -134,11 +134,12 @@ describe('a finished incident in the store', () => {
     const { socket } = await consoleFor(a.url, 'operator.permisan');
     const raised = await socket.emitWithAck('alert:raise', alert({ severity: 1 }));
     if (!raised.ok) throw new Error(JSON.stringify(raised.error));
-    const { id } = raised.data.incident;
+    const { id, escalation } = raised.data.incident;
     const keys = redisKeys(a.prefix);
     // As a waiting chain leaves them: the rounds paged, and where a spare timer went.
     const repo = createIncidentRepository(redis, keys);
-    await repo.claimPages(id, [{ wait: 'police.0.0', round: 1 }]);
+    const wait = `police.${escalation.chains.police.generation}.${escalation.chains.police.level}`;
+    expect(await repo.claimPages(id, [{ wait, round: 1 }])).toEqual([true]);
     await repo.noteSpareTimer(id, randomUUID());
     expect(await redis.exists(keys.incidentPages(id))).toBe(1);
 
@@ -148,7 +149,7 @@ describe('a finished incident in the store', () => {
     expect(await redis.hget(keys.incident(id), 'spareTimer')).toBeNull();
 
     // A timer run that read the incident before it ended pages nobody and brings neither back.
-    expect(await repo.claimPages(id, [{ wait: 'police.0.0', round: 2 }])).toEqual([false]);
+    expect(await repo.claimPages(id, [{ wait, round: 2 }])).toEqual([false]);
     await repo.noteSpareTimer(id, randomUUID());
     expect(await redis.exists(keys.incidentPages(id))).toBe(0);
     expect(await redis.hget(keys.incident(id), 'spareTimer')).toBeNull();
