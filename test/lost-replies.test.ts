@@ -162,3 +162,30 @@ describe('a reminder round whose claim’s reply is lost on a dropped connection
     }
   });
 });
+
+describe('a commit answered while its server is too busy to read the answer', () => {
+  it('When a raise’s commit is read only after its delivery note fell overdue, Then the server that made it delivers the alert once, not once more as overdue', async () => {
+    const busy = await startTestServer({
+      redisUrl: dropper.url,
+      env: { SOCKET_REDIS_URL: sockets.redis.url, REDELIVER_AFTER_MS: '500' },
+    });
+    try {
+      const dispatch = await consoleFor(busy.url, 'dispatch.nusakambangan');
+      const heard: string[] = [];
+      dispatch.socket.on('alert:new', ({ alert }) => heard.push(alert.clientRef));
+      const operator = await consoleFor(busy.url, 'operator.permisan');
+      const report = uniqueAlert({ description: `Kerusuhan ${randomUUID()}` });
+      dropper.stallAfter(report.description ?? '', 1500);
+
+      const res = await operator.socket.timeout(15_000).emitWithAck('alert:raise', report);
+
+      expect(res).toMatchObject({ ok: true, data: { duplicate: false } });
+      await waitFor(() => heard.includes(report.clientRef), { what: 'the alert at the Polsek' });
+      // Three graces more: time for a second delivery to arrive, were there one.
+      await new Promise((r) => setTimeout(r, 1500));
+      expect(heard.filter((ref) => ref === report.clientRef)).toEqual([report.clientRef]);
+    } finally {
+      await busy.close();
+    }
+  });
+});

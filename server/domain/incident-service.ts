@@ -137,18 +137,23 @@ export function createIncidentService(deps: {
         const policy = snapshotOf(selectPolicy(deps.escalation, alert.severity, alert.category));
         const pending = decideRaise(alert, route, existing?.incident, policy);
         const { incident, event, policy: inForce } = seal(pending, incidentId, existing);
-        const outcome = await repo.raise({
-          expectedSeq: existing?.incident.seq ?? 0,
-          incident,
-          event,
-          listedOpen: true,
-          alert,
-          refKey: { userId: caller.id, clientRef: raise.clientRef },
-          dedup: raise,
-          expectedDedup,
-          dedupWindowMs: settings.dedupWindowMs,
-          ...(quietFor !== undefined && { quietFor }),
-        });
+        const outcome = await writer.committing(
+          { incidentId, fromSeq: event.seq, toSeq: event.seq },
+          () =>
+            repo.raise({
+              expectedSeq: existing?.incident.seq ?? 0,
+              incident,
+              event,
+              listedOpen: true,
+              alert,
+              refKey: { userId: caller.id, clientRef: raise.clientRef },
+              dedup: raise,
+              expectedDedup,
+              dedupWindowMs: settings.dedupWindowMs,
+              ...(quietFor !== undefined && { quietFor }),
+            }),
+          (o) => o.status === 'committed',
+        );
         if (outcome.status === 'duplicate') return duplicateOf(outcome);
         if (outcome.status === 'committed') {
           const quiet = [...(existing?.quiet ?? []), ...(quietFor === undefined ? [] : [quietFor])];

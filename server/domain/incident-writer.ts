@@ -8,7 +8,7 @@ import {
   type IncidentRepository,
   type StoredIncident,
 } from '../storage/incidents.repository.ts';
-import { deliveryMember, parseDelivery, type Undelivered } from '../storage/undelivered.ts';
+import { type Delivery, deliveryMember, parseDelivery, type Undelivered } from '../storage/undelivered.ts';
 import { GENESIS_HASH, sealEvent } from './timeline-seal.ts';
 
 export interface IncidentChange {
@@ -80,17 +80,47 @@ export function createIncidentWriter(deps: {
 
   const forget = (member: string) => {
     if (deps.broadcastReady()) undelivered.delivered(member);
+    else undelivered.release(member);
   };
+
+  /**
+   * Sends a commit whose note names `delivery`, holding the note as this process's own (see undelivered.ts)
+   * until `delivered` forgets it; released at once when the commit stores nothing or fails.
+   */
+  async function committing<T>(
+    delivery: Delivery,
+    commit: () => Promise<T>,
+    stored: (outcome: T) => boolean,
+  ): Promise<T> {
+    const member = deliveryMember(delivery);
+    undelivered.hold(member);
+    try {
+      const outcome = await commit();
+      if (!stored(outcome)) undelivered.release(member);
+      return outcome;
+    } catch (error) {
+      undelivered.release(member);
+      throw error;
+    }
+  }
 
   /** Delivers the changes one commit stored, and forgets the commit's note. */
   async function delivered(changes: IncidentChange[]): Promise<void> {
     const [first] = changes;
     const last = changes.at(-1);
     if (!first || !last) return;
-    await publish(changes);
-    forget(
-      deliveryMember({ incidentId: first.incident.id, fromSeq: first.event.seq, toSeq: last.event.seq }),
-    );
+    const member = deliveryMember({
+      incidentId: first.incident.id,
+      fromSeq: first.event.seq,
+      toSeq: last.event.seq,
+    });
+    try {
+      await publish(changes);
+    } catch (error) {
+      undelivered.release(member);
+      throw error;
+    }
+    forget(member);
   }
 
   /**
@@ -136,13 +166,19 @@ export function createIncidentWriter(deps: {
       }
       const last = changes.at(-1);
       if (!last) return { stored: before, events: [] };
-      const change = await repo.append({
-        expectedSeq: before.incident.seq,
-        incident: last.incident,
-        event: last.event,
-        earlier: changes.slice(0, -1).map((c) => c.event),
-        listedOpen: !isTerminal(last.incident.status),
-      });
+      const fromSeq = changes[0]?.event.seq ?? last.event.seq;
+      const change = await committing(
+        { incidentId: id, fromSeq, toSeq: last.event.seq },
+        () =>
+          repo.append({
+            expectedSeq: before.incident.seq,
+            incident: last.incident,
+            event: last.event,
+            earlier: changes.slice(0, -1).map((c) => c.event),
+            listedOpen: !isTerminal(last.incident.status),
+          }),
+        (stored) => stored !== undefined,
+      );
       if (change !== undefined) {
         await delivered(await withAlerts(changes.map((c) => (c === last ? c : { ...c, superseded: true }))));
         return { stored: after, events: changes.map((c) => c.event) };
@@ -153,6 +189,7 @@ export function createIncidentWriter(deps: {
 
   return {
     delivered,
+    committing,
     changeAll,
 
     /**

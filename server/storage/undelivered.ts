@@ -50,6 +50,16 @@ const FORGET_BATCH_MS = 100;
 export function createUndelivered(redis: Redis, keys: RedisKeys) {
   let delivered: string[] = [];
   let pending: NodeJS.Timeout | undefined;
+  // The notes of this process's own commits while it still has them in hand: sent, or stored and not yet
+  // forgotten. Its redelivery leaves them alone: under load, seconds may pass between a commit and its
+  // publication, and the process would otherwise deliver its own changes twice, adding load where there is
+  // too much already. (Counted: a commit decided again after a conflict may note the same member.)
+  const held = new Map<string, number>();
+  const release = (member: string) => {
+    const count = (held.get(member) ?? 0) - 1;
+    if (count > 0) held.set(member, count);
+    else held.delete(member);
+  };
 
   async function flush(): Promise<void> {
     clearTimeout(pending);
@@ -59,9 +69,18 @@ export function createUndelivered(redis: Redis, keys: RedisKeys) {
     delivered = [];
     // A note that cannot be forgotten now only means one more delivery of that change later.
     await redis.zrem(keys.undelivered, ...members).catch(() => undefined);
+    for (const member of members) release(member);
   }
 
   return {
+    /** A commit noting `member` is about to be sent: the note is this process's until released or forgotten. */
+    hold(member: string): void {
+      held.set(member, (held.get(member) ?? 0) + 1);
+    },
+
+    /** The held note is left to whoever claims it when it falls overdue (its commit failed, or is kept). */
+    release,
+
     /** The change noted as `member` is out: published and its timers set. */
     delivered(member: string): void {
       delivered.push(member);
@@ -70,9 +89,16 @@ export function createUndelivered(redis: Redis, keys: RedisKeys) {
 
     flush,
 
-    /** Notes overdue now, each claimed until `retryAfterMs` from now. */
+    /** Notes overdue now, each claimed until `retryAfterMs` from now; none this process holds. */
     async claimOverdue(retryAfterMs: number, limit: number): Promise<string[]> {
-      return (await redis.eval(CLAIM, 1, keys.undelivered, String(retryAfterMs), String(limit))) as string[];
+      const due = (await redis.eval(
+        CLAIM,
+        1,
+        keys.undelivered,
+        String(retryAfterMs),
+        String(limit),
+      )) as string[];
+      return due.filter((member) => !held.has(member));
     },
   };
 }

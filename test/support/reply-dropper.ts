@@ -4,9 +4,12 @@ import net from 'node:net';
  * A loopback TCP proxy in front of a Redis that can lose one reply the way a dropped connection does: once
  * armed with a marker, the first command carrying it reaches Redis, and the connection is cut as Redis
  * answers, before the answer reaches the client. Redis has applied the command; the client never hears so.
+ * Armed to stall instead, it passes the command on and then holds up this whole process (where the server
+ * under test runs) for a while, as a burst of work would: Redis answers meanwhile, unread.
  */
 export async function startReplyDropper(redisAddress: string) {
   let marker: string | undefined;
+  let stallMs: number | undefined;
   let dropped = 0;
   const pairs = new Set<net.Socket>();
   const proxy = net.createServer((client) => {
@@ -16,11 +19,15 @@ export async function startReplyDropper(redisAddress: string) {
     pairs.add(client).add(upstream);
     let cutAtReply = false;
     client.on('data', (chunk) => {
-      if (marker !== undefined && chunk.toString('latin1').includes(marker)) {
-        marker = undefined;
-        cutAtReply = true;
-      }
+      const armed = marker !== undefined && chunk.toString('latin1').includes(marker);
+      if (armed) marker = undefined;
+      if (armed && stallMs === undefined) cutAtReply = true;
       upstream.write(chunk);
+      if (armed && stallMs !== undefined) {
+        const until = Date.now() + stallMs;
+        stallMs = undefined;
+        while (Date.now() < until);
+      }
     });
     upstream.on('data', (chunk) => {
       if (!cutAtReply) {
@@ -46,6 +53,12 @@ export async function startReplyDropper(redisAddress: string) {
     /** Loses the reply to the next command whose bytes carry `text`. */
     loseReplyTo(text: string) {
       marker = text;
+      stallMs = undefined;
+    },
+    /** Holds up this process for `ms` once the next command whose bytes carry `text` is on its way to Redis. */
+    stallAfter(text: string, ms: number) {
+      marker = text;
+      stallMs = ms;
     },
     get dropped() {
       return dropped;
