@@ -5,7 +5,12 @@ import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vi
 import type { z } from 'zod';
 import { jobIds } from '../server/jobs/escalation-queue.ts';
 import type { Category } from '../shared/categories.ts';
-import type { EscalationFired, EscalationLevel, EscalationReminder } from '../shared/escalation.ts';
+import type {
+  EscalationFired,
+  EscalationLevel,
+  EscalationReminder,
+  IncidentTimerJob,
+} from '../shared/escalation.ts';
 import type { Incident, IncidentEvent } from '../shared/incident.ts';
 import type { Severity } from '../shared/severity.ts';
 import { uniqueAlert } from './support/alerts.ts';
@@ -64,6 +69,32 @@ function listen(socket: ConsoleClient, incidentId: string) {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Wakes an incident's timer on `server` with a command behind the wake's first read holding its connection:
+ * whatever the wake sends next (its commit, its claim) waits until `meanwhile` has run, then finds it done.
+ */
+async function wakeHeldAfterRead(
+  server: TestServer,
+  timer: IncidentTimerJob,
+  meanwhile: () => Promise<void>,
+) {
+  const gate = `${server.prefix}gate`;
+  const waking = server.app.services.escalation.wake(timer);
+  const holding = server.app.redis.blpop(gate, 2);
+  const redis = new Redis(inject('redisUrl'));
+  try {
+    const held = async () =>
+      /\bname=sinergi:commands\b.*\bcmd=blpop\b/.test(String(await redis.client('LIST')));
+    await waitFor(held, { what: 'the wake’s connection held after its read' });
+    await meanwhile();
+    await redis.lpush(gate, 'go');
+    await holding;
+    return await waking;
+  } finally {
+    redis.disconnect();
+  }
+}
 
 describe('reminders while a level waits', () => {
   let a: TestServer;
@@ -373,16 +404,10 @@ describe('a round and a change that comes while its timer runs', () => {
     const climbAt = incident.escalation.chains.police.dueAt ?? '';
     await sleep(Date.parse(incident.openedAt) + 650 - Date.now());
 
-    // The wake reads the incident, and a command behind its read holds the connection: the wake's commit,
-    // sent on it next, waits until the other server's change has committed, and finds itself behind.
-    const gate = `${a.prefix}gate`;
-    const waking = a.app.services.escalation.wake({ incidentId: incident.id, at: climbAt });
-    const holding = a.app.redis.blpop(gate, 2);
-    const redis = new Redis(inject('redisUrl'));
-    try {
-      const held = async () =>
-        /\bname=sinergi:commands\b.*\bcmd=blpop\b/.test(String(await redis.client('LIST')));
-      await waitFor(held, { what: 'the wake’s connection held after its read' });
+    // The wake's commit, sent after its read, waits until the other server's change has committed, and finds
+    // itself behind.
+    let newWait = 0;
+    const woke = await wakeHeldAfterRead(a, { incidentId: incident.id, at: climbAt }, async () => {
       const worse = await operatorOnB.socket.emitWithAck('alert:raise', {
         ...alert,
         clientRef: randomUUID(),
@@ -390,29 +415,24 @@ describe('a round and a change that comes while its timer runs', () => {
       });
       if (!worse.ok) throw new Error(JSON.stringify(worse.error));
       expect(worse.data.incident.escalation.policyId).toBe('critical');
-      const newWait = Date.parse(worse.data.incident.escalation.chains.corrections.waitFrom ?? '');
-      await redis.lpush(gate, 'go');
-      await holding;
-      const woke = await waking;
-      expect(woke).toMatchObject({ firedLateMs: [], skipped: 1 });
-      await sleep(300);
-      expect([...police, ...lapas]).toEqual([]);
+      newWait = Date.parse(worse.data.incident.escalation.chains.corrections.waitFrom ?? '');
+    });
+    expect(woke).toMatchObject({ firedLateMs: [], skipped: 1 });
+    await sleep(300);
+    expect([...police, ...lapas]).toEqual([]);
 
-      // A second into the new wait, its first round: paged to both, not taken for a round of the old one.
-      await sleep(newWait + 1000 - Date.now());
-      await a.app.services.escalation.wake({
-        incidentId: incident.id,
-        at: new Date(newWait + 1000).toISOString(),
-      });
-      await waitFor(() => police.length >= 1 && lapas.length >= 1, { what: 'the new wait’s first round' });
-      for (const [heard, chain] of [
-        [police, 'police'],
-        [lapas, 'corrections'],
-      ] as const)
-        expect(heard).toEqual([expect.objectContaining({ kind: 'reminder', chain, level: 0, round: 1 })]);
-    } finally {
-      redis.disconnect();
-    }
+    // A second into the new wait, its first round: paged to both, not taken for a round of the old one.
+    await sleep(newWait + 1000 - Date.now());
+    await a.app.services.escalation.wake({
+      incidentId: incident.id,
+      at: new Date(newWait + 1000).toISOString(),
+    });
+    await waitFor(() => police.length >= 1 && lapas.length >= 1, { what: 'the new wait’s first round' });
+    for (const [heard, chain] of [
+      [police, 'police'],
+      [lapas, 'corrections'],
+    ] as const)
+      expect(heard).toEqual([expect.objectContaining({ kind: 'reminder', chain, level: 0, round: 1 })]);
   });
 });
 
@@ -431,33 +451,18 @@ describe('a round and an acknowledgement that comes while its timer runs', () =>
     const roundAt = Date.parse(incident.openedAt) + 300;
     await sleep(roundAt + 100 - Date.now());
 
-    // The wake reads the incident, and a command behind its read holds the connection: its claim, sent on it
-    // next, waits until the Polsek's acknowledgement has committed on the other server.
-    const gate = `${a.prefix}gate`;
-    const waking = a.app.services.escalation.wake({
-      incidentId: incident.id,
-      at: new Date(roundAt).toISOString(),
-    });
-    const holding = a.app.redis.blpop(gate, 2);
-    const redis = new Redis(inject('redisUrl'));
-    try {
-      const held = async () =>
-        /\bname=sinergi:commands\b.*\bcmd=blpop\b/.test(String(await redis.client('LIST')));
-      await waitFor(held, { what: 'the wake’s connection held after its read' });
+    // The wake's claim, sent after its read, waits until the Polsek's acknowledgement has committed on the
+    // other server.
+    await wakeHeldAfterRead(a, { incidentId: incident.id, at: new Date(roundAt).toISOString() }, async () => {
       const acked = await dispatchOnB.socket.emitWithAck('alert:ack', { incidentId: incident.id });
       expect(acked).toMatchObject({ ok: true });
-      await redis.lpush(gate, 'go');
-      await holding;
-      await waking;
+    });
 
-      await waitFor(() => lapas.length >= 1, { what: 'the Lapas’ page' });
-      await sleep(300);
-      expect(lapas).toEqual([
-        expect.objectContaining({ kind: 'reminder', chain: 'corrections', level: 0, round: 1 }),
-      ]);
-      expect(police).toEqual([]);
-    } finally {
-      redis.disconnect();
-    }
+    await waitFor(() => lapas.length >= 1, { what: 'the Lapas’ page' });
+    await sleep(300);
+    expect(lapas).toEqual([
+      expect.objectContaining({ kind: 'reminder', chain: 'corrections', level: 0, round: 1 }),
+    ]);
+    expect(police).toEqual([]);
   });
 });
