@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { uniqueAlert } from './support/alerts.ts';
 import { closeConsoles, consoleFor, get, login } from './support/consoles.ts';
@@ -141,5 +142,37 @@ describe('per-user rate limits on raises and notes', () => {
     const events = (await get(server.url, `/api/incidents/${incidentId}/events`, session.accessToken)).body
       .events as { type: string }[];
     expect(events.map((e) => e.type)).toEqual(['opened', 'escalation_held', 'escalation_held']);
+  });
+
+  it('gives the point back for a note or status change that is refused, so a stale screen repeating one does not use up the budget', async () => {
+    const { password } = await addAccount(server, {
+      username: 'piket.nirbaya',
+      role: 'operator',
+      unitId: 'lapas-nirbaya',
+    });
+    const { socket } = await consoleFor(server.url, 'piket.nirbaya', password);
+    const raised = await socket.emitWithAck('alert:raise', uniqueAlert({ facilityId: 'lapas-nirbaya' }));
+    if (!raised.ok) throw new Error(JSON.stringify(raised.error));
+    const incidentId = raised.data.incident.id;
+    for (let i = 0; i < 3; i++) {
+      expect(
+        await socket.emitWithAck('incident:note', { incidentId: randomUUID(), text: 'Salah layar' }),
+      ).toMatchObject({ ok: false, error: { code: 'not_found' } });
+      expect(await socket.emitWithAck('incident:transition', { incidentId, to: 'closed' })).toMatchObject({
+        ok: false,
+        error: { code: 'invalid_transition' },
+      });
+    }
+
+    expect(await socket.emitWithAck('incident:note', { incidentId, text: 'Satu' })).toMatchObject({
+      ok: true,
+    });
+    expect(await socket.emitWithAck('incident:note', { incidentId, text: 'Dua' })).toMatchObject({
+      ok: true,
+    });
+    expect(await socket.emitWithAck('incident:note', { incidentId, text: 'Tiga' })).toMatchObject({
+      ok: false,
+      error: { code: 'rate_limited' },
+    });
   });
 });

@@ -134,9 +134,10 @@ export function createEscalationService(deps: {
     },
 
     async hold(caller: Viewer, hold: z.infer<typeof HoldEscalation>): Promise<Incident> {
-      await deps.noteGate.consume(caller.user.id);
-      const { stored } = await writer.change(hold.incidentId, (current) =>
-        decideHold(checkVisible(caller, current), caller.user, hold, now()),
+      const { stored } = await deps.noteGate.spend(caller.user.id, () =>
+        writer.change(hold.incidentId, (current) =>
+          decideHold(checkVisible(caller, current), caller.user, hold, now()),
+        ),
       );
       return stored.incident;
     },

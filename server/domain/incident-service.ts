@@ -170,17 +170,17 @@ export function createIncidentService(deps: {
       );
     },
 
-    async transition(caller: Viewer, incidentId: string, to: Status, note: string | undefined) {
+    transition(caller: Viewer, incidentId: string, to: Status, note: string | undefined) {
       // A status change carries a note too, and responding ⇄ contained can flip without end: same budget.
-      await gates.note.consume(caller.user.id);
-      return mutate(caller, incidentId, (incident) =>
-        decideTransition(incident, caller.user, to, note, now()),
+      return gates.note.spend(caller.user.id, () =>
+        mutate(caller, incidentId, (incident) => decideTransition(incident, caller.user, to, note, now())),
       );
     },
 
-    async note(caller: Viewer, incidentId: string, text: string) {
-      await gates.note.consume(caller.user.id);
-      return mutate(caller, incidentId, (incident) => decideNote(incident, caller.user, text, now()));
+    note(caller: Viewer, incidentId: string, text: string) {
+      return gates.note.spend(caller.user.id, () =>
+        mutate(caller, incidentId, (incident) => decideNote(incident, caller.user, text, now())),
+      );
     },
 
     async get(viewer: Viewer, incidentId: string): Promise<Incident> {

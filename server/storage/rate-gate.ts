@@ -1,12 +1,22 @@
 import type { Redis } from 'ioredis';
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
-import { DomainError } from '../../shared/errors.ts';
+import { DomainError, type ErrorCode } from '../../shared/errors.ts';
 import type { RedisKeys } from './keys.ts';
 
 /**
  * A per-key budget of actions per window, shared by every process through Redis. While that Redis cannot
  * answer, each process keeps the budget in its own memory: a limit must never be what stops an alert.
  */
+// Answers that change nothing: the caller's mistake, or a move the incident cannot make. They give the point
+// back, so that a console repeating one (a stale screen) does not use up its officer's notes for a riot.
+const REFUSALS = new Set<ErrorCode>([
+  'validation_failed',
+  'forbidden',
+  'not_found',
+  'conflict',
+  'invalid_transition',
+]);
+
 export function createRateGate(redis: Redis, keys: RedisKeys, name: string, perMinute: number) {
   const limiter = new RateLimiterRedis({
     storeClient: redis,
@@ -16,7 +26,7 @@ export function createRateGate(redis: Redis, keys: RedisKeys, name: string, perM
     rejectIfRedisNotReady: true,
     insuranceLimiter: new RateLimiterMemory({ points: perMinute, duration: 60 }),
   });
-  return {
+  const gate = {
     async consume(key: string): Promise<void> {
       try {
         await limiter.consume(key);
@@ -34,7 +44,20 @@ export function createRateGate(redis: Redis, keys: RedisKeys, name: string, perM
     async refund(key: string): Promise<void> {
       await limiter.reward(key, 1);
     },
+
+    /** Runs `action` on the budget: a point is taken first, and given back should the action be refused. */
+    async spend<T>(key: string, action: () => Promise<T>): Promise<T> {
+      await gate.consume(key);
+      try {
+        return await action();
+      } catch (error) {
+        if (error instanceof DomainError && REFUSALS.has(error.code))
+          await gate.refund(key).catch(() => undefined);
+        throw error;
+      }
+    },
   };
+  return gate;
 }
 
 export type RateGate = ReturnType<typeof createRateGate>;
