@@ -115,7 +115,7 @@ export function createIncidentWriter(deps: {
       toSeq: last.event.seq,
     });
     try {
-      await publish(changes);
+      await publish(await withAlerts(changes));
     } catch (error) {
       undelivered.release(member);
       throw error;
@@ -180,7 +180,7 @@ export function createIncidentWriter(deps: {
         (stored) => stored !== undefined,
       );
       if (change !== undefined) {
-        await delivered(await withAlerts(changes.map((c) => (c === last ? c : { ...c, superseded: true }))));
+        await delivered(changes.map((c) => (c === last ? c : { ...c, superseded: true })));
         return { stored: after, events: changes.map((c) => c.event) };
       }
     }

@@ -47,6 +47,9 @@ return due
 /** How long a delivered change's note waits to be forgotten together with others: one write for many. */
 const FORGET_BATCH_MS = 100;
 
+/** How long a process's own note counts as in its hands at most (see `held`). */
+const HELD_AT_MOST_MS = 60_000;
+
 export function createUndelivered(redis: Redis, keys: RedisKeys) {
   let delivered: string[] = [];
   let pending: NodeJS.Timeout | undefined;
@@ -54,11 +57,17 @@ export function createUndelivered(redis: Redis, keys: RedisKeys) {
   // forgotten. Its redelivery leaves them alone: under load, seconds may pass between a commit and its
   // publication, and the process would otherwise deliver its own changes twice, adding load where there is
   // too much already. (Counted: a commit decided again after a conflict may note the same member.)
-  const held = new Map<string, number>();
+  const held = new Map<string, { count: number; since: number }>();
   const release = (member: string) => {
-    const count = (held.get(member) ?? 0) - 1;
-    if (count > 0) held.set(member, count);
+    const entry = held.get(member);
+    if (entry && entry.count > 1) entry.count--;
     else held.delete(member);
+  };
+  // Past this, a held note is no longer taken for in hand: whatever holds it is stuck, and its change must
+  // still reach the consoles.
+  const inHand = (member: string, now: number) => {
+    const entry = held.get(member);
+    return entry !== undefined && now - entry.since < HELD_AT_MOST_MS;
   };
 
   async function flush(): Promise<void> {
@@ -75,7 +84,9 @@ export function createUndelivered(redis: Redis, keys: RedisKeys) {
   return {
     /** A commit noting `member` is about to be sent: the note is this process's until released or forgotten. */
     hold(member: string): void {
-      held.set(member, (held.get(member) ?? 0) + 1);
+      const entry = held.get(member);
+      if (entry) entry.count++;
+      else held.set(member, { count: 1, since: Date.now() });
     },
 
     /** The held note is left to whoever claims it when it falls overdue (its commit failed, or is kept). */
@@ -98,7 +109,8 @@ export function createUndelivered(redis: Redis, keys: RedisKeys) {
         String(retryAfterMs),
         String(limit),
       )) as string[];
-      return due.filter((member) => !held.has(member));
+      const now = Date.now();
+      return due.filter((member) => !inHand(member, now));
     },
   };
 }
