@@ -311,6 +311,31 @@ describe('refresh token rotation', () => {
     }
   });
 
+  it('keeps an account’s index of sessions to the live ones, however long its workstations sign in day after day', async () => {
+    const redis = new Redis(inject('redisUrl'));
+    const keys = redisKeys(server.prefix);
+    try {
+      const first = await login(server.url, 'dispatch.nusakambangan');
+      const [userId = ''] = first.refreshToken.split('.');
+      // Sessions that ran out, as yesterday's logins of the shared account have.
+      const gone: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        const old = await login(server.url, 'dispatch.nusakambangan');
+        const [, sessionId = ''] = old.refreshToken.split('.');
+        await redis.del(keys.session(userId, sessionId));
+        gone.push(sessionId);
+      }
+
+      const today = await login(server.url, 'dispatch.nusakambangan');
+
+      const indexed = await redis.smembers(keys.userSessions(userId));
+      for (const sessionId of gone) expect(indexed).not.toContain(sessionId);
+      for (const live of [first, today]) expect(indexed).toContain(live.refreshToken.split('.')[1]);
+    } finally {
+      redis.disconnect();
+    }
+  });
+
   it('refuses a malformed or made-up refresh token with 401', async () => {
     const session = await login(server.url, 'operator.permisan');
     const [userId, sessionId] = session.refreshToken.split('.');

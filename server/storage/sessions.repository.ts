@@ -24,10 +24,16 @@ end
 
 // A session is created only for the password just verified and an account still enabled: a reset or a
 // disabling that ended the user's sessions while the password was being checked (tens of milliseconds)
-// must not be outlived by a session made from the old password. KEYS: user, session, user's sessions.
+// must not be outlived by a session made from the old password. Sessions that expired leave their ids in the
+// index, which a control room's shared account, signing in all day, never lets lapse: each login drops
+// those of sessions gone, so the index holds about the live ones. KEYS: user, session, user's sessions.
+// ARGV: hash, user id, secret hash, created at, TTL, session id, the user's session key prefix.
 const CREATE = `${KEEP_INDEX}
 local found = redis.call('HMGET', KEYS[1], 'passwordHash', 'disabled')
 if found[1] ~= ARGV[1] or found[2] == '1' then return 0 end
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  if redis.call('EXISTS', ARGV[7] .. id) == 0 then redis.call('SREM', KEYS[3], id) end
+end
 redis.call('HSET', KEYS[2], 'userId', ARGV[2], 'secret', ARGV[3], 'createdAt', ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[5])
 redis.call('SADD', KEYS[3], ARGV[6])
@@ -115,6 +121,7 @@ export function createSessionRepository(redis: Redis, keys: RedisKeys) {
         new Date().toISOString(),
         session.ttlSeconds,
         sessionId,
+        keys.session(userId, ''),
       );
       return created === 1;
     },
