@@ -3,9 +3,8 @@ import { type App, type AppDeps, createApp } from './app.ts';
 import type { Config } from './config.ts';
 import { loadEscalationFile, loadTopologyFile } from './config-files.ts';
 import type { Logger } from './logger.ts';
-import { loggableAddress } from './redis/redis-connection.ts';
 import { openRedisStore, type RedisStore } from './redis/redis-store.ts';
-import { redisSupervisionLog } from './redis/supervision-log.ts';
+import { logStoreReady, redisSupervisionLog } from './redis/supervision-log.ts';
 import { resolveJwtSecret } from './secrets.ts';
 
 /**
@@ -28,15 +27,8 @@ export async function assemble(
     supervise: redisSupervisionLog(logger),
     compactExternal: !forked,
   });
-  logger.info(
-    {
-      embedded: store.embedded,
-      url: loggableAddress(store.url),
-      socketUrl: loggableAddress(store.socketUrl),
-      version: store.version,
-    },
-    'redis ready',
-  );
+  // A forked server process's primary has said it already.
+  logStoreReady(logger, store, !forked);
   try {
     const jwtSecret = await resolveJwtSecret(config.auth.jwtSecret, config.dataDir);
     const app = createApp({

@@ -22,6 +22,7 @@ import {
   login,
   post,
 } from './support/consoles.ts';
+import { startOwnRedis } from './support/own-redis.ts';
 import { childPids, establishedOn, isRunning } from './support/processes.ts';
 import { waitFor } from './support/wait-for.ts';
 
@@ -179,6 +180,8 @@ describe('npm start (server/main.ts) with the embedded Redis', () => {
     const { server, url } = await startServer(dataDir, port);
 
     expect(server.stdout).toContain(`Demo mode: every demo account's password is "${DEMO_PASSWORD}"`);
+    // The embedded store syncs every write.
+    expect(server.stdout).not.toContain('does not sync every write');
     for (const username of ['operator.permisan', 'dispatch.nusakambangan', 'supervisor.kanwil', 'admin'])
       expect(server.stdout).toContain(username);
     expect((await get(url, '/readyz')).status).toBe(200);
@@ -393,6 +396,24 @@ describe('npm start (server/main.ts) with the embedded Redis', () => {
     });
     expect(signedIn.status).toBe(200);
   }, 90_000);
+
+  it('When REDIS_URL names a Redis that does not sync every write, Then it starts and warns once that acknowledged alerts could be lost', async () => {
+    const store = await startOwnRedis('lax-store');
+    try {
+      const dataDir = await tempDir();
+      const port = await freePort();
+      const { server } = await startServer(dataDir, port, {
+        REDIS_URL: store.redis.url,
+        JWT_SECRET: randomBytes(32).toString('base64url'),
+      });
+      await waitFor(() => server.stdout.includes('does not sync every write'), {
+        what: 'the warning about the store',
+      });
+      expect(server.stdout.split('does not sync every write')).toHaveLength(2);
+    } finally {
+      await store.stop();
+    }
+  }, 60_000);
 
   it('When redis-server is not on PATH and no REDIS_URL is set, Then exits non-zero saying how to install it', async () => {
     const dataDir = await tempDir();

@@ -9,9 +9,8 @@ import { loadEscalationFile, loadTopologyFile } from '../config-files.ts';
 import { inlinePartitions } from '../jobs/escalation-partitions.ts';
 import { listeningLine } from '../listening-line.ts';
 import { createLogger } from '../logger.ts';
-import { loggableAddress } from '../redis/redis-connection.ts';
 import { openRedisStore } from '../redis/redis-store.ts';
-import { redisSupervisionLog } from '../redis/supervision-log.ts';
+import { logStoreReady, redisSupervisionLog } from '../redis/supervision-log.ts';
 import { restartDelayMs } from '../restart-backoff.ts';
 import { StartupError } from '../startup-error.ts';
 import { followHandovers, headerOf } from './handovers.ts';
@@ -57,14 +56,7 @@ export async function runPrimary(config: Config, count: number): Promise<void> {
     supervise: redisSupervisionLog(logger),
     compactExternal: true,
   });
-  logger.info(
-    {
-      embedded: store.embedded,
-      url: loggableAddress(store.url),
-      socketUrl: loggableAddress(store.socketUrl),
-    },
-    'redis ready',
-  );
+  logStoreReady(logger, store, true);
 
   const httpServer = createServer();
   setupMaster(httpServer, { loadBalancingMethod: 'least-connection' });

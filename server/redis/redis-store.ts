@@ -9,6 +9,11 @@ export interface RedisStore {
   readonly socketUrl: string;
   readonly embedded: boolean;
   readonly version: string;
+  /**
+   * Whether the store syncs every write to disk before answering (`appendonly yes`, `appendfsync always`):
+   * otherwise an acknowledged alert can be lost when its machine fails.
+   */
+  readonly durable: boolean;
   /** Stops the embedded redis-server if this process started it; a no-op otherwise. */
   release(): Promise<void>;
 }
@@ -89,14 +94,14 @@ export async function openRedisStore(
     const socketUrl =
       (options.serving && settings.redis.socketUrl) ||
       (options.serving && embedded ? (await embed(SOCKET_REDIS_NAME, false)).url : url);
-    const { version, rewritesLeftToUs } = await checked(url, 'the store');
+    const { version, rewritesLeftToUs, durable } = await checked(url, 'the store');
     if (socketUrl !== url) await checked(socketUrl, 'the broadcast Redis');
     // With Redis's own rule off (always so on the embedded store), a lasting process rewrites the file: the
     // embedded store's owner, or every primary on an external one.
     const compacts = embedded ? owned : options.compactExternal;
     if (rewritesLeftToUs && compacts && options.serving && options.supervise)
       compactor = compactWhenQuiet(url, { ...options.compaction, report: options.supervise });
-    return { url, socketUrl, embedded, version, release };
+    return { url, socketUrl, embedded, version, durable, release };
   } catch (error) {
     await release();
     throw error;
@@ -105,7 +110,8 @@ export async function openRedisStore(
 
 /**
  * Waits for a Redis to answer and checks it is recent enough and never evicts (a lost stream loses
- * broadcasts); says too whether it keeps an append-only file that Redis does not rewrite by itself.
+ * broadcasts); says too whether it keeps an append-only file that Redis does not rewrite by itself, and
+ * whether it syncs every write.
  */
 async function checked(url: string, which: string) {
   const probe = createRedis(url, 'tool', { lazyConnect: true });
@@ -114,11 +120,17 @@ async function checked(url: string, which: string) {
     await probe.connect().catch(() => {});
     await waitReady(probe);
     const { version } = await checkRedisServer(probe);
-    const [appendonly, percentage] = (await Promise.all([
+    const [appendonly, percentage, appendfsync] = (await Promise.all([
       probe.config('GET', 'appendonly'),
       probe.config('GET', 'auto-aof-rewrite-percentage'),
+      probe.config('GET', 'appendfsync'),
     ])) as [string, string][];
-    return { version, rewritesLeftToUs: appendonly?.[1] === 'yes' && percentage?.[1] === '0' };
+    const aof = appendonly?.[1] === 'yes';
+    return {
+      version,
+      rewritesLeftToUs: aof && percentage?.[1] === '0',
+      durable: aof && appendfsync?.[1] === 'always',
+    };
   } catch (error) {
     // With two Redis servers, the operator must know which one to look at.
     throw error instanceof StartupError ? new StartupError(`${which}: ${error.message}`) : error;

@@ -1,6 +1,8 @@
 import type { Logger } from '../logger.ts';
 import type { CompactionEvent } from './aof-compaction.ts';
 import type { SupervisionEvent } from './embedded-redis.ts';
+import { loggableAddress } from './redis-connection.ts';
+import type { RedisStore } from './redis-store.ts';
 
 /**
  * An embedded redis-server that dies is started again on its address; until it is back, raises fail with
@@ -52,4 +54,26 @@ export function redisSupervisionLog(logger: Logger) {
         return;
     }
   };
+}
+
+/**
+ * Says which Redis serves, and warns once per start (`warn`) when the store does not sync every write: the
+ * promise that an acknowledged alert survives a crash then rests on luck.
+ */
+export function logStoreReady(logger: Logger, store: RedisStore, warn: boolean): void {
+  logger.info(
+    {
+      embedded: store.embedded,
+      url: loggableAddress(store.url),
+      socketUrl: loggableAddress(store.socketUrl),
+      version: store.version,
+    },
+    'redis ready',
+  );
+  if (warn && !store.durable)
+    logger.warn(
+      { url: loggableAddress(store.url) },
+      'the store does not sync every write to disk (it needs appendonly yes and appendfsync always): ' +
+        'alerts already acknowledged can be lost if its machine fails',
+    );
 }
