@@ -119,6 +119,47 @@ describe('a refresh whose reply is lost on a dropped connection', () => {
   });
 });
 
+describe('an ending of a session whose reply is lost on a dropped connection', () => {
+  const ended = (socket: ConsoleClient) => {
+    const seen: unknown[] = [];
+    socket.on('session:ended', (e) => seen.push(e));
+    return seen;
+  };
+  const secretHash = (refreshToken: string) =>
+    createHash('sha256')
+      .update(refreshToken.split('.')[2] ?? '')
+      .digest('base64url');
+
+  it('When the store ended the session at a logout but the reply was lost, Then the logout succeeds and the session’s consoles are still told', async () => {
+    const { socket, session } = await consoleFor(server.url, 'chief.permisan');
+    const told = ended(socket);
+    const before = dropper.dropped;
+    dropper.loseReplyTo(secretHash(session.refreshToken));
+
+    const res = await post(server.url, '/api/auth/logout', { refreshToken: session.refreshToken });
+
+    expect(dropper.dropped).toBe(before + 1);
+    expect(res.status).toBe(204);
+    await waitFor(() => told.length > 0, { what: 'the console to hear its session ended' });
+    expect(told).toEqual([{ reason: 'revoked' }]);
+  });
+
+  it('When a replayed refresh token ended the session but the reply was lost, Then it is still answered as a replay and the consoles of the copy are told', async () => {
+    const { socket, session } = await consoleFor(server.url, 'chief.permisan');
+    const told = ended(socket);
+    const rotated = await post(server.url, '/api/auth/refresh', { refreshToken: session.refreshToken });
+    expect(rotated.status).toBe(200);
+    dropper.loseReplyTo(secretHash(session.refreshToken));
+
+    const replay = await post(server.url, '/api/auth/refresh', { refreshToken: session.refreshToken });
+
+    expect(replay.body).toMatchObject({
+      error: { message: 'Refresh token reused; the session has been ended' },
+    });
+    await waitFor(() => told.length > 0, { what: 'the console to hear its session ended' });
+  });
+});
+
 describe('a reminder round whose claim’s reply is lost on a dropped connection', () => {
   it('When the store recorded the claim of a reminder round but the reply was lost, Then that round is still paged, not skipped until the next one', async () => {
     // Severity 2 on these policies: both agencies' first levels are paged again every 0.3 s, and never climb.

@@ -18,6 +18,9 @@ export function redisKeys(prefix: string) {
     /** The hashes of a session's recently rotated-away refresh secrets, newest first. */
     sessionUsed: (userId: string, sessionId: string) =>
       `${prefix}{user:${userId}}:session:${sessionId}${SESSION_USED_SUFFIX}`,
+    /** For a short while after a session ends, how it ended: a resent ending then finds its own. */
+    sessionEnded: (userId: string, sessionId: string) =>
+      `${prefix}{user:${userId}}:session:${sessionId}:ended`,
     incident: (id: string) => `${prefix}{inc:${id}}`,
     incidentEvents: (id: string) => `${prefix}{inc:${id}}:events`,
     incidentAlerts: (id: string) => `${prefix}{inc:${id}}:alerts`,

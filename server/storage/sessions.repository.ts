@@ -44,10 +44,15 @@ return 1
 // Compares the presented refresh secret with the current one; a match rotates it and puts the old one first
 // in the session's list of used ones. Any used one, not only the last, means the token was stolen and
 // replayed (or the client misbehaved), so the whole session ends: a thief who rotates several times cannot
-// outrun detection. KEYS: session, user's sessions, used list.
+// outrun detection. KEYS: session, user's sessions, used list, ended mark.
 const ROTATE = `${KEEP_INDEX}
 local current = redis.call('HGET', KEYS[1], 'secret')
-if not current then return {'invalid'} end
+if not current then
+  -- This very replay, sent again by the Redis client after its reply was lost: it ended the session, and
+  -- must still be answered as a replay, for the copy's consoles to be told.
+  if redis.call('GET', KEYS[4]) == 'reused:' .. ARGV[1] then return {'reused'} end
+  return {'invalid'}
+end
 -- This very rotation, sent again by the Redis client after its reply was lost: the secret it set (random,
 -- this request's own) is current and the one it retired is the latest used. Not a replay.
 if current == ARGV[2] and redis.call('LINDEX', KEYS[3], 0) == ARGV[1] then return {'rotated'} end
@@ -63,21 +68,32 @@ end
 if redis.call('LPOS', KEYS[3], ARGV[1]) then
   redis.call('DEL', KEYS[1], KEYS[3])
   redis.call('SREM', KEYS[2], ARGV[4])
+  redis.call('SET', KEYS[4], 'reused:' .. ARGV[1], 'EX', ARGV[6])
   return {'reused'}
 end
 return {'invalid'}
 `;
 
 // Ends the session only for a holder of one of its refresh secrets: its ids alone are readable in any
-// access token. A used secret ends it too, as a replay would. KEYS: session, user's sessions, used list.
+// access token. A used secret ends it too, as a replay would. This very logout, sent again by the Redis client
+// after its reply was lost, is answered as ending it: its consoles must still be told. KEYS: session, user's
+// sessions, used list, ended mark.
 const END = `
 local current = redis.call('HGET', KEYS[1], 'secret')
-if not current then return {'absent'} end
+if not current then
+  if redis.call('GET', KEYS[4]) == 'ended:' .. ARGV[1] then return {'ended'} end
+  return {'absent'}
+end
 if current ~= ARGV[1] and not redis.call('LPOS', KEYS[3], ARGV[1]) then return {'invalid'} end
 redis.call('DEL', KEYS[1], KEYS[3])
 redis.call('SREM', KEYS[2], ARGV[2])
+redis.call('SET', KEYS[4], 'ended:' .. ARGV[1], 'EX', ARGV[3])
 return {'ended'}
 `;
+
+// How long an ended session keeps the mark of how it ended: the Redis client sends a command again once it
+// has reconnected, within seconds.
+const ENDED_MARK_SECONDS = 60;
 
 // Session keys share the user's hash tag, so this stays within one slot.
 const REVOKE_ALL = `
@@ -94,6 +110,7 @@ export function createSessionRepository(redis: Redis, keys: RedisKeys) {
       keys.session(userId, sessionId),
       keys.userSessions(userId),
       keys.sessionUsed(userId, sessionId),
+      keys.sessionEnded(userId, sessionId),
     ] as const;
 
   return {
@@ -135,22 +152,28 @@ export function createSessionRepository(redis: Redis, keys: RedisKeys) {
     ): Promise<RotateOutcome> {
       const [status] = (await redis.eval(
         ROTATE,
-        3,
+        4,
         ...scriptKeys(userId, sessionId),
         presented,
         next,
         ttlSeconds,
         sessionId,
         USED_SECRETS_KEPT,
+        ENDED_MARK_SECONDS,
       )) as [RotateOutcome];
       return status;
     },
 
     /** Logout: ends the session when `presented` is the hash of one of its refresh secrets. */
     async end(sessionId: string, userId: string, presented: string): Promise<EndOutcome> {
-      const [status] = (await redis.eval(END, 3, ...scriptKeys(userId, sessionId), presented, sessionId)) as [
-        EndOutcome,
-      ];
+      const [status] = (await redis.eval(
+        END,
+        4,
+        ...scriptKeys(userId, sessionId),
+        presented,
+        sessionId,
+        ENDED_MARK_SECONDS,
+      )) as [EndOutcome];
       return status;
     },
 
