@@ -126,12 +126,7 @@ export function createApp(deps: AppDeps): App {
   });
   // The hub is built after the services that report to it.
   let publisher: ReturnType<typeof createIncidentPublisher> | undefined;
-  const userService = createUserService({
-    users,
-    sessions,
-    topology,
-    revocations,
-  });
+  const userService = createUserService({ users, topology, revocations });
 
   const queueRedis = createRedis(deps.redisUrl, 'queue');
   queueRedis.on('error', (err) => logger.warn({ err, role: 'queue' }, 'redis connection error'));

@@ -5,7 +5,6 @@ import path from 'node:path';
 import { createUserService } from '../../server/domain/user-service.ts';
 import { createRedis, waitReady } from '../../server/redis/redis-connection.ts';
 import { redisKeys } from '../../server/storage/keys.ts';
-import { createSessionRepository } from '../../server/storage/sessions.repository.ts';
 import { createUserRepository } from '../../server/storage/users.repository.ts';
 import type { LoginResponse } from '../../shared/auth.ts';
 import type { Role } from '../../shared/roles.ts';
@@ -80,7 +79,6 @@ export async function seedAccounts(
     const keys = redisKeys(keyPrefix);
     const users = createUserService({
       users: createUserRepository(redis, keys),
-      sessions: createSessionRepository(redis, keys),
       topology,
       revocations: { ended: async () => {} },
     });

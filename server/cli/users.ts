@@ -6,7 +6,6 @@ import { DomainError, fieldIssues } from '../../shared/errors.ts';
 import { roles } from '../../shared/roles.ts';
 import { createUserService, type UserService } from '../domain/user-service.ts';
 import { revocationPublisher } from '../storage/revocations.channel.ts';
-import { createSessionRepository } from '../storage/sessions.repository.ts';
 import { createUserRepository } from '../storage/users.repository.ts';
 import { openToolRuntime, runTool, type ToolRuntime, UsageError } from './tool-runtime.ts';
 
@@ -229,7 +228,6 @@ async function main(argv: string[]) {
   try {
     const users = createUserService({
       users: createUserRepository(runtime.redis, runtime.keys),
-      sessions: createSessionRepository(runtime.redis, runtime.keys),
       topology: runtime.topology,
       revocations: revocationPublisher(runtime.redis, runtime.keys),
     });

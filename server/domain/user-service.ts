@@ -3,18 +3,16 @@ import type { AdminUserView, CreateUserRequest, UpdateUserRequest } from '../../
 import { DomainError } from '../../shared/errors.ts';
 import { roleFitsUnit } from '../../shared/roles.ts';
 import type { TopologyIndex } from '../../shared/topology.ts';
-import type { SessionRepository } from '../storage/sessions.repository.ts';
 import type { UserRecord, UserRepository } from '../storage/users.repository.ts';
 import { type SessionRevocations, toPublicUser } from './auth-service.ts';
 import { hashPassword, verifyPassword } from './passwords.ts';
 
 export function createUserService(deps: {
   users: UserRepository;
-  sessions: SessionRepository;
   topology: TopologyIndex;
   revocations: SessionRevocations;
 }) {
-  const { users, sessions, topology, revocations } = deps;
+  const { users, topology, revocations } = deps;
 
   const view = (user: UserRecord): AdminUserView => ({
     ...toPublicUser(user, topology),
@@ -26,11 +24,6 @@ export function createUserService(deps: {
     const user = await users.findById(userId);
     if (!user) throw new DomainError('not_found', 'No such user');
     return user;
-  }
-
-  async function endSessions(userId: string) {
-    await sessions.revokeAll(userId);
-    await revocations.ended(userId);
   }
 
   return {
@@ -83,18 +76,23 @@ export function createUserService(deps: {
 
     async update(userId: string, changes: UpdateUserRequest): Promise<AdminUserView> {
       await existing(userId);
-      await users.update(userId, {
-        ...(changes.displayName !== undefined && { displayName: changes.displayName }),
-        ...(changes.disabled !== undefined && { disabled: changes.disabled }),
-      });
-      if (changes.disabled) await endSessions(userId);
+      await users.update(
+        userId,
+        {
+          ...(changes.displayName !== undefined && { displayName: changes.displayName }),
+          ...(changes.disabled !== undefined && { disabled: changes.disabled }),
+        },
+        { endSessions: changes.disabled === true },
+      );
+      // The account's consoles on every process.
+      if (changes.disabled) await revocations.ended(userId);
       return view(await existing(userId));
     },
 
     async resetPassword(userId: string, password: string): Promise<void> {
       await existing(userId);
-      await users.update(userId, { passwordHash: await hashPassword(password) });
-      await endSessions(userId);
+      await users.update(userId, { passwordHash: await hashPassword(password) }, { endSessions: true });
+      await revocations.ended(userId);
     },
 
     async count(): Promise<number> {

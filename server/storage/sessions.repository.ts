@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { type RedisKeys, SESSION_USED_SUFFIX } from './keys.ts';
+import type { RedisKeys } from './keys.ts';
 
 export type RotateOutcome = 'rotated' | 'reused' | 'invalid';
 export type EndOutcome = 'ended' | 'absent' | 'invalid';
@@ -95,14 +95,6 @@ return {'ended'}
 // has reconnected, within seconds.
 const ENDED_MARK_SECONDS = 60;
 
-// Session keys share the user's hash tag, so this stays within one slot.
-const REVOKE_ALL = `
-local ids = redis.call('SMEMBERS', KEYS[1])
-for _, id in ipairs(ids) do redis.call('DEL', ARGV[1] .. id, ARGV[1] .. id .. ARGV[2]) end
-redis.call('DEL', KEYS[1])
-return #ids
-`;
-
 export function createSessionRepository(redis: Redis, keys: RedisKeys) {
   // The KEYS of ROTATE and END, in their order.
   const scriptKeys = (userId: string, sessionId: string) =>
@@ -187,16 +179,6 @@ export function createSessionRepository(redis: Redis, keys: RedisKeys) {
         .del(keys.session(userId, sessionId), keys.sessionUsed(userId, sessionId))
         .srem(keys.userSessions(userId), sessionId)
         .exec();
-    },
-
-    async revokeAll(userId: string): Promise<number> {
-      return (await redis.eval(
-        REVOKE_ALL,
-        1,
-        keys.userSessions(userId),
-        keys.session(userId, ''),
-        SESSION_USED_SUFFIX,
-      )) as number;
     },
   };
 }

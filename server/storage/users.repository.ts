@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { Role } from '../../shared/roles.ts';
-import type { RedisKeys } from './keys.ts';
+import { type RedisKeys, SESSION_USED_SUFFIX } from './keys.ts';
 
 export interface UserRecord {
   id: string;
@@ -17,6 +17,20 @@ export interface UserRecord {
 const CREATE_USER = `
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 redis.call('HSET', KEYS[2], unpack(ARGV, 3))
+return 1
+`;
+
+// KEYS: the user, their sessions' index (sessions share the user's hash tag: one slot).  ARGV: '1' to end
+// every session, the session key prefix, the used-secrets suffix, then field/value pairs.
+const UPDATE = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if #ARGV > 3 then redis.call('HSET', KEYS[1], unpack(ARGV, 4)) end
+if ARGV[1] == '1' then
+  for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+    redis.call('DEL', ARGV[2] .. id, ARGV[2] .. id .. ARGV[3])
+  end
+  redis.call('DEL', KEYS[2])
+end
 return 1
 `;
 
@@ -76,20 +90,29 @@ export function createUserRepository(redis: Redis, keys: RedisKeys) {
     },
 
     /** Updates only an existing user; false when there is none. */
+    /**
+     * Changes an account's fields; with `endSessions`, ends every session of it in the same script, so that a
+     * new password or a disabling never stands beside a session from before it (a crash between two steps
+     * left them all alive). False when there is no such user.
+     */
     async update(
       userId: string,
       changes: Partial<Pick<UserRecord, 'displayName' | 'passwordHash' | 'disabled'>>,
+      { endSessions = false } = {},
     ) {
       const fields = Object.entries(changes).map(([k, v]) => [
         k,
         typeof v === 'boolean' ? (v ? '1' : '0') : v,
       ]);
-      if (fields.length === 0) return true;
+      if (fields.length === 0 && !endSessions) return true;
       const updated = await redis.eval(
-        `if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-         redis.call('HSET', KEYS[1], unpack(ARGV)) return 1`,
-        1,
+        UPDATE,
+        2,
         keys.user(userId),
+        keys.userSessions(userId),
+        endSessions ? '1' : '0',
+        keys.session(userId, ''),
+        SESSION_USED_SUFFIX,
         ...fields.flat(),
       );
       return updated === 1;
