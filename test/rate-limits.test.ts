@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { uniqueAlert } from './support/alerts.ts';
-import { closeConsoles, consoleFor, get, login } from './support/consoles.ts';
+import { type ConsoleClient, closeConsoles, consoleFor, get, login } from './support/consoles.ts';
 import { addAccount, startTestServer, type TestServer } from './support/test-server.ts';
 
 let server: TestServer;
@@ -10,6 +10,16 @@ beforeAll(async () => {
 });
 afterEach(closeConsoles);
 afterAll(() => server.close());
+
+/** The note budget of two, whole: two notes go in, the third is refused. */
+async function expectNotesWithinTwo(socket: ConsoleClient, incidentId: string) {
+  for (const text of ['Satu', 'Dua'])
+    expect(await socket.emitWithAck('incident:note', { incidentId, text })).toMatchObject({ ok: true });
+  expect(await socket.emitWithAck('incident:note', { incidentId, text: 'Tiga' })).toMatchObject({
+    ok: false,
+    error: { code: 'rate_limited' },
+  });
+}
 
 describe('per-user rate limits on raises and notes', () => {
   it('answers the raise over the limit with rate_limited and a retry time, stores nothing for it, and leaves other users alone', async () => {
@@ -64,16 +74,7 @@ describe('per-user rate limits on raises and notes', () => {
     if (!raised.ok) throw new Error(JSON.stringify(raised.error));
     const incidentId = raised.data.incident.id;
     const { socket, session } = await consoleFor(server.url, 'dispatch.nusakambangan');
-    expect(await socket.emitWithAck('incident:note', { incidentId, text: 'Satu' })).toMatchObject({
-      ok: true,
-    });
-    expect(await socket.emitWithAck('incident:note', { incidentId, text: 'Dua' })).toMatchObject({
-      ok: true,
-    });
-    expect(await socket.emitWithAck('incident:note', { incidentId, text: 'Tiga' })).toMatchObject({
-      ok: false,
-      error: { code: 'rate_limited' },
-    });
+    await expectNotesWithinTwo(socket, incidentId);
     const events = (await get(server.url, `/api/incidents/${incidentId}/events`, session.accessToken)).body
       .events;
     expect(events.filter((e: { type: string }) => e.type === 'note_added')).toHaveLength(2);
@@ -164,15 +165,6 @@ describe('per-user rate limits on raises and notes', () => {
       });
     }
 
-    expect(await socket.emitWithAck('incident:note', { incidentId, text: 'Satu' })).toMatchObject({
-      ok: true,
-    });
-    expect(await socket.emitWithAck('incident:note', { incidentId, text: 'Dua' })).toMatchObject({
-      ok: true,
-    });
-    expect(await socket.emitWithAck('incident:note', { incidentId, text: 'Tiga' })).toMatchObject({
-      ok: false,
-      error: { code: 'rate_limited' },
-    });
+    await expectNotesWithinTwo(socket, incidentId);
   });
 });
