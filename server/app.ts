@@ -132,6 +132,8 @@ export function createApp(deps: AppDeps): App {
   queueRedis.on('error', (err) => logger.warn({ err, role: 'queue' }, 'redis connection error'));
   const incidentRepo = createIncidentRepository(redis, keys, {
     redeliverAfterMs: config.incidents.redeliverAfterMs,
+    onUnreadable: (incidentId, err) =>
+      logger.error({ err, incidentId }, 'an incident’s stored document does not parse; left out of lists'),
   });
   const undelivered = createUndelivered(redis, keys);
   const escalationQueue = createEscalationQueue({

@@ -519,6 +519,27 @@ describe('silent (duress) raise: the raising login cannot act on it', () => {
 });
 
 describe('sync after a reconnect', () => {
+  it('When one incident’s stored document is damaged, Then a sync and a list still return every other incident in scope', async () => {
+    const police = await consoleFor(a.url, 'dispatch.nusakambangan');
+    const damaged = await raised('operator.permisan', alert());
+    const sound = await raised('operator.permisan', alert());
+    const key = redisKeys(a.prefix).incident(damaged.incident.id);
+    const doc = (await redis.hget(key, 'doc')) ?? '';
+    await redis.hset(key, 'doc', doc.slice(0, doc.length / 2));
+    try {
+      const synced = await police.socket.emitWithAck('sync', {});
+      if (!synced.ok) throw new Error(JSON.stringify(synced.error));
+      const open = synced.data.open.map((i) => i.id);
+      expect(open).toContain(sound.incident.id);
+      expect(open).not.toContain(damaged.incident.id);
+      const listed = await get(a.url, '/api/incidents?limit=100', police.session.accessToken);
+      expect(listed.status).toBe(200);
+      expect(listed.body.incidents.map((i: Incident) => i.id)).toContain(sound.incident.id);
+    } finally {
+      await redis.hset(key, 'doc', doc);
+    }
+  });
+
   it('returns the open incidents in scope and what changed since the cursor, and nothing of other units', async () => {
     const police = await consoleFor(a.url, 'dispatch.nusakambangan');
     const first = await police.socket.emitWithAck('sync', {});

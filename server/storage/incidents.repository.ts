@@ -217,7 +217,11 @@ function deliveryOf(c: Pick<Commit, 'incident' | 'event' | 'earlier'>): Delivery
 export function createIncidentRepository(
   redis: Redis,
   keys: RedisKeys,
-  options: { redeliverAfterMs?: number } = {},
+  options: {
+    redeliverAfterMs?: number;
+    /** Told of an incident whose stored document does not parse, which the reads that list skip. */
+    onUnreadable?: (id: string, error: unknown) => void;
+  } = {},
 ) {
   const redeliverAfterMs = options.redeliverAfterMs ?? REDELIVER_AFTER_MS;
   // An event that brings a policy (an opening, an alert raising the severity) is stored without it, beside
@@ -295,9 +299,16 @@ export function createIncidentRepository(
     const pipeline = redis.pipeline();
     for (const id of ids) pipeline.hmget(keys.incident(id), 'doc', 'quiet');
     const rows = (await pipeline.exec()) ?? [];
-    return rows.flatMap(([err, fields]) => {
+    return rows.flatMap(([err, fields], i) => {
       const [doc, quiet] = (fields ?? []) as (string | null)[];
-      return err || !doc ? [] : [{ incident: JSON.parse(doc) as Incident, quiet: sessionsOf(quiet) }];
+      if (err || !doc) return [];
+      // One damaged record must not take every other incident of a unit's sync or list with it.
+      try {
+        return [{ incident: JSON.parse(doc) as Incident, quiet: sessionsOf(quiet) }];
+      } catch (error) {
+        options.onUnreadable?.(ids[i] ?? '', error);
+        return [];
+      }
     });
   }
 
