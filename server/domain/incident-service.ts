@@ -138,7 +138,7 @@ export function createIncidentService(deps: {
         const pending = decideRaise(alert, route, existing?.incident, policy);
         const { incident, event, policy: inForce } = seal(pending, incidentId, existing);
         const outcome = await writer.committing(
-          { incidentId, fromSeq: event.seq, toSeq: event.seq },
+          [{ incident, event }],
           () =>
             repo.raise({
               expectedSeq: existing?.incident.seq ?? 0,

@@ -8,7 +8,7 @@ import {
   type IncidentRepository,
   type StoredIncident,
 } from '../storage/incidents.repository.ts';
-import { type Delivery, deliveryMember, parseDelivery, type Undelivered } from '../storage/undelivered.ts';
+import { deliveryMember, parseDelivery, type Undelivered } from '../storage/undelivered.ts';
 import { GENESIS_HASH, sealEvent } from './timeline-seal.ts';
 
 export interface IncidentChange {
@@ -50,6 +50,17 @@ export function seal(pending: PendingEvent, incidentId: string, before: StoredIn
   return { incident, policy, event: sealEvent(entry, before?.lastHash ?? GENESIS_HASH) };
 }
 
+/** A change of one commit, as far as its delivery note goes. */
+type Committed = Pick<IncidentChange, 'incident' | 'event'>;
+
+/** The note of the commit that stored `changes` (one incident's, oldest first): the member it wrote. */
+function memberOf(changes: readonly Committed[]): string {
+  const first = changes[0];
+  const last = changes.at(-1);
+  if (!first || !last) throw new Error('a commit without changes has no note');
+  return deliveryMember({ incidentId: first.incident.id, fromSeq: first.event.seq, toSeq: last.event.seq });
+}
+
 /**
  * The one path by which an existing incident changes: decide on the latest state, commit only if nobody
  * changed it meanwhile (else decide again), then deliver the change and set its timers.
@@ -84,15 +95,15 @@ export function createIncidentWriter(deps: {
   };
 
   /**
-   * Sends a commit whose note names `delivery`, holding the note as this process's own (see undelivered.ts)
-   * until `delivered` forgets it; released at once when the commit stores nothing or fails.
+   * Sends the commit of `changes`, holding its note as this process's own (see undelivered.ts) until
+   * `delivered` forgets it; released at once when the commit stores nothing or fails.
    */
   async function committing<T>(
-    delivery: Delivery,
+    changes: readonly Committed[],
     commit: () => Promise<T>,
     stored: (outcome: T) => boolean,
   ): Promise<T> {
-    const member = deliveryMember(delivery);
+    const member = memberOf(changes);
     undelivered.hold(member);
     try {
       const outcome = await commit();
@@ -106,14 +117,8 @@ export function createIncidentWriter(deps: {
 
   /** Delivers the changes one commit stored, and forgets the commit's note. */
   async function delivered(changes: IncidentChange[]): Promise<void> {
-    const [first] = changes;
-    const last = changes.at(-1);
-    if (!first || !last) return;
-    const member = deliveryMember({
-      incidentId: first.incident.id,
-      fromSeq: first.event.seq,
-      toSeq: last.event.seq,
-    });
+    if (changes.length === 0) return;
+    const member = memberOf(changes);
     try {
       await publish(await withAlerts(changes));
     } catch (error) {
@@ -166,9 +171,8 @@ export function createIncidentWriter(deps: {
       }
       const last = changes.at(-1);
       if (!last) return { stored: before, events: [] };
-      const fromSeq = changes[0]?.event.seq ?? last.event.seq;
       const change = await committing(
-        { incidentId: id, fromSeq, toSeq: last.event.seq },
+        changes,
         () =>
           repo.append({
             expectedSeq: before.incident.seq,

@@ -3,10 +3,6 @@ import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from 'rate-limite
 import { DomainError, type ErrorCode } from '../../shared/errors.ts';
 import type { RedisKeys } from './keys.ts';
 
-/**
- * A per-key budget of actions per window, shared by every process through Redis. While that Redis cannot
- * answer, each process keeps the budget in its own memory: a limit must never be what stops an alert.
- */
 // Answers that change nothing: the caller's mistake, or a move the incident cannot make. They give the point
 // back, so that a console repeating one (a stale screen) does not use up its officer's notes for a riot.
 const REFUSALS = new Set<ErrorCode>([
@@ -17,6 +13,10 @@ const REFUSALS = new Set<ErrorCode>([
   'invalid_transition',
 ]);
 
+/**
+ * A per-key budget of actions per window, shared by every process through Redis. While that Redis cannot
+ * answer, each process keeps the budget in its own memory: a limit must never be what stops an alert.
+ */
 export function createRateGate(redis: Redis, keys: RedisKeys, name: string, perMinute: number) {
   const limiter = new RateLimiterRedis({
     storeClient: redis,

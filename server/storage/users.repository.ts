@@ -89,7 +89,6 @@ export function createUserRepository(redis: Redis, keys: RedisKeys) {
       return redis.hlen(keys.usernames);
     },
 
-    /** Updates only an existing user; false when there is none. */
     /**
      * Changes an account's fields; with `endSessions`, ends every session of it in the same script, so that a
      * new password or a disabling never stands beside a session from before it (a crash between two steps
