@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { Category } from './categories.ts';
+import { CommandRef } from './command-ref.ts';
 import { Role } from './roles.ts';
 import { rooms } from './rooms.ts';
 import { Severity } from './severity.ts';
@@ -435,6 +436,7 @@ export const HoldEscalation = z
       .min(1)
       .max(4 * 3600),
     reason: z.string().trim().min(1).max(500),
+    clientRef: CommandRef.optional(),
   })
   .strict();
 

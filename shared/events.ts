@@ -6,9 +6,9 @@ import {
   AckAlert,
   AddNote,
   AlertNew,
+  ChangeResult,
   IncidentEventMessage,
   IncidentRef,
-  IncidentResult,
   IncidentUpdated,
   JoinResult,
   RaiseAlert,
@@ -28,13 +28,13 @@ export const commands = {
     result: z.object({ user: PublicUser, rooms: z.array(z.string()), expiresAt: z.iso.datetime() }),
   },
   'alert:raise': { payload: RaiseAlert, result: RaiseResult },
-  'alert:ack': { payload: AckAlert, result: IncidentResult },
+  'alert:ack': { payload: AckAlert, result: ChangeResult },
   'incident:join': { payload: IncidentRef, result: JoinResult },
   'incident:leave': { payload: IncidentRef, result: z.object({ left: z.boolean() }) },
-  'incident:transition': { payload: TransitionIncident, result: IncidentResult },
-  'incident:note': { payload: AddNote, result: IncidentResult },
+  'incident:transition': { payload: TransitionIncident, result: ChangeResult },
+  'incident:note': { payload: AddNote, result: ChangeResult },
   sync: { payload: SyncRequest, result: SyncResult },
-  'escalation:hold': { payload: HoldEscalation, result: IncidentResult },
+  'escalation:hold': { payload: HoldEscalation, result: ChangeResult },
 } as const satisfies Record<string, { payload: z.ZodType; result: z.ZodType }>;
 
 export type Commands = typeof commands;

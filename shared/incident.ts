@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { Category } from './categories.ts';
+import { CommandRef } from './command-ref.ts';
 import { Chain, EscalationSnapshot, EscalationState } from './escalation.ts';
 import { Severity } from './severity.ts';
 import { Agency, Slug } from './topology.ts';
@@ -219,12 +220,21 @@ export type PendingEvent = {
 
 export const IncidentId = z.uuid();
 
-export const AckAlert = z.object({ incidentId: IncidentId, onBehalfOf: AckBehalf.optional() }).strict();
+export const AckAlert = z
+  .object({ incidentId: IncidentId, onBehalfOf: AckBehalf.optional(), clientRef: CommandRef.optional() })
+  .strict();
 export const IncidentRef = z.object({ incidentId: IncidentId }).strict();
 export const TransitionIncident = z
-  .object({ incidentId: IncidentId, to: Status, note: PlainText(LIMITS.note).min(1).optional() })
+  .object({
+    incidentId: IncidentId,
+    to: Status,
+    note: PlainText(LIMITS.note).min(1).optional(),
+    clientRef: CommandRef.optional(),
+  })
   .strict();
-export const AddNote = z.object({ incidentId: IncidentId, text: PlainText(LIMITS.note).min(1) }).strict();
+export const AddNote = z
+  .object({ incidentId: IncidentId, text: PlainText(LIMITS.note).min(1), clientRef: CommandRef.optional() })
+  .strict();
 
 /** An opaque position in the stream of incident changes, given by the server. */
 export const SyncCursor = z.string().regex(/^\d{1,16}$/, 'a cursor returned by the server');
@@ -232,6 +242,9 @@ export const SyncRequest = z.object({ since: SyncCursor.optional() }).strict();
 
 export const RaiseResult = z.object({ incident: Incident, alert: Alert, duplicate: z.boolean() });
 export const IncidentResult = z.object({ incident: Incident });
+/** The answer to a command that changes an incident: `duplicate` when its `clientRef` had been applied before. */
+export const ChangeResult = z.object({ incident: Incident, duplicate: z.boolean() });
+export type ChangeResult = z.infer<typeof ChangeResult>;
 export const JoinResult = z.object({ incident: Incident, events: z.array(IncidentEvent) });
 export const SyncResult = z.object({
   cursor: SyncCursor,

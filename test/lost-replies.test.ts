@@ -68,6 +68,23 @@ describe('a commit whose reply is lost on a dropped connection', () => {
     expect(notes).toHaveLength(1);
   });
 
+  it('When the reply to a stored note carrying a clientRef is lost and the client sends it again, Then its author is told it was added, not that it was added before', async () => {
+    const chief = await consoleFor(server.url, 'chief.permisan');
+    const incident = await opened(chief.socket);
+    const text = `Blok B dikunci ${randomUUID()}`;
+    dropper.loseReplyTo(text);
+
+    const res = await chief.socket
+      .timeout(15_000)
+      .emitWithAck('incident:note', { incidentId: incident.id, text, clientRef: randomUUID() });
+
+    expect(res).toMatchObject({ ok: true, data: { duplicate: false, incident: { seq: incident.seq + 1 } } });
+    const notes = (await timeline(chief.socket, incident.id)).filter(
+      (e) => e.type === 'note_added' && JSON.stringify(e.data).includes(text),
+    );
+    expect(notes).toHaveLength(1);
+  });
+
   it('When the reply to a stored status change is lost, Then the change is answered as made, not refused as a move from the status it already reached', async () => {
     const chief = await consoleFor(server.url, 'chief.permisan');
     const incident = await opened(chief.socket);

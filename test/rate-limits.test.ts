@@ -167,4 +167,34 @@ describe('per-user rate limits on raises and notes', () => {
 
     await expectNotesWithinTwo(socket, incidentId);
   });
+
+  it('does not count a note sent again with its clientRef (a retry after a lost answer) against the budget', async () => {
+    const { password } = await addAccount(server, {
+      username: 'piket.pasir-putih',
+      role: 'operator',
+      unitId: 'lapas-pasir-putih',
+    });
+    const { socket } = await consoleFor(server.url, 'piket.pasir-putih', password);
+    const raised = await socket.emitWithAck('alert:raise', uniqueAlert({ facilityId: 'lapas-pasir-putih' }));
+    if (!raised.ok) throw new Error(JSON.stringify(raised.error));
+    const incidentId = raised.data.incident.id;
+    const note = { incidentId, text: 'Blok A dikunci', clientRef: randomUUID() };
+    expect(await socket.emitWithAck('incident:note', note)).toMatchObject({
+      ok: true,
+      data: { duplicate: false },
+    });
+    for (let i = 0; i < 3; i++)
+      expect(await socket.emitWithAck('incident:note', note)).toMatchObject({
+        ok: true,
+        data: { duplicate: true },
+      });
+
+    expect(await socket.emitWithAck('incident:note', { incidentId, text: 'Dua' })).toMatchObject({
+      ok: true,
+    });
+    expect(await socket.emitWithAck('incident:note', { incidentId, text: 'Tiga' })).toMatchObject({
+      ok: false,
+      error: { code: 'rate_limited' },
+    });
+  });
 });

@@ -226,6 +226,15 @@ Every client → server event takes an acknowledgement callback as its last argu
 exactly one envelope: \`{ ok: true, data }\` or \`{ ok: false, error: { code, message, issues? } }\`. HTTP errors
 use \`{ error: { code, message, issues? } }\`. An event sent without a callback is ignored.
 
+A console that gets no answer (a timeout, a dropped connection) cannot tell whether its command was made.
+Commands that change an incident (\`alert:raise\`, \`alert:ack\`, \`incident:transition\`, \`incident:note\`,
+\`escalation:hold\`) take a \`clientRef\` (a UUID, fresh for each command; required for a raise): send the
+command again with the same \`clientRef\` and it is made once, on any server process, however often it
+arrives. A repeat of one already made is answered \`duplicate: true\` with the incident as it is now, costs
+no rate-limit point, and changes nothing, even where the command itself would now be refused (a status the
+incident has reached, an incident since closed). A \`clientRef\` is its sender's: another user's equal one is
+another command.
+
 | code | meaning | HTTP |
 |---|---|---|
 `);

@@ -11,7 +11,6 @@ import {
 } from '../../shared/escalation.ts';
 import type { Incident } from '../../shared/incident.ts';
 import {
-  checkVisible,
   decideEscalation,
   decideHold,
   decideRepair,
@@ -21,7 +20,7 @@ import {
 import type { TopologyIndex } from '../../shared/topology.ts';
 import type { IncidentRepository, StoredIncident } from '../storage/incidents.repository.ts';
 import type { RateGate } from '../storage/rate-gate.ts';
-import type { IncidentWriter } from './incident-writer.ts';
+import { type IncidentWriter, madeChange } from './incident-writer.ts';
 
 /** What the auditor asks of the timers beyond the writer's per-change sync. */
 export interface EscalationClock {
@@ -104,7 +103,7 @@ export function createEscalationService(deps: {
         ...due.resumes.map((chain) => (current: StoredIncident) => decideResume(current.incident, chain, at)),
       ];
       if (moves.length > 0) {
-        const result = await writer.changeAll(timer.incidentId, moves, stored);
+        const result = await writer.changeAll(timer.incidentId, moves, { known: stored });
         stored = result.stored;
         for (const event of result.events)
           if (event.type === 'escalated') outcome.firedLateMs.push(event.data.lateMs);
@@ -133,13 +132,15 @@ export function createEscalationService(deps: {
       return outcome;
     },
 
-    async hold(caller: Viewer, hold: z.infer<typeof HoldEscalation>): Promise<Incident> {
-      const { stored } = await deps.noteGate.spend(caller.user.id, () =>
-        writer.change(hold.incidentId, (current) =>
-          decideHold(checkVisible(caller, current), caller.user, hold, now()),
-        ),
+    hold(caller: Viewer, hold: z.infer<typeof HoldEscalation>) {
+      return deps.noteGate.spend(
+        caller.user.id,
+        () =>
+          writer.command(caller, hold.incidentId, hold.clientRef, (incident) =>
+            decideHold(incident, caller.user, hold, now()),
+          ),
+        madeChange,
       );
-      return stored.incident;
     },
 
     /**

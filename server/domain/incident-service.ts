@@ -4,13 +4,13 @@ import type { PublicUser } from '../../shared/auth.ts';
 import { DomainError } from '../../shared/errors.ts';
 import { type EscalationConfig, selectPolicy, snapshotOf } from '../../shared/escalation.ts';
 import type {
-  AckBehalf,
+  AckAlert,
+  AddNote,
   Incident,
   ListIncidentsQuery,
-  PendingEvent,
   RaiseAlert,
-  Status,
   SyncResult,
+  TransitionIncident,
 } from '../../shared/incident.ts';
 import { LIST_SCAN_LIMIT } from '../../shared/incident.ts';
 import {
@@ -30,7 +30,7 @@ import type { TopologyIndex } from '../../shared/topology.ts';
 import type { AlertRef, IncidentRepository, ListedIncident } from '../storage/incidents.repository.ts';
 import type { OpenedIndex, OpenedRow } from '../storage/opened-index.ts';
 import type { RateGate } from '../storage/rate-gate.ts';
-import { COMMIT_ATTEMPTS, type IncidentWriter, seal } from './incident-writer.ts';
+import { COMMIT_ATTEMPTS, type IncidentWriter, madeChange, seal } from './incident-writer.ts';
 import { sharedReads } from './shared-reads.ts';
 
 export interface RaiseOrigin {
@@ -83,12 +83,6 @@ export function createIncidentService(deps: {
 
   async function visible(viewer: Viewer, id: string): Promise<Incident> {
     return checkVisible(viewer, await repo.load(id));
-  }
-
-  /** Changes an incident the caller sees. */
-  async function mutate(caller: Viewer, id: string, decide: (incident: Incident) => PendingEvent | null) {
-    const { stored } = await writer.change(id, (current) => decide(checkVisible(caller, current)));
-    return stored.incident;
   }
 
   async function duplicateOf(ref: AlertRef) {
@@ -164,22 +158,32 @@ export function createIncidentService(deps: {
       throw new DomainError('unavailable', 'Too many simultaneous reports; try again');
     },
 
-    acknowledge(caller: Viewer, incidentId: string, behalf: z.infer<typeof AckBehalf> | undefined) {
-      return mutate(caller, incidentId, (incident) =>
-        decideAck(incident, caller.user, behalf, topology, now()),
+    acknowledge(caller: Viewer, ack: z.infer<typeof AckAlert>) {
+      return writer.command(caller, ack.incidentId, ack.clientRef, (incident) =>
+        decideAck(incident, caller.user, ack.onBehalfOf, topology, now()),
       );
     },
 
-    transition(caller: Viewer, incidentId: string, to: Status, note: string | undefined) {
+    transition(caller: Viewer, { incidentId, to, note, clientRef }: z.infer<typeof TransitionIncident>) {
       // A status change carries a note too, and responding ⇄ contained can flip without end: same budget.
-      return gates.note.spend(caller.user.id, () =>
-        mutate(caller, incidentId, (incident) => decideTransition(incident, caller.user, to, note, now())),
+      return gates.note.spend(
+        caller.user.id,
+        () =>
+          writer.command(caller, incidentId, clientRef, (incident) =>
+            decideTransition(incident, caller.user, to, note, now()),
+          ),
+        madeChange,
       );
     },
 
-    note(caller: Viewer, incidentId: string, text: string) {
-      return gates.note.spend(caller.user.id, () =>
-        mutate(caller, incidentId, (incident) => decideNote(incident, caller.user, text, now())),
+    note(caller: Viewer, { incidentId, text, clientRef }: z.infer<typeof AddNote>) {
+      return gates.note.spend(
+        caller.user.id,
+        () =>
+          writer.command(caller, incidentId, clientRef, (incident) =>
+            decideNote(incident, caller.user, text, now()),
+          ),
+        madeChange,
       );
     },
 

@@ -1,10 +1,12 @@
 import { DomainError } from '../../shared/errors.ts';
 import type { EscalationSnapshot } from '../../shared/escalation.ts';
-import type { Alert, Incident, IncidentEvent, PendingEvent } from '../../shared/incident.ts';
+import type { Alert, ChangeResult, Incident, IncidentEvent, PendingEvent } from '../../shared/incident.ts';
+import { checkVisible, type Viewer } from '../../shared/incident-decisions.ts';
 import { isTerminal } from '../../shared/incident-lifecycle.ts';
 import { applyEvent } from '../../shared/incident-reducer.ts';
 import {
   bringsAlert,
+  type CommandRequest,
   type IncidentRepository,
   type StoredIncident,
 } from '../storage/incidents.repository.ts';
@@ -49,6 +51,9 @@ export function seal(pending: PendingEvent, incidentId: string, before: StoredIn
   const incident = applyEvent(before?.incident, entry, before?.policy ?? policy);
   return { incident, policy, event: sealEvent(entry, before?.lastHash ?? GENESIS_HASH) };
 }
+
+/** Whether a command's answer reports a change it made, not one a repeat of it found made already. */
+export const madeChange = (result: ChangeResult) => !result.duplicate;
 
 /** A change of one commit, as far as its delivery note goes. */
 type Committed = Pick<IncidentChange, 'incident' | 'event'>;
@@ -147,6 +152,13 @@ export function createIncidentWriter(deps: {
     return out;
   }
 
+  /** The answer to a command applied before: the incident as it is now, as a sync would show it. */
+  async function duplicateOf(id: string) {
+    const stored = await repo.load(id);
+    if (!stored) throw new DomainError('not_found', 'No such incident');
+    return { stored, events: [], duplicate: true as const };
+  }
+
   /**
    * Changes decided in turn, each on the state the one before leaves, committed together: one round trip
    * and one write of the incident for all of them (an incident's timer climbing both chains at once).
@@ -154,11 +166,22 @@ export function createIncidentWriter(deps: {
   async function changeAll(
     id: string,
     decisions: readonly ((stored: StoredIncident) => PendingEvent | null)[],
-    /** The incident as the caller last read it: decided on first, saving a read when it is still current. */
-    known?: StoredIncident,
-  ): Promise<{ stored: StoredIncident; events: IncidentEvent[] }> {
+    options: {
+      /** The incident as the caller last read it: decided on first, saving a read when it is still current. */
+      known?: StoredIncident;
+      /** The client's command these decisions carry out: once applied, a repeat stores nothing. */
+      request?: CommandRequest;
+    } = {},
+  ): Promise<{ stored: StoredIncident; events: IncidentEvent[]; duplicate?: true }> {
+    const { known, request } = options;
     for (let attempt = 0; attempt < COMMIT_ATTEMPTS; attempt++) {
-      const before = attempt === 0 && known ? known : await repo.load(id);
+      // A repeat is found before deciding: decided again on the state its first sending left, it could be
+      // refused (a status it reached already) or made twice. The commit checks again, atomically.
+      const [before, applied] = await Promise.all([
+        attempt === 0 && known ? known : repo.load(id),
+        request && repo.requestApplied(id, request),
+      ]);
+      if (applied !== undefined) return duplicateOf(id);
       if (!before) throw new DomainError('not_found', 'No such incident');
       let after = before;
       const changes: IncidentChange[] = [];
@@ -171,7 +194,7 @@ export function createIncidentWriter(deps: {
       }
       const last = changes.at(-1);
       if (!last) return { stored: before, events: [] };
-      const change = await committing(
+      const outcome = await committing(
         changes,
         () =>
           repo.append({
@@ -180,15 +203,27 @@ export function createIncidentWriter(deps: {
             event: last.event,
             earlier: changes.slice(0, -1).map((c) => c.event),
             listedOpen: !isTerminal(last.incident.status),
+            ...(request && { request }),
           }),
-        (stored) => stored !== undefined,
+        (o) => o.status === 'committed',
       );
-      if (change !== undefined) {
+      if (outcome.status === 'committed') {
         await delivered(changes.map((c) => (c === last ? c : { ...c, superseded: true })));
         return { stored: after, events: changes.map((c) => c.event) };
       }
+      if (outcome.status === 'duplicate') return duplicateOf(id);
     }
     throw new DomainError('unavailable', 'The incident is changing too fast; try again');
+  }
+
+  async function change(
+    id: string,
+    decide: (stored: StoredIncident) => PendingEvent | null,
+    request?: CommandRequest,
+  ): Promise<{ stored: StoredIncident; event?: IncidentEvent; duplicate?: true }> {
+    const { stored, events, duplicate } = await changeAll(id, [decide], request ? { request } : {});
+    const [event] = events;
+    return { stored, ...(event && { event }), ...(duplicate && { duplicate }) };
   }
 
   return {
@@ -218,13 +253,26 @@ export function createIncidentWriter(deps: {
       forget(member);
     },
 
-    async change(
+    change,
+
+    /**
+     * A client's command on an incident the caller sees, decided on the latest state and applied once per
+     * `clientRef`: a repeat is answered with the incident as it is now, should the caller still see it.
+     */
+    async command(
+      caller: Viewer,
       id: string,
-      decide: (stored: StoredIncident) => PendingEvent | null,
-    ): Promise<{ stored: StoredIncident; event?: IncidentEvent }> {
-      const { stored, events } = await changeAll(id, [decide]);
-      const [event] = events;
-      return event ? { stored, event } : { stored };
+      clientRef: string | undefined,
+      decide: (incident: Incident) => PendingEvent | null,
+    ): Promise<ChangeResult> {
+      const request = clientRef === undefined ? undefined : { userId: caller.user.id, clientRef };
+      const { stored, duplicate } = await change(
+        id,
+        (current) => decide(checkVisible(caller, current)),
+        request,
+      );
+      if (duplicate) return { incident: checkVisible(caller, stored), duplicate: true };
+      return { incident: stored.incident, duplicate: false };
     },
   };
 }

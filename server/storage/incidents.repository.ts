@@ -36,6 +36,25 @@ export interface DedupScope {
   drill: boolean;
 }
 
+/** A client's command, by who sent it and the clientRef it gave (see CommandRef). */
+export interface CommandRequest {
+  userId: string;
+  clientRef: string;
+}
+
+export interface AppendCommit extends Commit {
+  /** The command the commit carries out, applied once however often it is sent. */
+  request?: CommandRequest;
+}
+
+const requestField = (r: CommandRequest) => `${r.userId}:${r.clientRef}`;
+
+export type AppendOutcome =
+  | { status: 'committed'; changeSeq: number }
+  | { status: 'conflict' }
+  /** The request had been applied, by the change with this seq: nothing was stored. */
+  | { status: 'duplicate'; seq: number };
+
 export interface RaiseCommit extends Commit {
   alert: Alert;
   refKey: { userId: string; clientRef: string };
@@ -119,15 +138,30 @@ local function commit(k, a)
 end
 `;
 
-// After the commit's own ARGV: the events before its own, as (seq, JSON, policy ref, policy JSON), oldest first.
+// KEYS: the seven commit keys, then the incident's requests hash.  ARGV: the sixteen commit args, the client's
+// request ('' for none: "user:clientRef", applied once), then the events before the commit's own, as (seq,
+// JSON, policy ref, policy JSON), oldest first. A request found applied answers with the seq that applied it,
+// unless this is that very commit resent.
 const APPEND = `${COMMIT_BODY}
-if #ARGV > 16 then
-  if (redis.call('HGET', KEYS[1], 'seq') or '0') ~= ARGV[1] then return applied(KEYS, ARGV) or 0 end
-  for i = 17, #ARGV, 4 do append(KEYS, ARGV[13], ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], '') end
+local function committed(change)
+  if not change then return {'conflict'} end
+  return {'committed', tostring(change)}
+end
+if ARGV[17] ~= '' then
+  local done = redis.call('HGET', KEYS[8], ARGV[17])
+  if done then
+    local change = applied(KEYS, ARGV)
+    if change then return committed(change) end
+    return {'duplicate', done}
+  end
+end
+if #ARGV > 17 then
+  if (redis.call('HGET', KEYS[1], 'seq') or '0') ~= ARGV[1] then return committed(applied(KEYS, ARGV)) end
+  for i = 18, #ARGV, 4 do append(KEYS, ARGV[13], ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], '') end
 end
 local change = commit(KEYS, ARGV)
-if not change then return 0 end
-return change
+if change and ARGV[17] ~= '' then redis.call('HSET', KEYS[8], ARGV[17], ARGV[2]) end
+return committed(change)
 `;
 
 // KEYS: the seven commit keys, then alert ref, dedup.  ARGV: the sixteen commit args (no token: the ref, unique
@@ -394,14 +428,19 @@ export function createIncidentRepository(
     },
 
     /** Appends events; undefined when another writer changed the incident first (decide again and retry). */
-    async append(commit: Commit): Promise<number | undefined> {
-      const change = (await appendScript(
-        7,
-        ...commitKeys(commit.incident.id),
+    async append(commit: AppendCommit): Promise<AppendOutcome> {
+      const { id } = commit.incident;
+      const [status, value] = (await appendScript(
+        8,
+        ...commitKeys(id),
+        keys.incidentRequests(id),
         ...commitArgs(commit, randomBytes(6).toString('base64url')),
+        commit.request ? requestField(commit.request) : '',
         ...(commit.earlier ?? []).flatMap((e) => [String(e.seq), ...storedEvent(e)]),
-      )) as number;
-      return change === 0 ? undefined : change;
+      )) as [string, string | undefined];
+      if (status === 'committed') return { status, changeSeq: Number(value) };
+      if (status === 'duplicate') return { status, seq: Number(value) };
+      return { status: 'conflict' };
     },
 
     async raise(c: RaiseCommit): Promise<RaiseOutcome> {
@@ -421,6 +460,12 @@ export function createIncidentRepository(
       const ref = parseRef(value ?? null);
       if (status === 'duplicate' && ref) return { status, ...ref };
       return { status: 'conflict' };
+    },
+
+    /** The seq of the change that applied a client's command to the incident, if one did. */
+    async requestApplied(id: string, request: CommandRequest): Promise<number | undefined> {
+      const seq = await redis.hget(keys.incidentRequests(id), requestField(request));
+      return seq === null ? undefined : Number(seq);
     },
 
     /** The alert that opened the incident, from its first timeline event. */

@@ -26,6 +26,8 @@ export function redisKeys(prefix: string) {
     incidentAlerts: (id: string) => `${prefix}{inc:${id}}:alerts`,
     /** The last reminder round paged for each wait of an incident's chains: each round is paged once. */
     incidentPages: (id: string) => `${prefix}{inc:${id}}:pages`,
+    /** The commands a client marked with a clientRef, applied to the incident: each is applied once. */
+    incidentRequests: (id: string) => `${prefix}{inc:${id}}:requests`,
     /** Which alert a user's clientRef produced: the idempotency record of a raise. */
     alertRef: (userId: string, clientRef: string) => `${prefix}alert-ref:${userId}:${clientRef}`,
     /** Escalation policies in force, each stored once under the SHA-256 of its canonical JSON (the ref). */

@@ -45,11 +45,20 @@ export function createRateGate(redis: Redis, keys: RedisKeys, name: string, perM
       await limiter.reward(key, 1);
     },
 
-    /** Runs `action` on the budget: a point is taken first, and given back should the action be refused. */
-    async spend<T>(key: string, action: () => Promise<T>): Promise<T> {
+    /**
+     * Runs `action` on the budget: a point is taken first, and given back should the action be refused or,
+     * by `counts`, turn out to have done nothing (a command repeated after it was applied).
+     */
+    async spend<T>(
+      key: string,
+      action: () => Promise<T>,
+      counts: (result: T) => boolean = () => true,
+    ): Promise<T> {
       await gate.consume(key);
       try {
-        return await action();
+        const result = await action();
+        if (!counts(result)) await gate.refund(key).catch(() => undefined);
+        return result;
       } catch (error) {
         if (error instanceof DomainError && REFUSALS.has(error.code))
           await gate.refund(key).catch(() => undefined);

@@ -19,9 +19,7 @@ export function incidentHandlers(
         }),
       { overlapRecheck: true },
     ),
-    defineHandler(ctx, 'alert:ack', async ({ incidentId, onBehalfOf }, caller) => ({
-      incident: await incidents.acknowledge(caller, incidentId, onBehalfOf),
-    })),
+    defineHandler(ctx, 'alert:ack', (ack, caller) => incidents.acknowledge(caller, ack)),
     defineHandler(ctx, 'incident:join', async ({ incidentId }, caller, socket) => {
       const joined = await incidents.join(caller, incidentId);
       await socket.join(rooms.incident(incidentId));
@@ -32,15 +30,11 @@ export function incidentHandlers(
       await socket.leave(rooms.incident(incidentId));
       return { left: wasIn };
     }),
-    defineHandler(ctx, 'incident:transition', async ({ incidentId, to, note }, caller) => ({
-      incident: await incidents.transition(caller, incidentId, to, note),
-    })),
-    defineHandler(ctx, 'incident:note', async ({ incidentId, text }, caller) => ({
-      incident: await incidents.note(caller, incidentId, text),
-    })),
-    defineHandler(ctx, 'escalation:hold', async (hold, caller) => ({
-      incident: await escalation.hold(caller, hold),
-    })),
+    defineHandler(ctx, 'incident:transition', (transition, caller) =>
+      incidents.transition(caller, transition),
+    ),
+    defineHandler(ctx, 'incident:note', (note, caller) => incidents.note(caller, note)),
+    defineHandler(ctx, 'escalation:hold', (hold, caller) => escalation.hold(caller, hold)),
     defineHandler(ctx, 'sync', ({ since }, caller) =>
       incidents.sync(caller, since === undefined ? undefined : Number(since)),
     ),
