@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { createServer, type Server as HttpServer } from 'node:http';
 import type { Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
@@ -135,7 +136,10 @@ export function createApp(deps: AppDeps): App {
     onUnreadable: (incidentId, err) =>
       logger.error({ err, incidentId }, 'an incident’s stored document does not parse; left out of lists'),
   });
-  const undelivered = createUndelivered(redis, keys);
+  const undelivered = createUndelivered(redis, keys, {
+    id: randomBytes(6).toString('base64url'),
+    aliveMs: config.incidents.redeliverAfterMs,
+  });
   const escalationQueue = createEscalationQueue({
     connection: queueRedis,
     prefix: keys.bullPrefix,
@@ -288,6 +292,8 @@ export function createApp(deps: AppDeps): App {
     await step('close workers', () => Promise.all([...workers.values()].map((w) => w.close())));
     // What this process delivered is forgotten now, not delivered again by another after the grace.
     await step('confirm deliveries', () => undelivered.flush());
+    // What it could not deliver (a commit whose reply never came) is the other processes' now, not after a grace.
+    await step('leave undelivered changes to the others', () => undelivered.retire());
     // Closing the engine drops each transport without a "server disconnect" packet, so consoles
     // reconnect by themselves, to another process behind the proxy.
     await step('close sockets', () => hub.io.close());

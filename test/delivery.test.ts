@@ -1,6 +1,7 @@
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { redisKeys } from '../server/storage/keys.ts';
+import { createUndelivered } from '../server/storage/undelivered.ts';
 import { uniqueAlert } from './support/alerts.ts';
 import { closeConsoles, connectConsole, consoleFor } from './support/consoles.ts';
 import { startOwnRedis } from './support/own-redis.ts';
@@ -96,5 +97,24 @@ describe('delivery of committed changes', () => {
     });
     await waitFor(async () => (await client.zcard(undelivered)) === 0, { what: 'the delivery confirmed' });
     expect(shown).toEqual([]);
+  });
+
+  it('When the process that made a commit stops sending its heartbeat (killed, or stuck), Then another process claims its overdue note once the heartbeat lapses, and not before', async () => {
+    const keys = redisKeys(uniquePrefix());
+    const aliveMs = 600;
+    const maker = createUndelivered(client, keys, { id: 'maker', aliveMs });
+    const survivor = createUndelivered(client, keys, { id: 'survivor', aliveMs });
+    const note = maker.member({ incidentId: 'incident-1', fromSeq: 1, toSeq: 1 });
+    await maker.heartbeat();
+    // As its commit wrote it, already overdue.
+    await client.zadd(keys.undelivered, Date.now() - 1000, note);
+
+    expect(await survivor.claimOverdue(1000, 10)).toEqual([]);
+    // Its last heartbeat lapses.
+    await new Promise((r) => setTimeout(r, aliveMs + 100));
+
+    expect(await survivor.claimOverdue(1000, 10)).toEqual([note]);
+    // Claimed: pushed back for the claimer to deliver, nobody else's meanwhile.
+    expect(await survivor.claimOverdue(1000, 10)).toEqual([]);
   });
 });

@@ -5,7 +5,7 @@ import { uniqueAlert } from './support/alerts.ts';
 import { type ConsoleClient, closeConsoles, consoleFor, login, post } from './support/consoles.ts';
 import { startOwnRedis } from './support/own-redis.ts';
 import { startReplyDropper } from './support/reply-dropper.ts';
-import { startTestServer, type TestServer } from './support/test-server.ts';
+import { startTestServer, type TestServer, uniquePrefix } from './support/test-server.ts';
 import { waitFor } from './support/wait-for.ts';
 
 // The store is reached through a proxy that can cut the connection as Redis answers a commit; the broadcast
@@ -244,6 +244,59 @@ describe('a commit answered while its server is too busy to read the answer', ()
       expect(heard.filter((ref) => ref === report.clientRef)).toEqual([report.clientRef]);
     } finally {
       await busy.close();
+    }
+  });
+
+  it('When a server’s commits are answered only after their delivery notes fell overdue while it still runs, Then another server leaves them to it, and the Polsek gets the alert once', async () => {
+    const prefix = uniquePrefix();
+    const env = { SOCKET_REDIS_URL: sockets.redis.url, REDELIVER_AFTER_MS: '500' };
+    const busy = await startTestServer({ prefix, redisUrl: dropper.url, env });
+    const other = await startTestServer({ prefix, redisUrl: store.redis.url, env, seedDemo: false });
+    try {
+      const dispatch = await consoleFor(other.url, 'dispatch.nusakambangan');
+      const heard: string[] = [];
+      dispatch.socket.on('alert:new', ({ alert }) => heard.push(alert.clientRef));
+      const operator = await consoleFor(busy.url, 'operator.permisan');
+      const report = uniqueAlert({ description: `Kerusuhan ${randomUUID()}` });
+      // Three graces: the other server's redelivery looks at the overdue note a dozen times meanwhile.
+      dropper.delayRepliesAfter(report.description ?? '', 1500);
+
+      const res = await operator.socket.timeout(15_000).emitWithAck('alert:raise', report);
+
+      expect(res).toMatchObject({ ok: true, data: { duplicate: false } });
+      await waitFor(() => heard.includes(report.clientRef), { what: 'the alert at the Polsek' });
+      await new Promise((r) => setTimeout(r, 1500));
+      expect(heard.filter((ref) => ref === report.clientRef)).toEqual([report.clientRef]);
+    } finally {
+      await Promise.all([busy.close(), other.close()]);
+    }
+  });
+
+  it('When a server stops with a commit whose answer never came, Then another server delivers that change', async () => {
+    const prefix = uniquePrefix();
+    const env = { SOCKET_REDIS_URL: sockets.redis.url, REDELIVER_AFTER_MS: '1000' };
+    const leaving = await startTestServer({ prefix, redisUrl: dropper.url, env });
+    const other = await startTestServer({ prefix, redisUrl: store.redis.url, env, seedDemo: false });
+    try {
+      const dispatch = await consoleFor(other.url, 'dispatch.nusakambangan');
+      const heard: string[] = [];
+      dispatch.socket.on('alert:new', ({ alert }) => heard.push(alert.clientRef));
+      const operator = await consoleFor(leaving.url, 'operator.permisan');
+      const report = uniqueAlert({ description: `Kerusuhan ${randomUUID()}` });
+      // Past the 3 s command timeout: the commit is applied, and its server answers that it could not tell.
+      dropper.delayRepliesAfter(report.description ?? '', 6000);
+      const res = await operator.socket.timeout(15_000).emitWithAck('alert:raise', report);
+      expect(res).toMatchObject({ ok: false, error: { code: 'unavailable' } });
+
+      await leaving.close();
+
+      await waitFor(() => heard.includes(report.clientRef), {
+        timeoutMs: 10_000,
+        what: 'the alert at the Polsek',
+      });
+      expect(heard.filter((ref) => ref === report.clientRef)).toEqual([report.clientRef]);
+    } finally {
+      await Promise.all([leaving.close(), other.close()]);
     }
   });
 });

@@ -133,8 +133,9 @@ export function createIncidentService(deps: {
         const { incident, event, policy: inForce } = seal(pending, incidentId, existing);
         const outcome = await writer.committing(
           [{ incident, event }],
-          () =>
+          (note) =>
             repo.raise({
+              note,
               expectedSeq: existing?.incident.seq ?? 0,
               incident,
               event,

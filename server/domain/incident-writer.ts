@@ -10,7 +10,7 @@ import {
   type IncidentRepository,
   type StoredIncident,
 } from '../storage/incidents.repository.ts';
-import { deliveryMember, parseDelivery, type Undelivered } from '../storage/undelivered.ts';
+import { parseDelivery, type Undelivered } from '../storage/undelivered.ts';
 import { GENESIS_HASH, sealEvent } from './timeline-seal.ts';
 
 export interface IncidentChange {
@@ -58,14 +58,6 @@ export const madeChange = (result: ChangeResult) => !result.duplicate;
 /** A change of one commit, as far as its delivery note goes. */
 type Committed = Pick<IncidentChange, 'incident' | 'event'>;
 
-/** The note of the commit that stored `changes` (one incident's, oldest first): the member it wrote. */
-function memberOf(changes: readonly Committed[]): string {
-  const first = changes[0];
-  const last = changes.at(-1);
-  if (!first || !last) throw new Error('a commit without changes has no note');
-  return deliveryMember({ incidentId: first.incident.id, fromSeq: first.event.seq, toSeq: last.event.seq });
-}
-
 /**
  * The one path by which an existing incident changes: decide on the latest state, commit only if nobody
  * changed it meanwhile (else decide again), then deliver the change and set its timers.
@@ -84,6 +76,18 @@ export function createIncidentWriter(deps: {
   onTimerError: (error: unknown, change: IncidentChange) => void;
 }) {
   const { repo, publisher, timers, undelivered } = deps;
+
+  /** The note of the commit that stores `changes` (one incident's, oldest first): the member it writes. */
+  function memberOf(changes: readonly Committed[]): string {
+    const first = changes[0];
+    const last = changes.at(-1);
+    if (!first || !last) throw new Error('a commit without changes has no note');
+    return undelivered.member({
+      incidentId: first.incident.id,
+      fromSeq: first.event.seq,
+      toSeq: last.event.seq,
+    });
+  }
 
   /** Publishes changes, oldest first, and sets their timers. */
   async function publish(changes: IncidentChange[]): Promise<void> {
@@ -105,13 +109,13 @@ export function createIncidentWriter(deps: {
    */
   async function committing<T>(
     changes: readonly Committed[],
-    commit: () => Promise<T>,
+    commit: (note: string) => Promise<T>,
     stored: (outcome: T) => boolean,
   ): Promise<T> {
     const member = memberOf(changes);
     undelivered.hold(member);
     try {
-      const outcome = await commit();
+      const outcome = await commit(member);
       if (!stored(outcome)) undelivered.release(member);
       return outcome;
     } catch (error) {
@@ -196,8 +200,9 @@ export function createIncidentWriter(deps: {
       if (!last) return { stored: before, events: [] };
       const outcome = await committing(
         changes,
-        () =>
+        (note) =>
           repo.append({
+            note,
             expectedSeq: before.incident.seq,
             incident: last.incident,
             event: last.event,

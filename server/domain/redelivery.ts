@@ -7,9 +7,10 @@ import type { IncidentWriter } from './incident-writer.ts';
 const BATCH = 100;
 
 /**
- * Delivers again, from any server process, the commits whose delivery nobody confirmed in time (see
- * undelivered.ts): checked five times per grace, so a change lost with its process reaches consoles within
- * about 1.2 graces of its commit.
+ * Delivers again the commits whose delivery nobody confirmed in time (see undelivered.ts): the process that
+ * made them while it runs, any process once it has stopped. Checked five times per grace, and this process's
+ * heartbeat sent as often: a change lost with its process reaches consoles about a grace after the later of
+ * its commit and the process's last heartbeat.
  */
 export function startRedelivery(deps: {
   undelivered: Undelivered;
@@ -38,7 +39,20 @@ export function startRedelivery(deps: {
       running = false;
     }
   };
-  const timer = setInterval(() => void round(), Math.max(100, deps.afterMs / 5));
+  const heartbeat = () =>
+    deps.undelivered.heartbeat().catch((err: unknown) => {
+      deps.logger.warn({ err }, 'could not tell the other processes this one runs; retrying');
+    });
+  void heartbeat();
+  // The heartbeat goes out on every tick, even while a round is still running (slow under load): that is when
+  // this process has commits in hand for longest.
+  const timer = setInterval(
+    () => {
+      void heartbeat();
+      void round();
+    },
+    Math.max(100, deps.afterMs / 5),
+  );
   timer.unref();
   return { stop: () => clearInterval(timer) };
 }

@@ -4,7 +4,6 @@ import type { EscalationSnapshot } from '../../shared/escalation.ts';
 import type { Alert, Incident, IncidentEvent } from '../../shared/incident.ts';
 import type { RedisKeys } from './keys.ts';
 import { createPolicyTexts } from './policy-texts.ts';
-import { type Delivery, deliveryMember } from './undelivered.ts';
 
 /** An incident as stored, with what the next append must chain to and the escalation policy in force. */
 export interface StoredIncident {
@@ -26,6 +25,8 @@ export interface Commit {
   earlier?: IncidentEvent[];
   /** Still in consoles' open lists (not closed, false alarm or cancelled). */
   listedOpen: boolean;
+  /** The note of its delivery the commit writes (see undelivered.ts). */
+  note: string;
 }
 
 /** What makes two alerts the same unfolding situation. */
@@ -243,11 +244,6 @@ function luaScript(redis: Redis, source: string) {
 /** Where a commit's note of its delivery must be forgotten by: after that, another process delivers it. */
 export const REDELIVER_AFTER_MS = 5000;
 
-/** The delivery a commit notes: its incident and its events. */
-function deliveryOf(c: Pick<Commit, 'incident' | 'event' | 'earlier'>): Delivery {
-  return { incidentId: c.incident.id, fromSeq: c.earlier?.[0]?.seq ?? c.event.seq, toSeq: c.event.seq };
-}
-
 export function createIncidentRepository(
   redis: Redis,
   keys: RedisKeys,
@@ -301,7 +297,7 @@ export function createIncidentRepository(
       ref,
       policy,
       keys.policyPrefix,
-      deliveryMember(deliveryOf(c)),
+      c.note,
       String(redeliverAfterMs),
       token,
     ];

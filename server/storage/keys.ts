@@ -37,6 +37,8 @@ export function redisKeys(prefix: string) {
       `${prefix}dedup:${facilityId}:${category}:${block}:${drill ? 'drill' : 'live'}`,
     /** Committed changes not yet known to be delivered, by when they are overdue: see undelivered.ts. */
     undelivered: `${prefix}incidents:undelivered`,
+    /** Present while a server process runs: others leave the delivery of its commits to it meanwhile. */
+    deliveringPrefix: `${prefix}delivering:`,
     changeSeq: `${prefix}incidents:change-seq`,
     changed: `${prefix}incidents:changed`,
     allIncidents: `${prefix}incidents:all`,
