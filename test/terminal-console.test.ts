@@ -1,7 +1,11 @@
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DEMO_PASSWORD } from '../server/domain/seed.ts';
+import { get, login } from './support/consoles.ts';
+import { startOwnRedis } from './support/own-redis.ts';
+import { startReplyDropper } from './support/reply-dropper.ts';
 import { startTestServer, type TestServer } from './support/test-server.ts';
 import { waitFor } from './support/wait-for.ts';
 
@@ -165,5 +169,45 @@ describe('the terminal console, while a chain waits and climbs', () => {
       new RegExp(`REMIND +${id} .* — still not acknowledged by the police chain at level 0 \\(page 2\\)$`),
     );
     await printed(police, new RegExp(`ESCAL +${id} .* — police chain up to level 1: Kapolsek$`));
+  }, 45_000);
+});
+
+describe('the terminal console, when the store answers late', () => {
+  // The store behind a proxy that can hold its replies back past the server's 3 s command timeout.
+  let store: Awaited<ReturnType<typeof startOwnRedis>>;
+  let dropper: Awaited<ReturnType<typeof startReplyDropper>>;
+  let slow: TestServer;
+  beforeAll(async () => {
+    store = await startOwnRedis('terminal-store');
+    dropper = await startReplyDropper(store.redis.url);
+    slow = await startTestServer({ redisUrl: dropper.url });
+  });
+  afterAll(async () => {
+    await slow?.close();
+    await dropper?.close();
+    await store?.stop();
+  });
+
+  it('sends a note again when the server could not tell whether it was stored, and the timeline holds it once', async () => {
+    const chief = startConsole('chief.permisan', slow.url);
+    await ready(chief);
+    type(chief, 'raise fight 2 b Perkelahian di blok B');
+    const [, id] = await printed(chief, /^raised ([0-9a-f]{8}) /);
+    const text = `Blok B dikunci ${randomUUID()}`;
+    // The commit is applied at once; its reply comes after the server has answered `unavailable`.
+    dropper.delayRepliesAfter(text, 4500);
+
+    type(chief, `note ${id} ${text}`);
+
+    await printed(chief, /^no answer yet \(.*\); sending it again$/);
+    await printed(chief, new RegExp(`^ok ${id} `));
+    const token = (await login(slow.url, 'chief.permisan')).accessToken;
+    const { body } = await get(slow.url, `/api/incidents?limit=10`, token);
+    const incident = (body.incidents as { id: string }[]).find((i) => i.id.startsWith(id ?? '-'));
+    const events = (await get(slow.url, `/api/incidents/${incident?.id}/events`, token)).body.events as {
+      type: string;
+      data: { text?: string };
+    }[];
+    expect(events.filter((e) => e.type === 'note_added' && e.data.text === text)).toHaveLength(1);
   }, 45_000);
 });

@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import { Category, categories } from '../../shared/categories.ts';
 import type { Ack } from '../../shared/envelope.ts';
 import { type Incident, IncidentId, type RaiseAlertInput, Status } from '../../shared/incident.ts';
@@ -48,7 +47,7 @@ export function createCommands(session: ConsoleSession, print: (text: string) =>
   }
 
   const raise = (input: Omit<RaiseAlertInput, 'clientRef' | 'facilityId'>) =>
-    session.send('alert:raise', { ...input, clientRef: randomUUID(), facilityId: session.user.unitId });
+    session.change('alert:raise', { ...input, facilityId: session.user.unitId });
 
   const commands: Record<string, Command> = {
     raise: {
@@ -85,7 +84,7 @@ export function createCommands(session: ConsoleSession, print: (text: string) =>
       minArgs: 1,
       async run([prefix = '']) {
         const incidentId = resolve(prefix);
-        if (incidentId) showIncident(await session.send('alert:ack', { incidentId }));
+        if (incidentId) showIncident(await session.change('alert:ack', { incidentId }));
       },
     },
     'radio-ack': {
@@ -95,7 +94,7 @@ export function createCommands(session: ConsoleSession, print: (text: string) =>
         const incidentId = resolve(prefix);
         if (!incidentId) return;
         const onBehalfOf = { unitId, channel: 'radio' as const, note: note.join(' ') };
-        showIncident(await session.send('alert:ack', { incidentId, onBehalfOf }));
+        showIncident(await session.change('alert:ack', { incidentId, onBehalfOf }));
       },
     },
     go: {
@@ -106,7 +105,7 @@ export function createCommands(session: ConsoleSession, print: (text: string) =>
         if (!incidentId) return;
         const to = Status.safeParse(target);
         if (to.success) {
-          const res = await session.send('incident:transition', {
+          const res = await session.change('incident:transition', {
             incidentId,
             to: to.data,
             ...(note.length > 0 && { note: note.join(' ') }),
@@ -128,7 +127,7 @@ export function createCommands(session: ConsoleSession, print: (text: string) =>
       async run([prefix = '', ...text]) {
         const incidentId = resolve(prefix);
         if (incidentId)
-          showIncident(await session.send('incident:note', { incidentId, text: text.join(' ') }));
+          showIncident(await session.change('incident:note', { incidentId, text: text.join(' ') }));
       },
     },
     join: {

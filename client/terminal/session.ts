@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { io, type Socket } from 'socket.io-client';
 import type { z } from 'zod';
 import type { LoginResponse, PublicUser } from '../../shared/auth.ts';
@@ -17,6 +18,13 @@ import { alertDetail, changeDetail, clock, errorLines, eventDetail, line, shortI
 
 const ACK_TIMEOUT_MS = 15_000;
 const RETRY_MS = 5_000;
+// A change left unanswered (the server could not tell whether the store took it, or no answer came) is sent
+// again, with the same clientRef, this many times in all, this far apart: the server makes it once.
+const CHANGE_ATTEMPTS = 3;
+const RESEND_AFTER_MS = 1_000;
+
+/** The commands that change an incident: each carries a clientRef, so sending it again is safe. */
+type ChangeName = 'alert:raise' | 'alert:ack' | 'incident:transition' | 'incident:note' | 'escalation:hold';
 
 type ConsoleSocket = Socket<ServerToClientEvents, ClientToServerEvents>;
 
@@ -77,6 +85,23 @@ export class ConsoleSession {
         ok: false,
         error: { code: 'unavailable', message: `no answer within ${ACK_TIMEOUT_MS / 1000} s` },
       };
+    }
+  }
+
+  /**
+   * Sends a change under a fresh clientRef, and sends it again under the same one while the answer is
+   * `unavailable`: the officer's note or move is then made once, not lost and not doubled.
+   */
+  async change<K extends ChangeName>(
+    name: K,
+    payload: Omit<z.input<Commands[K]['payload']>, 'clientRef'>,
+  ): Promise<Ack<CommandResult<K>>> {
+    const sent = { ...payload, clientRef: randomUUID() } as z.input<Commands[K]['payload']>;
+    for (let attempt = 1; ; attempt++) {
+      const res = await this.send(name, sent);
+      if (res.ok || res.error.code !== 'unavailable' || attempt === CHANGE_ATTEMPTS) return res;
+      this.options.print(`no answer yet (${res.error.message}); sending it again`);
+      await new Promise((resolve) => setTimeout(resolve, RESEND_AFTER_MS));
     }
   }
 
