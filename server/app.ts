@@ -261,7 +261,7 @@ export function createApp(deps: AppDeps): App {
     await Promise.all(started.map((w) => w.waitUntilReady()));
   }
 
-  let redelivery: { stop(): void } | undefined;
+  let redelivery: ReturnType<typeof startRedelivery> | undefined;
   let closing: Promise<void> | undefined;
   async function runClose() {
     // Each step is bounded, so a shutdown while Redis is unreachable still completes.
@@ -292,8 +292,9 @@ export function createApp(deps: AppDeps): App {
     await step('close workers', () => Promise.all([...workers.values()].map((w) => w.close())));
     // What this process delivered is forgotten now, not delivered again by another after the grace.
     await step('confirm deliveries', () => undelivered.flush());
-    // What it could not deliver (a commit whose reply never came) is the other processes' now, not after a grace.
-    await step('leave undelivered changes to the others', () => undelivered.retire());
+    // What it could not deliver (a commit whose reply never came) is the other processes' once overdue, without
+    // waiting for this process's heartbeat to lapse.
+    await step('leave undelivered changes to the others', () => redelivery?.retire() ?? undelivered.retire());
     // Closing the engine drops each transport without a "server disconnect" packet, so consoles
     // reconnect by themselves, to another process behind the proxy.
     await step('close sockets', () => hub.io.close());

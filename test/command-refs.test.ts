@@ -1,6 +1,11 @@
 import { randomUUID } from 'node:crypto';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { Redis } from 'ioredis';
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { seal } from '../server/domain/incident-writer.ts';
+import { createIncidentRepository } from '../server/storage/incidents.repository.ts';
+import { redisKeys } from '../server/storage/keys.ts';
 import type { IncidentEvent } from '../shared/incident.ts';
+import { decideNote } from '../shared/incident-decisions.ts';
 import { uniqueAlert } from './support/alerts.ts';
 import { type ConsoleClient, closeConsoles, consoleFor, get } from './support/consoles.ts';
 import { startTestServer, type TestServer } from './support/test-server.ts';
@@ -11,12 +16,18 @@ import { waitFor } from './support/wait-for.ts';
 // other one after a reconnect.
 let a: TestServer;
 let b: TestServer;
+let redis: Redis;
+// Short, so that a second delivery of a change, were there one, comes within the tests.
+const GRACE_MS = 500;
 beforeAll(async () => {
-  a = await startTestServer();
-  b = await startTestServer({ prefix: a.prefix, seedDemo: false });
+  const env = { REDELIVER_AFTER_MS: String(GRACE_MS) };
+  a = await startTestServer({ env });
+  b = await startTestServer({ prefix: a.prefix, seedDemo: false, env });
+  redis = new Redis(inject('redisUrl'));
 });
 afterEach(closeConsoles);
 afterAll(async () => {
+  redis?.disconnect();
   await b.close();
   await a.close();
 });
@@ -58,7 +69,55 @@ describe('a command sent again with its clientRef', () => {
     // A later change is delivered, and nothing else came before it.
     await police.socket.emitWithAck('alert:ack', { incidentId: incident.id });
     await waitFor(() => updates.includes(incident.seq + 2), { what: 'the ack reaching the Polsek' });
+    // Three graces: time for a second delivery of either change to arrive, were there one.
+    await new Promise((r) => setTimeout(r, 3 * GRACE_MS));
     expect(updates).toEqual([incident.seq + 1, incident.seq + 2]);
+  });
+
+  it('When a commit carrying a command already made reaches the store, even one decided on the latest state, Then the store refuses it as a repeat and keeps the incident as it was', async () => {
+    const incident = await opened();
+    const { session } = await consoleFor(a.url, 'chief.permisan');
+    const repo = createIncidentRepository(redis, redisKeys(a.prefix));
+    const request = { userId: session.user.id, clientRef: randomUUID() };
+    // Each decided on the incident as stored now, as a writer that has just read it would.
+    const note = async (text: string) => {
+      const stored = await repo.load(incident.id);
+      if (!stored) throw new Error('incident not stored');
+      const pending = decideNote(stored.incident, session.user, text, new Date().toISOString());
+      const sealed = seal(pending, incident.id, stored);
+      return repo.append({
+        note: `${incident.id}/${sealed.event.seq}/${sealed.event.seq}`,
+        expectedSeq: stored.incident.seq,
+        incident: sealed.incident,
+        event: sealed.event,
+        listedOpen: true,
+        request,
+      });
+    };
+
+    expect(await note('Satu')).toMatchObject({ status: 'committed' });
+    expect(await note('Dua')).toEqual({ status: 'duplicate', seq: incident.seq + 1 });
+
+    expect((await repo.load(incident.id))?.incident.seq).toBe(incident.seq + 1);
+  });
+
+  it('When the login that raised silently sends its raise again after the Polsek acknowledged, Then the answer shows the incident as it was raised, not what the parties did since', async () => {
+    const operator = await consoleFor(a.url, 'operator.permisan');
+    const report = uniqueAlert({ severity: 1, silent: true });
+    const first = await operator.socket.emitWithAck('alert:raise', report);
+    if (!first.ok) throw new Error(JSON.stringify(first.error));
+    const police = await consoleFor(b.url, 'dispatch.nusakambangan');
+    const incidentId = first.data.incident.id;
+    expect(await police.socket.emitWithAck('alert:ack', { incidentId })).toMatchObject({ ok: true });
+    expect(
+      await police.socket.emitWithAck('incident:note', { incidentId, text: 'Tim menuju lokasi' }),
+    ).toMatchObject({ ok: true });
+
+    const again = await operator.socket.emitWithAck('alert:raise', report);
+
+    expect(again).toMatchObject({ ok: true, data: { duplicate: true } });
+    if (!again.ok) return;
+    expect(again.data.incident).toEqual(first.data.incident);
   });
 
   it('When a status change is sent again after another officer changed the incident, Then it is answered as made with the incident as it is now, not refused, and stored once', async () => {

@@ -1,7 +1,7 @@
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { redisKeys } from '../server/storage/keys.ts';
-import { createUndelivered } from '../server/storage/undelivered.ts';
+import { createUndelivered, deliveryMember } from '../server/storage/undelivered.ts';
 import { uniqueAlert } from './support/alerts.ts';
 import { closeConsoles, connectConsole, consoleFor } from './support/consoles.ts';
 import { startOwnRedis } from './support/own-redis.ts';
@@ -116,5 +116,23 @@ describe('delivery of committed changes', () => {
     expect(await survivor.claimOverdue(1000, 10)).toEqual([note]);
     // Claimed: pushed back for the claimer to deliver, nobody else's meanwhile.
     expect(await survivor.claimOverdue(1000, 10)).toEqual([]);
+  });
+
+  it('When a running process has a backlog of overdue notes, Then another process still finds, behind them, the note of a process that stopped', async () => {
+    const keys = redisKeys(uniquePrefix());
+    const busy = createUndelivered(client, keys, { id: 'busy', aliveMs: 60_000 });
+    const survivor = createUndelivered(client, keys, { id: 'survivor', aliveMs: 60_000 });
+    await busy.heartbeat();
+    const now = Date.now();
+    for (let i = 0; i < 150; i++)
+      await client.zadd(
+        keys.undelivered,
+        now - 10_000 + i,
+        busy.member({ incidentId: `busy-${i}`, fromSeq: 1, toSeq: 1 }),
+      );
+    const left = deliveryMember({ incidentId: 'incident-left', fromSeq: 1, toSeq: 1, by: 'gone' });
+    await client.zadd(keys.undelivered, now - 1000, left);
+
+    expect(await survivor.claimOverdue(1000, 10)).toEqual([left]);
   });
 });

@@ -68,7 +68,7 @@ describe('a commit whose reply is lost on a dropped connection', () => {
     expect(notes).toHaveLength(1);
   });
 
-  it('When the reply to a stored note carrying a clientRef is lost and the client sends it again, Then its author is told it was added, not that it was added before', async () => {
+  it('When the reply to a stored note carrying a clientRef is lost and the store client sends the commit again, Then its author is told it was added, not that it was added before', async () => {
     const chief = await consoleFor(server.url, 'chief.permisan');
     const incident = await opened(chief.socket);
     const text = `Blok B dikunci ${randomUUID()}`;
@@ -272,9 +272,10 @@ describe('a commit answered while its server is too busy to read the answer', ()
     }
   });
 
-  it('When a server stops with a commit whose answer never came, Then another server delivers that change', async () => {
+  it('When a server stops with a commit whose answer never came, Then another server delivers that change once it is overdue, without waiting for the stopped server’s heartbeat to lapse', async () => {
     const prefix = uniquePrefix();
-    const env = { SOCKET_REDIS_URL: sockets.redis.url, REDELIVER_AFTER_MS: '1000' };
+    const graceMs = 5000;
+    const env = { SOCKET_REDIS_URL: sockets.redis.url, REDELIVER_AFTER_MS: String(graceMs) };
     const leaving = await startTestServer({ prefix, redisUrl: dropper.url, env });
     const other = await startTestServer({ prefix, redisUrl: store.redis.url, env, seedDemo: false });
     try {
@@ -288,12 +289,16 @@ describe('a commit answered while its server is too busy to read the answer', ()
       const res = await operator.socket.timeout(15_000).emitWithAck('alert:raise', report);
       expect(res).toMatchObject({ ok: false, error: { code: 'unavailable' } });
 
-      await leaving.close();
+      const closing = leaving.close();
+      // Its heartbeat went out until it began to stop: lapsing, it would let the change out a grace from now.
+      const lapsesAt = Date.now() + graceMs;
 
       await waitFor(() => heard.includes(report.clientRef), {
-        timeoutMs: 10_000,
+        timeoutMs: 15_000,
         what: 'the alert at the Polsek',
       });
+      expect(Date.now()).toBeLessThan(lapsesAt);
+      await closing;
       expect(heard.filter((ref) => ref === report.clientRef)).toEqual([report.clientRef]);
     } finally {
       await Promise.all([leaving.close(), other.close()]);

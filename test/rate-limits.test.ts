@@ -196,5 +196,10 @@ describe('per-user rate limits on raises and notes', () => {
       ok: false,
       error: { code: 'rate_limited' },
     });
+    // With the budget spent, a repeat is still told its note was made, not that it was refused.
+    expect(await socket.emitWithAck('incident:note', note)).toMatchObject({
+      ok: true,
+      data: { duplicate: true },
+    });
   });
 });

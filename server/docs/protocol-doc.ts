@@ -230,10 +230,12 @@ A console that gets no answer (a timeout, a dropped connection) cannot tell whet
 Commands that change an incident (\`alert:raise\`, \`alert:ack\`, \`incident:transition\`, \`incident:note\`,
 \`escalation:hold\`) take a \`clientRef\` (a UUID, fresh for each command; required for a raise): send the
 command again with the same \`clientRef\` and it is made once, on any server process, however often it
-arrives. A repeat of one already made is answered \`duplicate: true\` with the incident as it is now, costs
-no rate-limit point, and changes nothing, even where the command itself would now be refused (a status the
+arrives (for a week after it was made). A repeat of one already made is answered \`duplicate: true\` with
+the incident as it is now (to the login of a silent raise, as its raise left it), costs no rate-limit point,
+even with none left, and changes nothing, even where the command itself would now be refused (a status the
 incident has reached, an incident since closed). A \`clientRef\` is its sender's: another user's equal one is
-another command.
+another command. Use a fresh one for every command: a note and a status change under one \`clientRef\` are
+one command, and the second is answered as a repeat of the first.
 
 | code | meaning | HTTP |
 |---|---|---|

@@ -20,7 +20,7 @@ import {
 import type { TopologyIndex } from '../../shared/topology.ts';
 import type { IncidentRepository, StoredIncident } from '../storage/incidents.repository.ts';
 import type { RateGate } from '../storage/rate-gate.ts';
-import { type IncidentWriter, madeChange } from './incident-writer.ts';
+import type { IncidentWriter } from './incident-writer.ts';
 
 /** What the auditor asks of the timers beyond the writer's per-change sync. */
 export interface EscalationClock {
@@ -133,13 +133,8 @@ export function createEscalationService(deps: {
     },
 
     hold(caller: Viewer, hold: z.infer<typeof HoldEscalation>) {
-      return deps.noteGate.spend(
-        caller.user.id,
-        () =>
-          writer.command(caller, hold.incidentId, hold.clientRef, (incident) =>
-            decideHold(incident, caller.user, hold, now()),
-          ),
-        madeChange,
+      return writer.commandOnBudget(deps.noteGate, caller, hold.incidentId, hold.clientRef, (incident) =>
+        decideHold(incident, caller.user, hold, now()),
       );
     },
 

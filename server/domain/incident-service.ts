@@ -25,12 +25,13 @@ import {
   type Viewer,
 } from '../../shared/incident-decisions.ts';
 import { isActive } from '../../shared/incident-lifecycle.ts';
+import { replay } from '../../shared/incident-reducer.ts';
 import { routeIncident } from '../../shared/routing.ts';
 import type { TopologyIndex } from '../../shared/topology.ts';
 import type { AlertRef, IncidentRepository, ListedIncident } from '../storage/incidents.repository.ts';
 import type { OpenedIndex, OpenedRow } from '../storage/opened-index.ts';
 import type { RateGate } from '../storage/rate-gate.ts';
-import { COMMIT_ATTEMPTS, type IncidentWriter, madeChange, seal } from './incident-writer.ts';
+import { COMMIT_ATTEMPTS, type IncidentWriter, seal } from './incident-writer.ts';
 import { sharedReads } from './shared-reads.ts';
 
 export interface RaiseOrigin {
@@ -44,6 +45,8 @@ export interface RaiseOrigin {
 const scopeOf = (user: PublicUser) => (user.role === 'admin' ? undefined : user.unitId);
 
 const JOIN_EVENTS = 100;
+/** How far into a timeline a raise's ref written by an earlier version is looked for (see `duplicateOf`). */
+const OLD_REF_EVENTS = 1000;
 const SYNC_BATCH = 500;
 const LIST_BATCH = 200;
 
@@ -85,10 +88,19 @@ export function createIncidentService(deps: {
     return checkVisible(viewer, await repo.load(id));
   }
 
-  async function duplicateOf(ref: AlertRef) {
+  /**
+   * The answer to a raise sent again: its alert, and its incident as it is now, or, for the login of a silent
+   * raise, which must learn nothing of what the parties did since, as that raise left it.
+   */
+  async function duplicateOf(ref: AlertRef, raiser: Viewer) {
     const [stored, alert] = await Promise.all([repo.load(ref.incidentId), repo.alert(ref)]);
     if (!stored || !alert) throw new DomainError('internal', 'Idempotency record points to a missing alert');
-    return { incident: stored.incident, alert, duplicate: true };
+    if (sees(raiser, stored)) return { incident: stored.incident, alert, duplicate: true };
+    // Refs of earlier versions name no event: the timeline up to the alert's time stands in.
+    const events = await repo.events(ref.incidentId, 0, ref.seq ?? OLD_REF_EVENTS);
+    const incident = ref.seq === undefined ? replay(events, alert.raisedAt) : replay(events);
+    if (!incident) throw new DomainError('internal', 'Idempotency record points to a missing alert');
+    return { incident, alert, duplicate: true };
   }
 
   return {
@@ -108,15 +120,15 @@ export function createIncidentService(deps: {
       ]);
       // Checked again on the account as it stands now, should its role or unit have changed since connecting.
       checkMayRaise(caller, raise, topology);
+      const raiser = { user: caller, ...(origin.sessionId !== undefined && { sessionId: origin.sessionId }) };
       if (known) {
         if (!gate) await gates.raise.refund(caller.id);
-        return duplicateOf(known);
+        return duplicateOf(known, raiser);
       }
       if (gate) throw gate.refusal;
 
       const alertId = randomUUID();
       const quietFor = raise.silent ? origin.sessionId : undefined;
-      const raiser = { user: caller, ...(origin.sessionId !== undefined && { sessionId: origin.sessionId }) };
       for (let attempt = 0; attempt < COMMIT_ATTEMPTS; attempt++) {
         const expectedDedup = attempt === 0 ? firstDedup : await repo.dedupRecord(raise);
         const candidate = expectedDedup ? await repo.load(expectedDedup) : undefined;
@@ -149,7 +161,7 @@ export function createIncidentService(deps: {
             }),
           (o) => o.status === 'committed',
         );
-        if (outcome.status === 'duplicate') return duplicateOf(outcome);
+        if (outcome.status === 'duplicate') return duplicateOf(outcome, raiser);
         if (outcome.status === 'committed') {
           const quiet = [...(existing?.quiet ?? []), ...(quietFor === undefined ? [] : [quietFor])];
           await writer.delivered([{ incident, event, policy: inForce, alert, quiet }]);
@@ -167,24 +179,14 @@ export function createIncidentService(deps: {
 
     transition(caller: Viewer, { incidentId, to, note, clientRef }: z.infer<typeof TransitionIncident>) {
       // A status change carries a note too, and responding ⇄ contained can flip without end: same budget.
-      return gates.note.spend(
-        caller.user.id,
-        () =>
-          writer.command(caller, incidentId, clientRef, (incident) =>
-            decideTransition(incident, caller.user, to, note, now()),
-          ),
-        madeChange,
+      return writer.commandOnBudget(gates.note, caller, incidentId, clientRef, (incident) =>
+        decideTransition(incident, caller.user, to, note, now()),
       );
     },
 
     note(caller: Viewer, { incidentId, text, clientRef }: z.infer<typeof AddNote>) {
-      return gates.note.spend(
-        caller.user.id,
-        () =>
-          writer.command(caller, incidentId, clientRef, (incident) =>
-            decideNote(incident, caller.user, text, now()),
-          ),
-        madeChange,
+      return writer.commandOnBudget(gates.note, caller, incidentId, clientRef, (incident) =>
+        decideNote(incident, caller.user, text, now()),
       );
     },
 

@@ -10,6 +10,7 @@ import {
   type IncidentRepository,
   type StoredIncident,
 } from '../storage/incidents.repository.ts';
+import type { RateGate } from '../storage/rate-gate.ts';
 import { parseDelivery, type Undelivered } from '../storage/undelivered.ts';
 import { GENESIS_HASH, sealEvent } from './timeline-seal.ts';
 
@@ -52,8 +53,9 @@ export function seal(pending: PendingEvent, incidentId: string, before: StoredIn
   return { incident, policy, event: sealEvent(entry, before?.lastHash ?? GENESIS_HASH) };
 }
 
-/** Whether a command's answer reports a change it made, not one a repeat of it found made already. */
-export const madeChange = (result: ChangeResult) => !result.duplicate;
+/** A command's `clientRef` is its sender's: another user's equal one is another command. */
+const requestOf = (caller: Viewer, clientRef: string | undefined): CommandRequest | undefined =>
+  clientRef === undefined ? undefined : { userId: caller.user.id, clientRef };
 
 /** A change of one commit, as far as its delivery note goes. */
 type Committed = Pick<IncidentChange, 'incident' | 'event'>;
@@ -231,6 +233,26 @@ export function createIncidentWriter(deps: {
     return { stored, ...(event && { event }), ...(duplicate && { duplicate }) };
   }
 
+  /**
+   * A client's command on an incident the caller sees, decided on the latest state and applied once per
+   * `clientRef`: a repeat is answered with the incident as it is now, should the caller still see it.
+   */
+  async function command(
+    caller: Viewer,
+    id: string,
+    clientRef: string | undefined,
+    decide: (incident: Incident) => PendingEvent | null,
+  ): Promise<ChangeResult> {
+    const request = requestOf(caller, clientRef);
+    const { stored, duplicate } = await change(
+      id,
+      (current) => decide(checkVisible(caller, current)),
+      request,
+    );
+    if (duplicate) return { incident: checkVisible(caller, stored), duplicate: true };
+    return { incident: stored.incident, duplicate: false };
+  }
+
   return {
     delivered,
     committing,
@@ -259,25 +281,32 @@ export function createIncidentWriter(deps: {
     },
 
     change,
+    command,
 
     /**
-     * A client's command on an incident the caller sees, decided on the latest state and applied once per
-     * `clientRef`: a repeat is answered with the incident as it is now, should the caller still see it.
+     * A command that spends a point of `gate` (free text to every party), given back should it be refused or
+     * turn out a repeat. A repeat is answered as one even with no points left: it was made, and its sender
+     * must not be told otherwise.
      */
-    async command(
+    async commandOnBudget(
+      gate: RateGate,
       caller: Viewer,
       id: string,
       clientRef: string | undefined,
       decide: (incident: Incident) => PendingEvent | null,
     ): Promise<ChangeResult> {
-      const request = clientRef === undefined ? undefined : { userId: caller.user.id, clientRef };
-      const { stored, duplicate } = await change(
-        id,
-        (current) => decide(checkVisible(caller, current)),
-        request,
-      );
-      if (duplicate) return { incident: checkVisible(caller, stored), duplicate: true };
-      return { incident: stored.incident, duplicate: false };
+      try {
+        return await gate.spend(
+          caller.user.id,
+          () => command(caller, id, clientRef, decide),
+          (result) => !result.duplicate,
+        );
+      } catch (error) {
+        const limited = error instanceof DomainError && error.code === 'rate_limited';
+        const request = limited && requestOf(caller, clientRef);
+        if (!request || (await repo.requestApplied(id, request)) === undefined) throw error;
+        return { incident: checkVisible(caller, (await duplicateOf(id)).stored), duplicate: true };
+      }
     },
   };
 }

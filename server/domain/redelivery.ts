@@ -1,6 +1,6 @@
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics.ts';
-import type { Undelivered } from '../storage/undelivered.ts';
+import { HELD_AT_MOST_MS, type Undelivered } from '../storage/undelivered.ts';
 import type { IncidentWriter } from './incident-writer.ts';
 
 /** How many overdue commits one round claims: the rest wait for the next round. */
@@ -18,11 +18,18 @@ export function startRedelivery(deps: {
   afterMs: number;
   logger: Logger;
   metrics: Metrics;
-}): { stop(): void } {
+}): {
+  /** No more rounds; the heartbeat goes on, for the changes still in hand while the process stops. */
+  stop(): void;
+  /** The heartbeat ends too: what is left undelivered is the other processes'. */
+  retire(): Promise<void>;
+} {
   let running = false;
+  let startedAt = 0;
   const round = async () => {
     if (running) return;
     running = true;
+    startedAt = Date.now();
     try {
       for (const member of await deps.undelivered.claimOverdue(deps.afterMs, BATCH)) {
         deps.logger.warn({ delivery: member }, 'delivering a change again: its delivery was not confirmed');
@@ -39,20 +46,28 @@ export function startRedelivery(deps: {
       running = false;
     }
   };
-  const heartbeat = () =>
+  // The heartbeat goes out on every tick, even while a round is still running (slow under load, its replies
+  // seconds behind): that is when this process has commits in hand for longest. Not once a round has run for
+  // as long as a note is ever held: stuck (a command that never returns), the process would otherwise keep the
+  // others from the changes it has claimed for good.
+  const heartbeat = () => {
+    if (running && Date.now() - startedAt > HELD_AT_MOST_MS) return;
     deps.undelivered.heartbeat().catch((err: unknown) => {
       deps.logger.warn({ err }, 'could not tell the other processes this one runs; retrying');
     });
-  void heartbeat();
-  // The heartbeat goes out on every tick, even while a round is still running (slow under load): that is when
-  // this process has commits in hand for longest.
-  const timer = setInterval(
-    () => {
-      void heartbeat();
-      void round();
+  };
+  const tickMs = Math.max(100, deps.afterMs / 5);
+  heartbeat();
+  const beats = setInterval(heartbeat, tickMs);
+  const rounds = setInterval(() => void round(), tickMs);
+  beats.unref();
+  rounds.unref();
+  return {
+    stop: () => clearInterval(rounds),
+    async retire() {
+      clearInterval(rounds);
+      clearInterval(beats);
+      await deps.undelivered.retire();
     },
-    Math.max(100, deps.afterMs / 5),
-  );
-  timer.unref();
-  return { stop: () => clearInterval(timer) };
+  };
 }

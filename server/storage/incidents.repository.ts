@@ -161,7 +161,10 @@ if #ARGV > 17 then
   for i = 18, #ARGV, 4 do append(KEYS, ARGV[13], ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], '') end
 end
 local change = commit(KEYS, ARGV)
-if change and ARGV[17] ~= '' then redis.call('HSET', KEYS[8], ARGV[17], ARGV[2]) end
+if change and ARGV[17] ~= '' then
+  redis.call('HSET', KEYS[8], ARGV[17], ARGV[2])
+  redis.call('EXPIRE', KEYS[8], ${REF_TTL_SECONDS})
+end
 return committed(change)
 `;
 

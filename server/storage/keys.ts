@@ -26,7 +26,7 @@ export function redisKeys(prefix: string) {
     incidentAlerts: (id: string) => `${prefix}{inc:${id}}:alerts`,
     /** The last reminder round paged for each wait of an incident's chains: each round is paged once. */
     incidentPages: (id: string) => `${prefix}{inc:${id}}:pages`,
-    /** The commands a client marked with a clientRef, applied to the incident: each is applied once. */
+    /** The commands a client marked with a clientRef, applied to the incident: each is applied once (kept a week). */
     incidentRequests: (id: string) => `${prefix}{inc:${id}}:requests`,
     /** Which alert a user's clientRef produced: the idempotency record of a raise. */
     alertRef: (userId: string, clientRef: string) => `${prefix}alert-ref:${userId}:${clientRef}`,

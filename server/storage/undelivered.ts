@@ -44,29 +44,37 @@ export function parseDelivery(member: string): Delivery | undefined {
 // are left as they are: that process has the change in hand, late under load, or claims the note itself
 // (pushed back from here, they would wait longer for it each time another process looked first); delivering
 // them from here as well would deliver them twice. So that a backlog of such notes does not hide the others,
-// ten times as many are looked at as are claimed.
+// the overdue notes are read on past them, a page at a time, up to a hundred times as many as are claimed;
+// each process's heartbeat is looked up once.
 const CLAIM = `
 local clock = redis.call('TIME')
 local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
 local limit = tonumber(ARGV[2])
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit * 10)
+local running = {[ARGV[3]] = false}
 local claimed = {}
-for _, member in ipairs(due) do
-  local by = string.match(member, '^[^/]*/[^/]*/[^/]*/(.+)$')
-  if not by or by == ARGV[3] or redis.call('EXISTS', ARGV[4] .. by) == 0 then
-    redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), member)
-    claimed[#claimed + 1] = member
-    if #claimed == limit then break end
+for offset = 0, limit * 99, limit do
+  local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', offset, limit)
+  for _, member in ipairs(due) do
+    local by = string.match(member, '^[^/]*/[^/]*/[^/]*/(.+)$')
+    if by and running[by] == nil then running[by] = redis.call('EXISTS', ARGV[4] .. by) == 1 end
+    if not by or not running[by] then claimed[#claimed + 1] = member end
   end
+  if #claimed >= limit or #due < limit then break end
 end
+for i = limit + 1, #claimed do claimed[i] = nil end
+for _, member in ipairs(claimed) do redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), member) end
 return claimed
 `;
 
 /** How long a delivered change's note waits to be forgotten together with others: one write for many. */
 const FORGET_BATCH_MS = 100;
 
-/** How long a process's own note counts as in its hands at most (see `held`). */
-const HELD_AT_MOST_MS = 60_000;
+/**
+ * How long a process's own note counts as in its hands at most (see `held`), and how long its redelivery may
+ * take over a round before it is taken for stuck: past this, whatever holds the change must be stuck, and the
+ * change must still reach the consoles.
+ */
+export const HELD_AT_MOST_MS = 60_000;
 
 export function createUndelivered(
   redis: Redis,
@@ -123,7 +131,7 @@ export function createUndelivered(
       await redis.set(running, '1', 'PX', self.aliveMs);
     },
 
-    /** This process stops: its notes left behind are anybody's at once. */
+    /** This process stops: the notes it leaves behind are anybody's once overdue, without its heartbeat lapsing first. */
     async retire(): Promise<void> {
       await redis.del(running);
     },
