@@ -4,10 +4,9 @@ import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vi
 import { seal } from '../server/domain/incident-writer.ts';
 import { createIncidentRepository } from '../server/storage/incidents.repository.ts';
 import { redisKeys } from '../server/storage/keys.ts';
-import type { IncidentEvent } from '../shared/incident.ts';
 import { decideNote } from '../shared/incident-decisions.ts';
 import { uniqueAlert } from './support/alerts.ts';
-import { type ConsoleClient, closeConsoles, consoleFor, get } from './support/consoles.ts';
+import { closeConsoles, consoleFor, get, joinedTimeline } from './support/consoles.ts';
 import { startTestServer, type TestServer } from './support/test-server.ts';
 import { waitFor } from './support/wait-for.ts';
 
@@ -39,12 +38,6 @@ async function opened(username = 'operator.permisan', input = uniqueAlert()) {
   return res.data.incident;
 }
 
-async function timeline(socket: ConsoleClient, incidentId: string): Promise<IncidentEvent[]> {
-  const joined = await socket.emitWithAck('incident:join', { incidentId });
-  if (!joined.ok) throw new Error(JSON.stringify(joined.error));
-  return joined.data.events;
-}
-
 describe('a command sent again with its clientRef', () => {
   it('When a note is sent three times at once with one clientRef through two processes, Then the timeline holds it once, one answer made it and the others say it was made already, and the parties hear of it once', async () => {
     const incident = await opened();
@@ -62,7 +55,7 @@ describe('a command sent again with its clientRef', () => {
     for (const answer of answers) expect(answer).toMatchObject({ ok: true });
     const made = answers.map((r) => (r.ok ? r.data.duplicate : undefined)).sort();
     expect(made).toEqual([false, true, true]);
-    const notes = (await timeline(chiefA.socket, incident.id)).filter((e) => e.type === 'note_added');
+    const notes = (await joinedTimeline(chiefA.socket, incident.id)).filter((e) => e.type === 'note_added');
     expect(notes).toHaveLength(1);
     for (const answer of answers) if (answer.ok) expect(answer.data.incident.seq).toBe(incident.seq + 1);
     await waitFor(() => updates.includes(incident.seq + 1), { what: 'the note reaching the Polsek' });
@@ -144,7 +137,7 @@ describe('a command sent again with its clientRef', () => {
       ok: true,
       data: { duplicate: true, incident: { status: 'responding', seq: incident.seq + 2 } },
     });
-    const types = (await timeline(chief.socket, incident.id)).map((e) => e.type);
+    const types = (await joinedTimeline(chief.socket, incident.id)).map((e) => e.type);
     expect(types).toEqual(['opened', 'status_changed', 'note_added']);
   });
 
@@ -168,7 +161,7 @@ describe('a command sent again with its clientRef', () => {
 
     expect(holds.map((r) => r.ok && r.data.duplicate)).toEqual([false, true]);
     expect(acks.map((r) => r.ok && r.data.duplicate)).toEqual([false, true]);
-    const types = (await timeline(chief.socket, incident.id)).map((e) => e.type);
+    const types = (await joinedTimeline(chief.socket, incident.id)).map((e) => e.type);
     expect(types).toEqual(['opened', 'escalation_held', 'acknowledged']);
   });
 
@@ -184,7 +177,7 @@ describe('a command sent again with its clientRef', () => {
     ];
 
     expect(answers.map((r) => r.ok && r.data.duplicate)).toEqual([false, false]);
-    const notes = (await timeline(chief.socket, incident.id)).filter((e) => e.type === 'note_added');
+    const notes = (await joinedTimeline(chief.socket, incident.id)).filter((e) => e.type === 'note_added');
     expect(notes).toHaveLength(2);
   });
 
@@ -212,6 +205,6 @@ describe('a command sent again with its clientRef', () => {
     });
     expect(res).toMatchObject({ ok: false, error: { code: 'validation_failed' } });
     expect(!res.ok && res.error.issues?.map((i) => i.path)).toEqual(['clientRef']);
-    expect(await timeline(socket, incident.id)).toHaveLength(1);
+    expect(await joinedTimeline(socket, incident.id)).toHaveLength(1);
   });
 });

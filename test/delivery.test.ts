@@ -3,7 +3,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { redisKeys } from '../server/storage/keys.ts';
 import { createUndelivered, deliveryMember } from '../server/storage/undelivered.ts';
 import { uniqueAlert } from './support/alerts.ts';
-import { closeConsoles, connectConsole, consoleFor } from './support/consoles.ts';
+import { closeConsoles, connectConsole, consoleFor, polsekHearing } from './support/consoles.ts';
 import { startOwnRedis } from './support/own-redis.ts';
 import { startTestServer, type TestServer, uniquePrefix } from './support/test-server.ts';
 import { waitFor } from './support/wait-for.ts';
@@ -49,9 +49,7 @@ describe('delivery of committed changes', () => {
   });
 
   it('When a raise is stored but its reply is lost (a store stall past the command timeout), Then the other parties still get the alert, and a retry is answered with it', async () => {
-    const dispatch = await consoleFor(b.url, 'dispatch.nusakambangan');
-    const heard: string[] = [];
-    dispatch.socket.on('alert:new', ({ alert }) => heard.push(alert.clientRef));
+    const heard = await polsekHearing(b.url);
     const operator = await consoleFor(a.url, 'operator.permisan');
     const report = uniqueAlert({ severity: 4 });
 
@@ -76,9 +74,7 @@ describe('delivery of committed changes', () => {
   });
 
   it('When a silent (duress) raise is delivered again, Then the Polsek gets it and the console that raised it shows nothing, on whatever socket it is back', async () => {
-    const dispatch = await consoleFor(b.url, 'dispatch.nusakambangan');
-    const heard: string[] = [];
-    dispatch.socket.on('alert:new', ({ alert }) => heard.push(alert.clientRef));
+    const heard = await polsekHearing(b.url);
     const operator = await consoleFor(a.url, 'operator.permisan');
     // The same login on another socket and process, as after a reconnect to a surviving process: a second
     // delivery cannot know the socket, only the login.

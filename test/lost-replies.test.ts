@@ -1,8 +1,15 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { IncidentEvent } from '../shared/incident.ts';
 import { uniqueAlert } from './support/alerts.ts';
-import { type ConsoleClient, closeConsoles, consoleFor, login, post } from './support/consoles.ts';
+import {
+  type ConsoleClient,
+  closeConsoles,
+  consoleFor,
+  joinedTimeline,
+  login,
+  polsekHearing,
+  post,
+} from './support/consoles.ts';
 import { startOwnRedis } from './support/own-redis.ts';
 import { startReplyDropper } from './support/reply-dropper.ts';
 import { startTestServer, type TestServer, uniquePrefix } from './support/test-server.ts';
@@ -42,12 +49,6 @@ async function opened(operator: ConsoleClient) {
   return res.data.incident;
 }
 
-async function timeline(socket: ConsoleClient, incidentId: string): Promise<IncidentEvent[]> {
-  const joined = await socket.emitWithAck('incident:join', { incidentId });
-  if (!joined.ok) throw new Error(JSON.stringify(joined.error));
-  return joined.data.events;
-}
-
 describe('a commit whose reply is lost on a dropped connection', () => {
   it('When the reply to a stored note is lost and the client sends the note again, Then the timeline holds it once and its author is told it was added', async () => {
     const chief = await consoleFor(server.url, 'chief.permisan');
@@ -62,7 +63,7 @@ describe('a commit whose reply is lost on a dropped connection', () => {
 
     expect(dropper.dropped).toBe(before + 1);
     expect(res).toMatchObject({ ok: true, data: { incident: { seq: incident.seq + 1 } } });
-    const notes = (await timeline(chief.socket, incident.id)).filter(
+    const notes = (await joinedTimeline(chief.socket, incident.id)).filter(
       (e) => e.type === 'note_added' && JSON.stringify(e.data).includes(text),
     );
     expect(notes).toHaveLength(1);
@@ -79,7 +80,7 @@ describe('a commit whose reply is lost on a dropped connection', () => {
       .emitWithAck('incident:note', { incidentId: incident.id, text, clientRef: randomUUID() });
 
     expect(res).toMatchObject({ ok: true, data: { duplicate: false, incident: { seq: incident.seq + 1 } } });
-    const notes = (await timeline(chief.socket, incident.id)).filter(
+    const notes = (await joinedTimeline(chief.socket, incident.id)).filter(
       (e) => e.type === 'note_added' && JSON.stringify(e.data).includes(text),
     );
     expect(notes).toHaveLength(1);
@@ -96,14 +97,14 @@ describe('a commit whose reply is lost on a dropped connection', () => {
       .emitWithAck('incident:transition', { incidentId: incident.id, to: 'responding', note });
 
     expect(res).toMatchObject({ ok: true, data: { incident: { status: 'responding' } } });
-    const changes = (await timeline(chief.socket, incident.id)).filter((e) => e.type === 'status_changed');
+    const changes = (await joinedTimeline(chief.socket, incident.id)).filter(
+      (e) => e.type === 'status_changed',
+    );
     expect(changes).toHaveLength(1);
   });
 
   it('When the reply to a stored raise is lost, Then the raise is answered as new and the Polsek gets the alert at once, not at a redelivery', async () => {
-    const dispatch = await consoleFor(server.url, 'dispatch.nusakambangan');
-    const heard: string[] = [];
-    dispatch.socket.on('alert:new', ({ alert }) => heard.push(alert.clientRef));
+    const heard = await polsekHearing(server.url);
     const operator = await consoleFor(server.url, 'operator.permisan');
     const report = uniqueAlert({ severity: 4, description: `Kebakaran ${randomUUID()}` });
     dropper.loseReplyTo(report.description ?? '');
@@ -228,9 +229,7 @@ describe('a commit answered while its server is too busy to read the answer', ()
       env: { SOCKET_REDIS_URL: sockets.redis.url, REDELIVER_AFTER_MS: '500' },
     });
     try {
-      const dispatch = await consoleFor(busy.url, 'dispatch.nusakambangan');
-      const heard: string[] = [];
-      dispatch.socket.on('alert:new', ({ alert }) => heard.push(alert.clientRef));
+      const heard = await polsekHearing(busy.url);
       const operator = await consoleFor(busy.url, 'operator.permisan');
       const report = uniqueAlert({ description: `Kerusuhan ${randomUUID()}` });
       dropper.stallAfter(report.description ?? '', 1500);
@@ -253,9 +252,7 @@ describe('a commit answered while its server is too busy to read the answer', ()
     const busy = await startTestServer({ prefix, redisUrl: dropper.url, env });
     const other = await startTestServer({ prefix, redisUrl: store.redis.url, env, seedDemo: false });
     try {
-      const dispatch = await consoleFor(other.url, 'dispatch.nusakambangan');
-      const heard: string[] = [];
-      dispatch.socket.on('alert:new', ({ alert }) => heard.push(alert.clientRef));
+      const heard = await polsekHearing(other.url);
       const operator = await consoleFor(busy.url, 'operator.permisan');
       const report = uniqueAlert({ description: `Kerusuhan ${randomUUID()}` });
       // Three graces: the other server's redelivery looks at the overdue note a dozen times meanwhile.
@@ -279,9 +276,7 @@ describe('a commit answered while its server is too busy to read the answer', ()
     const leaving = await startTestServer({ prefix, redisUrl: dropper.url, env });
     const other = await startTestServer({ prefix, redisUrl: store.redis.url, env, seedDemo: false });
     try {
-      const dispatch = await consoleFor(other.url, 'dispatch.nusakambangan');
-      const heard: string[] = [];
-      dispatch.socket.on('alert:new', ({ alert }) => heard.push(alert.clientRef));
+      const heard = await polsekHearing(other.url);
       const operator = await consoleFor(leaving.url, 'operator.permisan');
       const report = uniqueAlert({ description: `Kerusuhan ${randomUUID()}` });
       // Past the 3 s command timeout: the commit is applied, and its server answers that it could not tell.

@@ -2,6 +2,7 @@ import { io, type Socket } from 'socket.io-client';
 import { DEMO_PASSWORD } from '../../server/domain/seed.ts';
 import type { LoginResponse } from '../../shared/auth.ts';
 import type { ClientToServerEvents, ServerToClientEvents } from '../../shared/events.ts';
+import type { IncidentEvent } from '../../shared/incident.ts';
 
 export type ConsoleClient = Socket<ServerToClientEvents, ClientToServerEvents>;
 
@@ -91,4 +92,19 @@ export async function consoleFor(baseUrl: string, username: string, password = D
 export function closeConsoles() {
   for (const socket of open) socket.disconnect();
   open.clear();
+}
+
+/** The clientRef of each `alert:new` a Polsek Nusakambangan console on `baseUrl` hears, in order. */
+export async function polsekHearing(baseUrl: string): Promise<string[]> {
+  const dispatch = await consoleFor(baseUrl, 'dispatch.nusakambangan');
+  const heard: string[] = [];
+  dispatch.socket.on('alert:new', ({ alert }) => heard.push(alert.clientRef));
+  return heard;
+}
+
+/** An incident's latest events, as joining it gives them (the console joins its room). */
+export async function joinedTimeline(socket: ConsoleClient, incidentId: string): Promise<IncidentEvent[]> {
+  const joined = await socket.emitWithAck('incident:join', { incidentId });
+  if (!joined.ok) throw new Error(JSON.stringify(joined.error));
+  return joined.data.events;
 }
