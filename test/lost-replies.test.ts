@@ -1,5 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { RaiseAlertInput } from '../shared/incident.ts';
 import { uniqueAlert } from './support/alerts.ts';
 import {
   type ConsoleClient,
@@ -222,6 +223,15 @@ describe('a reminder round whose claim’s reply is lost on a dropped connection
   });
 });
 
+/** Raises `report` and expects it made and heard by the Polsek once, three graces (of 500 ms) later too. */
+async function expectRaisedAndHeardOnce(operator: ConsoleClient, report: RaiseAlertInput, heard: string[]) {
+  const res = await operator.timeout(15_000).emitWithAck('alert:raise', report);
+  expect(res).toMatchObject({ ok: true, data: { duplicate: false } });
+  await waitFor(() => heard.includes(report.clientRef), { what: 'the alert at the Polsek' });
+  await new Promise((r) => setTimeout(r, 1500));
+  expect(heard.filter((ref) => ref === report.clientRef)).toEqual([report.clientRef]);
+}
+
 describe('a commit answered while its server is too busy to read the answer', () => {
   it('When a raise’s commit is read only after its delivery note fell overdue, Then the server that made it delivers the alert once, not once more as overdue', async () => {
     const busy = await startTestServer({
@@ -234,13 +244,7 @@ describe('a commit answered while its server is too busy to read the answer', ()
       const report = uniqueAlert({ description: `Kerusuhan ${randomUUID()}` });
       dropper.stallAfter(report.description ?? '', 1500);
 
-      const res = await operator.socket.timeout(15_000).emitWithAck('alert:raise', report);
-
-      expect(res).toMatchObject({ ok: true, data: { duplicate: false } });
-      await waitFor(() => heard.includes(report.clientRef), { what: 'the alert at the Polsek' });
-      // Three graces more: time for a second delivery to arrive, were there one.
-      await new Promise((r) => setTimeout(r, 1500));
-      expect(heard.filter((ref) => ref === report.clientRef)).toEqual([report.clientRef]);
+      await expectRaisedAndHeardOnce(operator.socket, report, heard);
     } finally {
       await busy.close();
     }
@@ -258,12 +262,7 @@ describe('a commit answered while its server is too busy to read the answer', ()
       // Three graces: the other server's redelivery looks at the overdue note a dozen times meanwhile.
       dropper.delayRepliesAfter(report.description ?? '', 1500);
 
-      const res = await operator.socket.timeout(15_000).emitWithAck('alert:raise', report);
-
-      expect(res).toMatchObject({ ok: true, data: { duplicate: false } });
-      await waitFor(() => heard.includes(report.clientRef), { what: 'the alert at the Polsek' });
-      await new Promise((r) => setTimeout(r, 1500));
-      expect(heard.filter((ref) => ref === report.clientRef)).toEqual([report.clientRef]);
+      await expectRaisedAndHeardOnce(operator.socket, report, heard);
     } finally {
       await Promise.all([busy.close(), other.close()]);
     }
