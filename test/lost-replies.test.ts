@@ -221,6 +221,45 @@ describe('a reminder round whose claim’s reply is lost on a dropped connection
       await paging.close();
     }
   });
+
+  it('When the claim of a reminder round gets no reply in time (the store 3 s behind), Then that round is still paged once, not skipped by the timer’s retry', async () => {
+    const paging = await startTestServer({
+      redisUrl: dropper.url,
+      env: {
+        SOCKET_REDIS_URL: sockets.redis.url,
+        REDELIVER_AFTER_MS: '60000',
+        ESCALATION_FILE: 'test/fixtures/reminders.json',
+      },
+    });
+    try {
+      const dispatch = await consoleFor(paging.url, 'dispatch.nusakambangan');
+      const operator = await consoleFor(paging.url, 'operator.permisan');
+      const rounds = new Map<string, number[]>();
+      dispatch.socket.on('escalation:reminder', (r) => {
+        rounds.set(`${r.incidentId}/${r.chain}`, [
+          ...(rounds.get(`${r.incidentId}/${r.chain}`) ?? []),
+          r.round,
+        ]);
+      });
+      const res = await operator.socket.emitWithAck('alert:raise', uniqueAlert({ severity: 2 }));
+      if (!res.ok) throw new Error(JSON.stringify(res.error));
+      const { id } = res.data.incident;
+      // Every reply on the connection of the first round's claim comes past the 3 s command timeout.
+      dropper.delayRepliesAfter(`{inc:${id}}:pages`, 3500);
+
+      await waitFor(() => rounds.has(`${id}/police`), {
+        timeoutMs: 15_000,
+        what: 'a reminder to the Polsek',
+      });
+
+      expect(rounds.get(`${id}/police`)?.[0]).toBe(1);
+      // Rounds are claimed once each, whatever was sent again.
+      const police = rounds.get(`${id}/police`) ?? [];
+      expect(new Set(police).size).toBe(police.length);
+    } finally {
+      await paging.close();
+    }
+  });
 });
 
 /** Raises `report` and expects it made and heard by the Polsek once, three graces (of 500 ms) later too. */

@@ -2,6 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { EscalationSnapshot } from '../../shared/escalation.ts';
 import type { Alert, Incident, IncidentEvent } from '../../shared/incident.ts';
+import { isCommandTimeout } from '../redis/redis-errors.ts';
 import type { RedisKeys } from './keys.ts';
 import { createPolicyTexts } from './policy-texts.ts';
 
@@ -73,6 +74,9 @@ export type RaiseOutcome =
   | { status: 'conflict' };
 
 const REF_TTL_SECONDS = 7 * 24 * 3600;
+
+/** How often a reminder round's claim is sent, under the same token, while its replies time out. */
+const CLAIM_ATTEMPTS = 3;
 
 // One incident change: check the seq it was decided on, store the new state, append its event, and keep the
 // indexes in step — all or nothing, so there is never a state without its event or an event without its state.
@@ -391,14 +395,17 @@ export function createIncidentRepository(
      */
     async claimPages(id: string, pages: { wait: string; round: number }[]): Promise<boolean[]> {
       const args = pages.flatMap((p) => [p.wait, String(p.round)]);
-      const claimed = (await claimPagesScript(
-        2,
-        keys.incident(id),
-        keys.incidentPages(id),
-        randomBytes(9).toString('base64url'),
-        ...args,
-      )) as number[];
-      return claimed.map((c) => c === 1);
+      const token = randomBytes(9).toString('base64url');
+      const claim = () => claimPagesScript(2, keys.incident(id), keys.incidentPages(id), token, ...args);
+      // A claim whose reply timed out may have been made. Sent again under its token it is known for this run's
+      // own; a retry of the whole run, under a token of its own, would find the round claimed and page nobody.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return ((await claim()) as number[]).map((c) => c === 1);
+        } catch (error) {
+          if (attempt === CLAIM_ATTEMPTS || !isCommandTimeout(error)) throw error;
+        }
+      }
     },
 
     /** The alert an idempotency ref points to, read from the event that brought it. */
