@@ -103,6 +103,10 @@ export interface RoundResult {
   sentSpanMs: number;
   cpu: CpuWindow;
   outcomes: RaiseOutcome[];
+  /** What consoles of other systems received during this turn: late, in their own system. */
+  strays: Late[];
+  /** What consoles received after the previous turn's report, found as this turn began. */
+  lateBefore: Late[];
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -117,7 +121,7 @@ export async function measureRound(
   alerts: PlannedAlert[],
 ): Promise<RoundResult> {
   const origin = wallNow();
-  await Promise.all(fleet.consoles.map((g) => g.request('reset', { origin })));
+  const lateBefore = await collectLate(fleet, origin);
   const roles = {
     ...system.pids,
     consoles: fleet.consoles.map((g) => g.child.pid),
@@ -163,8 +167,26 @@ export async function measureRound(
       }>('report'),
     ),
   );
-  return { ...analyse(system, outcomes, entitlement, reports, expected, origin), cpu };
+  return { ...analyse(system, outcomes, entitlement, reports, expected, origin), cpu, lateBefore };
 }
+
+/** Receipts that came after the last report, by console, as every console starts counting afresh. */
+async function collectLate(fleet: Fleet, origin: number): Promise<Late[]> {
+  const resets = await Promise.all(
+    fleet.consoles.map((g) => g.request<{ late: Late[] }>('reset', { origin })),
+  );
+  return resets.flatMap((r) => r.late);
+}
+
+/** Alerts a console received after its round was reported: delivered late, or again. */
+interface Late {
+  key: number;
+  count: number;
+}
+
+// How long after the last round receipts are still watched for: past a redelivery of a change whose delivery
+// note fell overdue (REDELIVER_AFTER_MS, 5 s by default), the way an overloaded server once sent alerts twice.
+const LATE_WATCH_MS = 6000;
 
 function analyse(
   system: DeliverySystem,
@@ -173,7 +195,7 @@ function analyse(
   reports: { consoles: ConsoleReceipts[]; unreadable: number; dropped: { key: number; reason: string }[] }[],
   expected: number,
   origin: number,
-): Omit<RoundResult, 'cpu'> {
+): Omit<RoundResult, 'cpu' | 'lateBefore'> {
   const sentAt = new Map(outcomes.map((o) => [o.index, o.sentAt]));
   const unitOf = new Map(system.consoles.map((c) => [c.key, c.unitId]));
   const owed = new Map<string, number>();
@@ -186,13 +208,14 @@ function analyse(
   let duplicates = 0;
   let missing = 0;
   let delivered = 0;
+  const strays: Late[] = [];
   const reported = new Set<number>();
   for (const report of reports) {
     for (const receipts of report.consoles) {
       const unit = unitOf.get(receipts.key);
-      // A console of another system attached to the fleet must not hear this one at all.
+      // A console of another system hears nothing in this one's turn: what it gets is late, in its own system.
       if (unit === undefined) {
-        misdelivered += receipts.alerts.length;
+        if (receipts.alerts.length > 0) strays.push({ key: receipts.key, count: receipts.alerts.length });
         continue;
       }
       reported.add(receipts.key);
@@ -222,7 +245,7 @@ function analyse(
     const reason = system.ackError(o.ack);
     failedRaises[reason] = (failedRaises[reason] ?? 0) + 1;
   }
-  const sent = outcomes.map((o) => o.sentAt);
+  const sent = outcomes.map((o) => o.sentAt + o.lagMs);
   const keys = new Set(system.consoles.map((c) => c.key));
   return {
     latencies,
@@ -241,6 +264,7 @@ function analyse(
     dropped: reports.flatMap((r) => r.dropped.filter((d) => keys.has(d.key))),
     sentSpanMs: sent.length > 1 ? Math.max(...sent) - Math.min(...sent) : 0,
     outcomes,
+    strays,
   };
 }
 
@@ -268,6 +292,10 @@ export interface DeliveryRun {
   cpu: Record<string, number>;
   /** The p99 of each round on its own, to show how steady the figure is. */
   roundP99s: number[];
+  /** Alerts received after their round was reported, up to LATE_WATCH_MS after the last: late or again. */
+  late: number;
+  /** The raiser's worst lag behind its schedule (latency counts from when each raise was due). */
+  raiserLagMaxMs: number;
 }
 
 export function pool(rounds: RoundResult[]): DeliveryRun {
@@ -304,6 +332,8 @@ export function pool(rounds: RoundResult[]): DeliveryRun {
     sentRate: spanSeconds > 0 ? (sum((r) => r.raised) - rounds.length) / spanSeconds : 0,
     cpu: cpuShares(rounds.map((r) => r.cpu)),
     roundP99s: rounds.map((r) => distribution(r.latencies).p99),
+    late: 0,
+    raiserLagMaxMs: rounds.reduce((m, r) => r.outcomes.reduce((n, o) => Math.max(n, o.lagMs), m), 0),
   };
 }
 
@@ -319,10 +349,24 @@ export async function compareInRounds(
 ): Promise<Map<string, DeliveryRun>> {
   const rounds = Math.max(...alerts.map((a) => a.round)) + 1;
   const results = new Map<string, RoundResult[]>(systems.map((s) => [s.name, []]));
+  // Every receipt after its round's report is charged to the system of the console that got it, whatever
+  // turn it came in: a copy sent twice, or sent late, seconds behind.
+  const ownerOf = new Map(systems.flatMap((s) => s.consoles.map((c) => [c.key, s.name] as const)));
+  const late = new Map(systems.map((s) => [s.name, 0]));
+  const charge = (entries: Late[], turn: RoundResult | undefined) => {
+    for (const { key, count } of entries) {
+      const owner = ownerOf.get(key);
+      if (owner !== undefined) late.set(owner, (late.get(owner) ?? 0) + count);
+      else if (turn) turn.misdelivered += count;
+    }
+  };
+  // Whatever consoles heard before the first round (connecting, warming up) is not a round's.
+  await collectLate(fleet, wallNow());
   for (let round = 0; round < rounds; round++) {
     const slice = alerts.filter((a) => a.round === round);
     for (const system of systems) {
       const result = await measureRound(fleet, system, slice);
+      charge([...result.lateBefore, ...result.strays], result);
       results.get(system.name)?.push(result);
       const d = distribution(result.latencies);
       ctx.log(
@@ -333,7 +377,9 @@ export async function compareInRounds(
       await sleep(500);
     }
   }
-  return new Map([...results].map(([name, rs]) => [name, pool(rs)]));
+  await sleep(LATE_WATCH_MS);
+  charge(await collectLate(fleet, wallNow()), undefined);
+  return new Map([...results].map(([name, rs]) => [name, { ...pool(rs), late: late.get(name) ?? 0 }]));
 }
 
 /** The correctness checks of a system's run; a failure fails the bench run. */
@@ -359,6 +405,11 @@ export function deliveryChecks(label: string, run: DeliveryRun) {
       name: `${label}: each delivery exactly once`,
       passed: run.duplicates === 0,
       detail: `${run.duplicates} duplicates`,
+    },
+    {
+      name: `${label}: nothing arrives after its round (a late delivery, or a copy)`,
+      passed: run.late === 0,
+      detail: `${run.late} late`,
     },
     {
       name: `${label}: no console dropped`,
@@ -403,6 +454,7 @@ export function describeRun(label: string, run: DeliveryRun): string {
   return (
     `${label}: p50 ${run.latency.p50.toFixed(1)} ms p99 ${run.latency.p99.toFixed(1)} ms max ${run.latency.max.toFixed(1)} ms ` +
     `(rounds' p99 ${run.roundP99s.map((p) => p.toFixed(1)).join(' / ')}), raise ack p50 ${run.raiseAck.p50.toFixed(1)} ms; ` +
-    `${run.delivered}/${run.expected} delivered; CPU ${cpu}${phases ? `; ${phases}` : ''}`
+    `${run.delivered}/${run.expected} delivered; raiser lag at most ${run.raiserLagMaxMs.toFixed(1)} ms; ` +
+    `CPU ${cpu}${phases ? `; ${phases}` : ''}`
   );
 }

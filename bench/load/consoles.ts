@@ -39,6 +39,8 @@ interface Held {
   spec: ConsoleSpec;
   close(): void;
   receipts: ConsoleReceipts;
+  /** How many of `receipts` the last report carried: any after it arrived late. */
+  reported: number;
   /** Why the connection ended while it should have stayed open. */
   dropped?: string;
 }
@@ -76,6 +78,7 @@ function openWithLibrary(spec: ConsoleSpec, timeoutMs: number): Promise<Held> {
     spec,
     close: () => socket.disconnect(),
     receipts: { key: spec.key, alerts: [], at: [] },
+    reported: 0,
   };
   socket.on('alert:new', (payload: { alert?: { description?: unknown } }) => {
     const at = wallNow() - origin;
@@ -124,7 +127,12 @@ function openOnWire(spec: ConsoleSpec, timeoutMs: number): Promise<Held> {
   url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
   url.search = 'EIO=4&transport=websocket';
   const ws = new WebSocket(url, { perMessageDeflate: false });
-  const entry: Held = { spec, close: () => ws.close(), receipts: { key: spec.key, alerts: [], at: [] } };
+  const entry: Held = {
+    spec,
+    close: () => ws.close(),
+    receipts: { key: spec.key, alerts: [], at: [] },
+    reported: 0,
+  };
   let connected = false;
   let settled = false;
   return new Promise((resolve, reject) => {
@@ -201,13 +209,24 @@ serveGenerator({
     };
   },
 
-  /** Forgets what was received and starts counting from `origin` (a `wallNow()` reading of the bench). */
+  /**
+   * Forgets what was received and starts counting from `origin` (a `wallNow()` reading of the bench). Answers
+   * with what arrived after the last report, console by console: nothing should have.
+   */
   async reset(payload: { origin: number }) {
     origin = payload.origin;
     received = 0;
     unreadable = 0;
-    for (const entry of held) entry.receipts = { key: entry.spec.key, alerts: [], at: [] };
-    return { consoles: held.length };
+    const late = held.flatMap((h) =>
+      h.receipts.alerts.length > h.reported
+        ? [{ key: h.spec.key, count: h.receipts.alerts.length - h.reported }]
+        : [],
+    );
+    for (const entry of held) {
+      entry.receipts = { key: entry.spec.key, alerts: [], at: [] };
+      entry.reported = 0;
+    }
+    return { consoles: held.length, late };
   },
 
   async counts() {
@@ -215,6 +234,7 @@ serveGenerator({
   },
 
   async report() {
+    for (const entry of held) entry.reported = entry.receipts.alerts.length;
     return {
       consoles: held.map((h) => h.receipts),
       unreadable,

@@ -45,6 +45,9 @@ export interface StepReport {
   stored: number;
   /** New alerts that opened an incident (the rest joined one). */
   opened: number;
+  /** The id of each alert answered as new, and of each incident it opened: checked against the store. */
+  storedAlertIds: string[];
+  openedIncidentIds: string[];
   /** Resent raises answered as duplicates of the original alert. */
   duplicatesOk: number;
   /** Resent raises answered with anything else (a second alert, another id): an idempotency failure. */
@@ -79,6 +82,8 @@ async function step(req: StepRequest): Promise<StepReport> {
     latencies: [],
     stored: 0,
     opened: 0,
+    storedAlertIds: [],
+    openedIncidentIds: [],
     duplicatesOk: 0,
     duplicatesWrong: 0,
     errors: {},
@@ -165,7 +170,11 @@ async function step(req: StepRequest): Promise<StepReport> {
           return;
         }
         report.stored++;
-        if (res.data.incident.seq === 1) report.opened++;
+        report.storedAlertIds.push(res.data.alert.id);
+        if (res.data.incident.seq === 1) {
+          report.opened++;
+          report.openedIncidentIds.push(res.data.incident.id);
+        }
         recent.push({ facility, payload, alertId: res.data.alert.id });
         if (recent.length > 200) recent.shift();
       });

@@ -24,8 +24,10 @@ export interface ScheduledRaise {
 
 export interface RaiseOutcome {
   index: number;
-  /** Milliseconds after the run's origin (`wallNow()` clock), taken just before the emit. */
+  /** Milliseconds after the run's origin (`wallNow()` clock) at which the raise was due. */
   sentAt: number;
+  /** How far behind that this process sent it. */
+  lagMs: number;
   ackAt: number;
   /** The acknowledgement as the server sent it, or `{ error }` when none came in time. */
   ack: unknown;
@@ -62,7 +64,10 @@ serveGenerator({
     return { connected: sockets.length };
   },
 
-  /** Sends each raise at its offset and resolves with every outcome once all are acknowledged or timed out. */
+  /**
+   * Sends each raise at its offset and resolves with every outcome once all are acknowledged or timed out;
+   * each outcome's `sentAt` is when the raise was due.
+   */
   async run(payload: {
     set: string;
     event: string;
@@ -79,9 +84,12 @@ serveGenerator({
     await new Promise<void>((done) => {
       const send = (raise: ScheduledRaise) => {
         const socket = set?.get(raise.facilityId);
-        const sentAt = wallNow() - origin;
+        // Timed from when it was due, not from when this process got to it: a load generator falling behind
+        // must not hide the delay from the latency (coordinated omission).
+        const sentAt = start + raise.offsetMs - origin;
+        const lagMs = wallNow() - origin - sentAt;
         const record = (ack: unknown) => {
-          outcomes.push({ index: raise.index, sentAt, ackAt: wallNow() - origin, ack });
+          outcomes.push({ index: raise.index, sentAt, lagMs, ackAt: wallNow() - origin, ack });
           if (++settled === schedule.length) done();
         };
         if (!socket) {

@@ -1,8 +1,9 @@
 /**
- * Memory: the server's resident set size (VmRSS of its process) per idle authenticated console, at 0 / 1,000 /
- * 2,000 / 5,000 consoles (quick: 0 / 500 / 1,000), each step read after a settling pause. Consoles are held
- * by generator processes, spread over the default topology's units and logged in the real way (one account
- * per unit, its token shared by the unit's consoles); they stay idle but answer every heartbeat.
+ * Memory: the server's resident set size (VmRSS of the primary and every server process, summed) per idle
+ * authenticated console, at 0 / 1,000 / 2,000 / 5,000 consoles (quick: 0 / 500 / 1,000), each step read
+ * after a settling pause. Consoles are held by generator processes, spread over the default topology's units
+ * and logged in the real way (one account per unit, its token shared by the unit's consoles); they stay idle
+ * but answer every heartbeat.
  */
 import { readFile } from 'node:fs/promises';
 import { detachAll, type Fleet, startFleet } from '../lib/delivery.ts';
