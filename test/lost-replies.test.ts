@@ -179,10 +179,11 @@ describe('an ending of a session whose reply is lost on a dropped connection', (
   });
 });
 
-describe('a reminder round whose claim’s reply is lost on a dropped connection', () => {
-  it('When the store recorded the claim of a reminder round but the reply was lost, Then that round is still paged, not skipped until the next one', async () => {
-    // Severity 2 on these policies: both agencies' first levels are paged again every 0.3 s, and never climb.
-    const paging = await startTestServer({
+describe('a reminder round whose claim’s reply is lost or late', () => {
+  // Severity 2 on these policies: both agencies' first levels are paged again every 0.3 s, and never climb.
+  let paging: TestServer;
+  beforeAll(async () => {
+    paging = await startTestServer({
       redisUrl: dropper.url,
       env: {
         SOCKET_REDIS_URL: sockets.redis.url,
@@ -190,75 +191,56 @@ describe('a reminder round whose claim’s reply is lost on a dropped connection
         ESCALATION_FILE: 'test/fixtures/reminders.json',
       },
     });
-    try {
-      const dispatch = await consoleFor(paging.url, 'dispatch.nusakambangan');
-      const operator = await consoleFor(paging.url, 'operator.permisan');
-      const rounds = new Map<string, number[]>();
-      dispatch.socket.on('escalation:reminder', (r) => {
-        rounds.set(r.incidentId, [...(rounds.get(r.incidentId) ?? []), r.round]);
-      });
-      const raise = async () => {
-        const res = await operator.socket.emitWithAck('alert:raise', uniqueAlert({ severity: 2 }));
-        if (!res.ok) throw new Error(JSON.stringify(res.error));
-        return res.data.incident;
-      };
-      // A first round teaches Redis the claim's script: the reply lost below is then the one to a claim Redis
-      // made, not a "no such script" answer to one it refused.
-      const first = await raise();
-      await waitFor(() => rounds.has(first.id), { what: 'a first reminder' });
-      const incident = await raise();
-      const before = dropper.dropped;
-      // Only the claim of a reminder round names the incident's pages.
-      dropper.loseReplyTo(`{inc:${incident.id}}:pages`);
+  });
+  afterAll(() => paging?.close());
 
-      await waitFor(() => dropper.dropped === before + 1 && rounds.has(incident.id), {
-        timeoutMs: 10_000,
-        what: 'a reminder after the lost reply',
-      });
+  /** The rounds of the police chain the Polsek is paged, by incident, and a way to raise one. */
+  async function polsekPaging() {
+    const dispatch = await consoleFor(paging.url, 'dispatch.nusakambangan');
+    const operator = await consoleFor(paging.url, 'operator.permisan');
+    const rounds = new Map<string, number[]>();
+    dispatch.socket.on('escalation:reminder', (r) => {
+      if (r.chain === 'police') rounds.set(r.incidentId, [...(rounds.get(r.incidentId) ?? []), r.round]);
+    });
+    const raise = async () => {
+      const res = await operator.socket.emitWithAck('alert:raise', uniqueAlert({ severity: 2 }));
+      if (!res.ok) throw new Error(JSON.stringify(res.error));
+      return res.data.incident;
+    };
+    return { rounds, raise };
+  }
 
-      expect(rounds.get(incident.id)?.[0]).toBe(1);
-    } finally {
-      await paging.close();
-    }
+  it('When the store recorded the claim of a reminder round but the reply was lost, Then that round is still paged, not skipped until the next one', async () => {
+    const { rounds, raise } = await polsekPaging();
+    // A first round teaches Redis the claim's script: the reply lost below is then the one to a claim Redis
+    // made, not a "no such script" answer to one it refused.
+    const first = await raise();
+    await waitFor(() => rounds.has(first.id), { what: 'a first reminder' });
+    const incident = await raise();
+    const before = dropper.dropped;
+    // Only the claim of a reminder round names the incident's pages.
+    dropper.loseReplyTo(`{inc:${incident.id}}:pages`);
+
+    await waitFor(() => dropper.dropped === before + 1 && rounds.has(incident.id), {
+      timeoutMs: 10_000,
+      what: 'a reminder after the lost reply',
+    });
+
+    expect(rounds.get(incident.id)?.[0]).toBe(1);
   });
 
   it('When the claim of a reminder round gets no reply in time (the store 3 s behind), Then that round is still paged once, not skipped by the timer’s retry', async () => {
-    const paging = await startTestServer({
-      redisUrl: dropper.url,
-      env: {
-        SOCKET_REDIS_URL: sockets.redis.url,
-        REDELIVER_AFTER_MS: '60000',
-        ESCALATION_FILE: 'test/fixtures/reminders.json',
-      },
-    });
-    try {
-      const dispatch = await consoleFor(paging.url, 'dispatch.nusakambangan');
-      const operator = await consoleFor(paging.url, 'operator.permisan');
-      const rounds = new Map<string, number[]>();
-      dispatch.socket.on('escalation:reminder', (r) => {
-        rounds.set(`${r.incidentId}/${r.chain}`, [
-          ...(rounds.get(`${r.incidentId}/${r.chain}`) ?? []),
-          r.round,
-        ]);
-      });
-      const res = await operator.socket.emitWithAck('alert:raise', uniqueAlert({ severity: 2 }));
-      if (!res.ok) throw new Error(JSON.stringify(res.error));
-      const { id } = res.data.incident;
-      // Every reply on the connection of the first round's claim comes past the 3 s command timeout.
-      dropper.delayRepliesAfter(`{inc:${id}}:pages`, 3500);
+    const { rounds, raise } = await polsekPaging();
+    const { id } = await raise();
+    // Every reply on the connection of the first round's claim comes past the 3 s command timeout.
+    dropper.delayRepliesAfter(`{inc:${id}}:pages`, 3500);
 
-      await waitFor(() => rounds.has(`${id}/police`), {
-        timeoutMs: 15_000,
-        what: 'a reminder to the Polsek',
-      });
+    await waitFor(() => rounds.has(id), { timeoutMs: 15_000, what: 'a reminder to the Polsek' });
 
-      expect(rounds.get(`${id}/police`)?.[0]).toBe(1);
-      // Rounds are claimed once each, whatever was sent again.
-      const police = rounds.get(`${id}/police`) ?? [];
-      expect(new Set(police).size).toBe(police.length);
-    } finally {
-      await paging.close();
-    }
+    expect(rounds.get(id)?.[0]).toBe(1);
+    // Rounds are claimed once each, whatever was sent again.
+    const police = rounds.get(id) ?? [];
+    expect(new Set(police).size).toBe(police.length);
   });
 });
 
