@@ -339,7 +339,9 @@ export function pool(rounds: RoundResult[]): DeliveryRun {
 
 /**
  * Runs the systems in turn, one round each, for every round of the plan; returns each system's pooled
- * figures. Every system stays connected throughout, so turns switch without reconnecting.
+ * figures. Every system stays connected throughout, so turns switch without reconnecting. The order turns
+ * by one system each round: none always runs in what the one before it leaves behind (its timers, a
+ * redelivery sweep, a rewrite of its store once quiet).
  */
 export async function compareInRounds(
   ctx: BenchContext,
@@ -364,7 +366,8 @@ export async function compareInRounds(
   await collectLate(fleet, wallNow());
   for (let round = 0; round < rounds; round++) {
     const slice = alerts.filter((a) => a.round === round);
-    for (const system of systems) {
+    const turns = systems.map((_, i) => systems[(i + round) % systems.length] as DeliverySystem);
+    for (const system of turns) {
       const result = await measureRound(fleet, system, slice);
       charge([...result.lateBefore, ...result.strays], result);
       results.get(system.name)?.push(result);
