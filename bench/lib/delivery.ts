@@ -339,15 +339,17 @@ export function pool(rounds: RoundResult[]): DeliveryRun {
 
 /**
  * Runs the systems in turn, one round each, for every round of the plan; returns each system's pooled
- * figures. Every system stays connected throughout, so turns switch without reconnecting. The order turns
- * by one system each round: none always runs in what the one before it leaves behind (its timers, a
- * redelivery sweep, a rewrite of its store once quiet).
+ * figures. Every system stays connected throughout, so turns switch without reconnecting. With `rotate`, the
+ * order turns by one system each round, so that none always runs in what the one before it leaves behind
+ * (its timers, a redelivery sweep, a rewrite of its store once quiet); without, a system that replays what
+ * another delivered in the same round (the bare baseline) can follow it.
  */
 export async function compareInRounds(
   ctx: BenchContext,
   fleet: Fleet,
   systems: DeliverySystem[],
   alerts: PlannedAlert[],
+  options: { rotate?: boolean } = {},
 ): Promise<Map<string, DeliveryRun>> {
   const rounds = Math.max(...alerts.map((a) => a.round)) + 1;
   const results = new Map<string, RoundResult[]>(systems.map((s) => [s.name, []]));
@@ -366,7 +368,8 @@ export async function compareInRounds(
   await collectLate(fleet, wallNow());
   for (let round = 0; round < rounds; round++) {
     const slice = alerts.filter((a) => a.round === round);
-    const turns = systems.map((_, i) => systems[(i + round) % systems.length] as DeliverySystem);
+    const shift = options.rotate ? round : 0;
+    const turns = systems.map((_, i) => systems[(i + shift) % systems.length] as DeliverySystem);
     for (const system of turns) {
       const result = await measureRound(fleet, system, slice);
       charge([...result.lateBefore, ...result.strays], result);

@@ -150,10 +150,7 @@ export function sinergiSystem(
 /**
  * The baseline: the same consoles in the same units (joining their unit's room by name), the same alerts at
  * the same moments, each with the exact payload Sinergi delivered for it, to the rooms of exactly the units
- * Sinergi owed it to. In a round where it goes first (every other round: the turns alternate, so that neither
- * always runs in what the other leaves behind), it sends at each moment the alert Sinergi delivered at the
- * same place in the round before, payload and entitled units alike: a load of the same kind, not the same
- * alerts (the round's deliveries differ by a few percent).
+ * Sinergi owed it to. A round replays what Sinergi's same round delivered, so Sinergi goes first.
  */
 export function bareSystem(
   name: string,
@@ -164,7 +161,6 @@ export function bareSystem(
     consoles: { key: number; unitId: string }[];
     client: ConsoleClient;
     replay: Delivered;
-    alerts: readonly PlannedAlert[];
   },
 ): DeliverySystem {
   const roomOf = (unitId: string) => {
@@ -172,15 +168,6 @@ export function bareSystem(
     return unit ? [rooms.unit(unit)] : [];
   };
   const { replay } = options;
-  const byRound = new Map<number, PlannedAlert[]>();
-  for (const a of options.alerts) byRound.set(a.round, [...(byRound.get(a.round) ?? []), a]);
-  // What each alert of the baseline was sent as: which alert of Sinergi's it replays.
-  const replayed = new Map<number, PlannedAlert>();
-  const source = (a: PlannedAlert): PlannedAlert | undefined => {
-    if (replay.payloads.has(a.index)) return a;
-    const position = byRound.get(a.round)?.indexOf(a) ?? -1;
-    return byRound.get(a.round - 1)?.[position];
-  };
   return {
     name,
     client: options.client,
@@ -196,21 +183,16 @@ export function bareSystem(
     pids: { server: [options.pid] },
     schedule: (alerts) =>
       alerts.flatMap((a) => {
-        const from = source(a);
-        const units = from && replay.entitlement.get(from.index);
-        const payload = from && replay.payloads.get(from.index);
-        if (!from || !units || payload === undefined) return [];
-        replayed.set(a.index, from);
-        // The consoles tell alerts by the index in their text: this one's, in a payload of the same size.
-        const text = JSON.stringify(payload).replace(new RegExp(`#${from.index}\\b`, 'g'), `#${a.index}`);
-        const args = { rooms: partyRooms(topology, [...units]), payload: JSON.parse(text) as unknown };
-        return [{ index: a.index, facilityId: from.facilityId, offsetMs: a.offsetMs, args }];
+        const units = replay.entitlement.get(a.index);
+        const payload = replay.payloads.get(a.index);
+        if (!units || payload === undefined) return [];
+        const args = { rooms: partyRooms(topology, [...units]), payload };
+        return [{ index: a.index, facilityId: a.facilityId, offsetMs: a.offsetMs, args }];
       }),
     entitlement: (outcomes) =>
       new Map(
         outcomes.flatMap((o) => {
-          const from = replayed.get(o.index);
-          const units = from && replay.entitlement.get(from.index);
+          const units = replay.entitlement.get(o.index);
           return units && (o.ack as { ok?: boolean } | undefined)?.ok ? [[o.index, units] as const] : [];
         }),
       ),

@@ -73,7 +73,7 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
     await attach(ctx, fleet, one);
     await attach(ctx, fleet, two);
     await attach(ctx, fleet, shared);
-    const runs = await compareInRounds(ctx, fleet, [one, two, shared], alerts);
+    const runs = await compareInRounds(ctx, fleet, [one, two, shared], alerts, { rotate: true });
     const s = runs.get(one.name);
     const p = runs.get(two.name);
     const o = runs.get(shared.name);

@@ -69,7 +69,6 @@ export async function run(ctx: BenchContext): Promise<ScenarioResult> {
       consoles: assignConsoles(topology, load.consoles, load.consoles),
       client: load.client,
       replay: sinergi.delivered,
-      alerts,
     });
     await attach(ctx, fleet, sinergi);
     await attach(ctx, fleet, bare);
