@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { RaiseAlertInput } from '../shared/incident.ts';
 import { uniqueAlert } from './support/alerts.ts';
 import { type ConsoleClient, closeConsoles, consoleFor, get, login } from './support/consoles.ts';
 import { addAccount, startTestServer, type TestServer } from './support/test-server.ts';
@@ -19,6 +20,23 @@ async function expectNotesWithinTwo(socket: ConsoleClient, incidentId: string) {
     ok: false,
     error: { code: 'rate_limited' },
   });
+}
+
+/**
+ * An account of its own (no other test's actions count against its budget), its console, and an incident it
+ * raised at its Lapas.
+ */
+async function ownIncident(
+  username: string,
+  role: 'operator' | 'security_chief',
+  unitId: string,
+  alert: Partial<RaiseAlertInput> = {},
+) {
+  const { password } = await addAccount(server, { username, role, unitId });
+  const { socket, session } = await consoleFor(server.url, username, password);
+  const raised = await socket.emitWithAck('alert:raise', uniqueAlert({ facilityId: unitId, ...alert }));
+  if (!raised.ok) throw new Error(JSON.stringify(raised.error));
+  return { socket, session, incidentId: raised.data.incident.id };
 }
 
 describe('per-user rate limits on raises and notes', () => {
@@ -81,15 +99,7 @@ describe('per-user rate limits on raises and notes', () => {
   });
 
   it('counts status changes against the note budget, so a note cannot ride on endless responding ⇄ contained flips, and never limits an acknowledgement', async () => {
-    const { password } = await addAccount(server, {
-      username: 'watch.nirbaya',
-      role: 'operator',
-      unitId: 'lapas-nirbaya',
-    });
-    const { socket, session } = await consoleFor(server.url, 'watch.nirbaya', password);
-    const raised = await socket.emitWithAck('alert:raise', uniqueAlert({ facilityId: 'lapas-nirbaya' }));
-    if (!raised.ok) throw new Error(JSON.stringify(raised.error));
-    const incidentId = raised.data.incident.id;
+    const { socket, session, incidentId } = await ownIncident('watch.nirbaya', 'operator', 'lapas-nirbaya');
     const note = 'Regu masih di blok';
     expect(
       await socket.emitWithAck('incident:transition', { incidentId, to: 'responding', note }),
@@ -116,18 +126,12 @@ describe('per-user rate limits on raises and notes', () => {
   });
 
   it('counts holds against the note budget: a hold carries its free-text reason onto the timeline and to every party, as a note does', async () => {
-    const { password } = await addAccount(server, {
-      username: 'kplp.nirbaya',
-      role: 'security_chief',
-      unitId: 'lapas-nirbaya',
-    });
-    const { socket, session } = await consoleFor(server.url, 'kplp.nirbaya', password);
-    const raised = await socket.emitWithAck(
-      'alert:raise',
-      uniqueAlert({ facilityId: 'lapas-nirbaya', severity: 4 }),
+    const { socket, session, incidentId } = await ownIncident(
+      'kplp.nirbaya',
+      'security_chief',
+      'lapas-nirbaya',
+      { severity: 4 },
     );
-    if (!raised.ok) throw new Error(JSON.stringify(raised.error));
-    const incidentId = raised.data.incident.id;
     const hold = (reason: string) =>
       socket.emitWithAck('escalation:hold', {
         incidentId,
@@ -146,15 +150,7 @@ describe('per-user rate limits on raises and notes', () => {
   });
 
   it('gives the point back for a note or status change that is refused, so a stale screen repeating one does not use up the budget', async () => {
-    const { password } = await addAccount(server, {
-      username: 'piket.nirbaya',
-      role: 'operator',
-      unitId: 'lapas-nirbaya',
-    });
-    const { socket } = await consoleFor(server.url, 'piket.nirbaya', password);
-    const raised = await socket.emitWithAck('alert:raise', uniqueAlert({ facilityId: 'lapas-nirbaya' }));
-    if (!raised.ok) throw new Error(JSON.stringify(raised.error));
-    const incidentId = raised.data.incident.id;
+    const { socket, incidentId } = await ownIncident('piket.nirbaya', 'operator', 'lapas-nirbaya');
     for (let i = 0; i < 3; i++) {
       expect(
         await socket.emitWithAck('incident:note', { incidentId: randomUUID(), text: 'Salah layar' }),
@@ -169,15 +165,7 @@ describe('per-user rate limits on raises and notes', () => {
   });
 
   it('does not count a note sent again with its clientRef (a retry after a lost answer) against the budget', async () => {
-    const { password } = await addAccount(server, {
-      username: 'piket.pasir-putih',
-      role: 'operator',
-      unitId: 'lapas-pasir-putih',
-    });
-    const { socket } = await consoleFor(server.url, 'piket.pasir-putih', password);
-    const raised = await socket.emitWithAck('alert:raise', uniqueAlert({ facilityId: 'lapas-pasir-putih' }));
-    if (!raised.ok) throw new Error(JSON.stringify(raised.error));
-    const incidentId = raised.data.incident.id;
+    const { socket, incidentId } = await ownIncident('piket.pasir-putih', 'operator', 'lapas-pasir-putih');
     const note = { incidentId, text: 'Blok A dikunci', clientRef: randomUUID() };
     expect(await socket.emitWithAck('incident:note', note)).toMatchObject({
       ok: true,

@@ -98,8 +98,6 @@ export function createUndelivered(
     if (entry && entry.count > 1) entry.count--;
     else held.delete(member);
   };
-  // Past this, a held note is no longer taken for in hand: whatever holds it is stuck, and its change must
-  // still reach the consoles.
   const inHand = (member: string, now: number) => {
     const entry = held.get(member);
     return entry !== undefined && now - entry.since < HELD_AT_MOST_MS;
